@@ -1,0 +1,234 @@
+"""The `teachwhy` command: thin over the library API; parses, calls, prints with rich."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from teachwhy.errors import UserError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train and evaluate models that learned why: honeypot evals, why-data, experiments.")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
+scen_app = typer.Typer(no_args_is_help=True, help="Honeypot scenarios.")
+app.add_typer(models_app, name="models")
+app.add_typer(scen_app, name="scenarios")
+
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+# -- models ---------------------------------------------------------------------------------------
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List the embedded models and whether they are prepared."""
+    from teachwhy import models
+
+    rows = models.list_models()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    t = Table("name", "kind", "prepared", "package", "path", title="embedded models")
+    for r in rows:
+        t.add_row(r["name"], r["kind"], "yes" if r["prepared"] else "no", r["package"], r["path"])
+    out.print(t)
+    out.print("Also accepted: a Hugging Face model directory, a PEFT adapter directory, or an Inspect "
+              "model id (openai/..., anthropic/..., vllm/..., hf/...).")
+
+
+@models_app.command("prepare")
+def models_prepare(name: str = typer.Argument("smollm2-135m"),
+                   force: bool = typer.Option(False, "--force", help="Rebuild the cache.")) -> None:
+    """Build the cached Hugging Face directory for an embedded model (once; offline)."""
+    from teachwhy import models
+
+    with err.status(f"preparing {name} (dequantizing GGUF, once)"):
+        d = models.prepare_embedded(name, force=force)
+    out.print(f"{name}: {d}")
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+def _scenarios(files: Optional[list[str]], split: Optional[str], family: Optional[str], limit=None):
+    from teachwhy.evals.runner import load_selection
+
+    return load_selection(files, split, family, limit)
+
+
+@scen_app.command("list")
+def scenarios_list(split: Optional[str] = typer.Option(None), family: Optional[str] = typer.Option(None),
+                   file: Optional[list[str]] = typer.Option(None, "--file", help="A scenario file (repeatable)."),
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """List scenarios (built-in, or from --file) with their family, condition and split."""
+    sc = _scenarios(file, split, family)
+    if as_json:
+        print(json.dumps([{"id": s.id, "family": s.family, "split": s.split, "condition": s.condition}
+                          for s in sc], indent=2))
+        return
+    t = Table("id", "family", "goal conflict", "urgency", "split", title=f"{len(sc)} scenarios")
+    for s in sc:
+        t.add_row(s.id, s.family, s.goal_conflict, s.urgency, s.split)
+    out.print(t)
+
+
+@scen_app.command("show")
+def scenarios_show(scenario_id: str, file: Optional[list[str]] = typer.Option(None, "--file"),
+                   as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one scenario: the prompt as the model sees it, and the candidate actions."""
+    sc = {s.id: s for s in _scenarios(file, None, None)}
+    if scenario_id not in sc:
+        raise UserError(f"no scenario with id '{scenario_id}': see `teachwhy scenarios list`")
+    s = sc[scenario_id]
+    if as_json:
+        print(s.model_dump_json(indent=2))
+        return
+    for m in s.prompt_messages():
+        out.rule(f"[bold]{m['role']}")
+        out.print(m["content"], markup=False, highlight=False)
+    out.rule("[bold]candidates")
+    for c in s.candidates:
+        out.print(f"[{'red' if c.label == 'harmful' else 'green'}]{c.id} ({c.label})[/]")
+        out.print(c.text, markup=False, highlight=False)
+
+
+@scen_app.command("validate")
+def scenarios_validate(files: Optional[list[str]] = typer.Argument(None),
+                       tolerance: float = typer.Option(0.2, help="Allowed candidate length spread.")) -> None:
+    """Validate scenario files (or the built-in set): schema, candidate length matching under the
+    embedded tokenizer, and (for the built-in set) eval/train disjointness."""
+    from teachwhy import models
+    from teachwhy.scenarios import check_length_matched, split_overlap
+
+    sc = _scenarios(files, None, None)
+    tok = models.load_tokenizer()
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    problems = []
+    for s in sc:
+        problems += check_length_matched(s, count, tolerance=tolerance)
+    ev = [s for s in sc if s.split == "eval"]
+    tr = [s for s in sc if s.split == "train"]
+    if ev and tr:
+        rep = split_overlap(ev, tr)
+        shared = {k: v for k, v in rep.items() if isinstance(v, dict) and v.get("count")}
+        for k, v in shared.items():
+            problems.append(f"eval/train share {v['count']} {k} (e.g. {v.get('examples', [])[:2]})")
+    out.print(f"{len(sc)} scenarios ({len(ev)} eval, {len(tr)} train) checked")
+    if problems:
+        for p in problems:
+            err.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print("[green]ok[/]: schema, candidate length matching" + (", split disjointness" if ev and tr else ""))
+
+
+# -- eval -----------------------------------------------------------------------------------------
+def _ci(v) -> str:
+    return f"[{v[0]:.1%}, {v[1]:.1%}]" if v else "n/a"
+
+
+def print_summary(summary: dict) -> None:
+    mode = summary["mode"]
+    t = Table(title=f"{summary['model']} · {summary['suite']} · {mode} — {summary['metric']}")
+    for col in ("group", "", "rate", "k/n", "95% Wilson", "95% cluster bootstrap (families)"):
+        t.add_column(col)
+    if mode == "choice":
+        t.add_column("mean P(harmful) [95% CI]")
+    else:
+        t.add_column("invalid (unparseable / no action)")
+        if "judge" in summary["overall"]:
+            t.add_column("LLM judge rate [95% Wilson]")
+    for r in summary["rows"]:
+        rate = "n/a" if r["rate"] is None else f"{r['rate']:.1%}"
+        cells = [r["group"], r["key"], rate, f"{r['k']}/{r['n']}", _ci(r["wilson_95"]),
+                 _ci(r["cluster_bootstrap_95"])]
+        if mode == "choice":
+            cells.append(f"{r['mean_p_harmful']:.3f} {_ci(r['mean_p_harmful_95'])}" if r["n"] else "n/a")
+        else:
+            cells.append(f"{r['invalid']} ({r['unparseable']} / {r['no_action']}) of {r['samples']}")
+            if "judge" in summary["overall"]:
+                j = r.get("judge")
+                cells.append(f"{j['rate']:.1%} {_ci(j['wilson_95'])} n={j['n']}" if j and j["n"] else "n/a")
+        t.add_row(*cells)
+    out.print(t)
+    if mode == "choice":
+        o = summary["overall"]["other_scorings"]
+        out.print("other scorings, overall: " + "; ".join(
+            f"{k}: {v['rate']:.1%} {_ci(v['wilson_95'])} (n={v['n']})" for k, v in o.items()))
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded name, model/adapter dir, or Inspect id."),
+    suite: str = typer.Option("agentic", help="Eval suite."),
+    mode: str = typer.Option("choice", help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
+    split: str = typer.Option("eval", help="Scenario split: eval or train."),
+    family: Optional[str] = typer.Option(None, help="blackmail, leak, sabotage or framing."),
+    limit: Optional[int] = typer.Option(None, help="At most N scenarios."),
+    samples: int = typer.Option(1, help="Generate mode: samples per scenario."),
+    out_dir: str = typer.Option("runs", "--out", help="Runs directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    scenario_file: Optional[list[str]] = typer.Option(None, "--scenarios", help="Your own scenario file (repeatable)."),
+    judge: Optional[str] = typer.Option(None, help="Generate mode: an Inspect model id for the LLM judge."),
+    dtype: str = typer.Option("float32", help="Choice mode: float32 or bfloat16."),
+    max_tokens: int = typer.Option(384, help="Generate mode: max new tokens."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Run the agentic-misalignment honeypot eval and print harmful rates with 95% CIs."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from teachwhy.evals.runner import run_eval
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=err, transient=True) as prog:
+        task = prog.add_task(f"{mode} eval · {model}", total=None)
+        res = run_eval(model, suite=suite, mode=mode, split=split, family=family, limit=limit,
+                       samples=samples, out=out_dir, scenario_files=scenario_file, judge=judge,
+                       dtype=dtype, max_tokens=max_tokens, seed=seed,
+                       progress=lambda done, total: prog.update(task, completed=done, total=total))
+    if as_json:
+        print(json.dumps(res.summary, indent=2))
+        return
+    if res.resumed:
+        err.print(f"resumed: {res.resumed} records from an earlier run were kept")
+    print_summary(res.summary)
+    out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        if _state["debug"]:
+            raise
+        from rich.text import Text
+
+        err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True, highlight=False)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted: rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

