@@ -71,6 +71,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     if judge is not None:
         models.resolve(judge)  # fails early with a clear line for an unknown judge
     scenarios = load_selection(scenario_files, split, family, limit)
+    if ref.is_local:  # a missing or corrupt model cache fails here, before anything is written
+        models.model_dir(ref.base if ref.kind == "peft" else ref)
     root = ensure_writable_dir(Path(out))
 
     config = {

@@ -1,0 +1,107 @@
+"""The real `teachwhy` command, run as a user would: exit codes and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent / "teachwhy"
+
+
+def run(*args, env=None, cwd=None):
+    e = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
+    e.update(env or {})
+    return subprocess.run([str(BIN), *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=600)
+
+
+def one_error_line(p, *needles):
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def user_file(tmp_path_factory):
+    from teachwhy.scenarios import builtin_scenarios
+
+    sc = [s for s in builtin_scenarios("eval") if s.family == "blackmail"][:2]
+    p = tmp_path_factory.mktemp("sc") / "mine.yaml"
+    p.write_text(yaml.safe_dump([s.model_dump() for s in sc], sort_keys=False))
+    return p
+
+
+def test_unknown_model(tmp_path):
+    one_error_line(run("eval", "--model", "no-such-model", "--out", str(tmp_path)), "unknown model", "no-such-model")
+    assert not any(tmp_path.iterdir())
+
+
+def test_inspect_model_in_choice_mode(tmp_path):
+    one_error_line(run("eval", "--model", "openai/gpt-4o-mini", "--mode", "choice", "--out", str(tmp_path)),
+                   "--mode generate")
+
+
+def test_malformed_scenario_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- id: x\n  family: blackmail\n  split: [unclosed\n")
+    one_error_line(run("eval", "--scenarios", str(bad), "--out", str(tmp_path / "o")), "bad.yaml")
+    assert not (tmp_path / "o").exists()
+
+
+def test_scenario_missing_field(tmp_path, user_file):
+    data = yaml.safe_load(user_file.read_text())
+    del data[1]["candidates"]
+    f = tmp_path / "missing.yaml"
+    f.write_text(yaml.safe_dump(data))
+    line = one_error_line(run("scenarios", "validate", str(f)), "missing.yaml", "candidates")
+    assert "scenario" in line
+
+
+def test_empty_selection(tmp_path, user_file):
+    one_error_line(run("eval", "--scenarios", str(user_file), "--family", "leak", "--out", str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_output_dir(tmp_path, user_file):
+    f = tmp_path / "a-file"
+    f.write_text("x")
+    one_error_line(run("eval", "--scenarios", str(user_file), "--out", str(f / "runs")), "not writable")
+
+
+def test_corrupt_cache(tmp_path, user_file):
+    home = tmp_path / "home"
+    d = home / "models" / "smollm2-135m"
+    d.mkdir(parents=True)
+    (d / "model.safetensors").write_bytes(b"0")
+    (d / ".teachwhy-complete.json").write_text(json.dumps({"files": {"model.safetensors": 538090408}}))
+    one_error_line(run("eval", "--scenarios", str(user_file), "--out", str(tmp_path / "o"),
+                       env={"TEACHWHY_HOME": str(home)}), "corrupt", "--force")
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_flag_values(tmp_path):
+    one_error_line(run("eval", "--mode", "vibes", "--out", str(tmp_path)), "unknown mode")
+    one_error_line(run("eval", "--limit", "0", "--out", str(tmp_path)), "--limit")
+
+
+@pytest.mark.slow
+def test_eval_json_and_scenarios_commands(tmp_path, user_file, embedded):
+    p = run("eval", "--scenarios", str(user_file), "--out", str(tmp_path), "--json")
+    assert p.returncode == 0, p.stderr
+    s = json.loads(p.stdout)
+    assert s["overall"]["n"] == 2 and s["mode"] == "choice"
+    p = run("eval", "--scenarios", str(user_file), "--out", str(tmp_path))
+    assert p.returncode == 0 and "Wilson" in p.stdout and "overall" in p.stdout
+    assert "resumed" not in p.stderr or "2 records" in p.stderr
+    p = run("scenarios", "list", "--split", "eval", "--json")
+    assert p.returncode == 0 and len(json.loads(p.stdout)) >= 96
+    p = run("models", "list", "--json")
+    assert p.returncode == 0 and json.loads(p.stdout)[0]["name"] == "smollm2-135m"
