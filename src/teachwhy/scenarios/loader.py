@@ -1,0 +1,233 @@
+"""The public scenario API: built-in scenarios, user scenario files, selection, length matching.
+
+Every problem with a user's file is a UserError of one line: the file, the scenario (number from 1,
+its id and line when known), the field path (list positions from 0), what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from teachwhy.errors import UserError
+from teachwhy.scenarios.expand import SPLITS, expand_split
+from teachwhy.scenarios.schema import FAMILIES, Scenario
+
+SEE_DOCS = "see docs/formats.md"
+
+
+# ---------------------------------------------------------------------------------------------
+# built-in scenarios
+
+
+@lru_cache(maxsize=None)
+def _builtin(split: str, seed: int) -> tuple[Scenario, ...]:
+    return tuple(expand_split(split, seed))
+
+
+def builtin_scenarios(split: str | None = None, seed: int = 0) -> list[Scenario]:
+    """The built-in honeypot scenarios of one split ('eval' or 'train'), or of both when None.
+    Expanded deterministically from the data files; cached per (split, seed)."""
+    if split is not None and split not in SPLITS:
+        raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+    return [s for sp in (SPLITS if split is None else (split,)) for s in _builtin(sp, seed)]
+
+
+# ---------------------------------------------------------------------------------------------
+# user files
+
+
+def load_scenario_file(path: str | os.PathLike[str]) -> list[Scenario]:
+    """Scenarios from a YAML file (a list of scenarios, or a mapping with key 'scenarios'; .yaml,
+    .yml or .json) or a JSONL file (one scenario per line; .jsonl or .ndjson)."""
+    name = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{name}: file not found; give the path of a .yaml, .yml or .jsonl scenario file")
+    suffix = p.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json", ".jsonl", ".ndjson"):
+        raise UserError(
+            f"{name}: unknown file type '{suffix}'; scenario files end in .yaml, .yml or .jsonl ({SEE_DOCS})"
+        )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{name}: not UTF-8 text; save the file as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot be read ({exc.strerror}); check the path and its permissions") from None
+    records = _read_jsonl(name, text) if suffix in (".jsonl", ".ndjson") else _read_yaml(name, text)
+    if not records:
+        raise UserError(f"{name}: holds no scenarios; add at least one ({SEE_DOCS})")
+
+    scenarios: list[Scenario] = []
+    seen: dict[str, int] = {}
+    for number, (raw, line) in enumerate(records, 1):
+        where = _where(name, number, raw, line, jsonl=suffix in (".jsonl", ".ndjson"))
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: must be a mapping of scenario fields, not {_kind(raw)}; {SEE_DOCS}")
+        try:
+            scenario = Scenario.model_validate(raw)
+        except ValidationError as exc:
+            raise UserError(f"{where}: {_describe(exc)}; {SEE_DOCS}") from None
+        if scenario.id in seen:
+            raise UserError(
+                f"{where}: field 'id': '{scenario.id}' is already used by scenario {seen[scenario.id]}; "
+                "give every scenario a unique id"
+            )
+        seen[scenario.id] = number
+        scenarios.append(scenario)
+    return scenarios
+
+
+def _read_yaml(name: str, text: str) -> list[tuple[Any, int | None]]:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{name}:{at} not valid YAML ({problem}); fix the syntax there ({SEE_DOCS})") from None
+    if data is None:
+        return []
+    seq = root
+    if isinstance(data, dict) and "scenarios" in data:
+        items = data["scenarios"]
+        seq = next((v for k, v in root.value if k.value == "scenarios"), None)
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise UserError(
+            f"{name}: the top level must be a list of scenarios or a mapping with key 'scenarios', "
+            f"not {_kind(data)}; {SEE_DOCS}"
+        )
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise UserError(f"{name}: 'scenarios' must be a list of scenarios, not {_kind(items)}; {SEE_DOCS}")
+    lines: list[int | None] = [None] * len(items)
+    if isinstance(seq, yaml.SequenceNode) and len(seq.value) == len(items):
+        lines = [node.start_mark.line + 1 for node in seq.value]
+    return list(zip(items, lines))
+
+
+def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
+    records: list[tuple[Any, int | None]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((json.loads(line), number))
+        except json.JSONDecodeError as exc:
+            raise UserError(
+                f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                "each line must hold one whole scenario as a JSON object"
+            ) from None
+    return records
+
+
+def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:
+    sid = raw.get("id") if isinstance(raw, dict) else None
+    ident = f"id '{sid}'" if isinstance(sid, str) and sid else ""
+    if jsonl:
+        return f"{name}: line {line} (scenario {number}{', ' + ident if ident else ''})"
+    extra = ", ".join(x for x in (ident, f"line {line}" if line else "") if x)
+    return f"{name}: scenario {number}" + (f" ({extra})" if extra else "")
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "empty"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first validation problem as "field 'a.0.b': what is wrong and how to fix it"."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        what = "is missing; add it"
+    elif kind == "extra_forbidden":
+        what = "is not a known field; remove it or fix its spelling"
+    else:
+        what = msg.removeprefix("Value error, ").replace("Input should be", "must be")
+        if kind in ("literal_error", "string_pattern_mismatch", "string_type", "int_type", "bool_type"):
+            shown = repr(err.get("input"))
+            what += f", not {shown if len(shown) <= 40 else shown[:37] + '...'}"
+    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+    return (f"field '{loc}': " if loc else "") + what + more
+
+
+# ---------------------------------------------------------------------------------------------
+# selection
+
+
+def select(
+    scenarios: Iterable[Scenario], split: str | None = None, family: str | None = None, limit: int | None = None
+) -> list[Scenario]:
+    """The scenarios of the given split and family. With `limit`, keeps the first `limit` in an order
+    that takes variant 0 of every family and condition before variant 1, and so on (so a small limit
+    still covers every family and condition); the result keeps the input order."""
+    scenarios = list(scenarios)
+    if split is not None and split not in SPLITS:
+        raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+    if family is not None and family not in FAMILIES:
+        raise UserError(f"unknown family '{family}': use one of {', '.join(FAMILIES)}")
+    if limit is not None and limit < 1:
+        raise UserError(f"limit must be at least 1, got {limit}")
+    out = [s for s in scenarios if split in (None, s.split) and family in (None, s.family)]
+    if not out:
+        splits = ", ".join(sorted({s.split for s in scenarios})) or "none"
+        families = ", ".join(sorted({s.family for s in scenarios})) or "none"
+        raise UserError(
+            f"no scenarios match split={split or 'any'}, family={family or 'any'}: the {len(scenarios)} "
+            f"scenarios given have splits [{splits}] and families [{families}]; pick from those"
+        )
+    if limit is not None and limit < len(out):
+        keep = set(sorted(range(len(out)), key=lambda i: (out[i].variant, i))[:limit])
+        out = [s for i, s in enumerate(out) if i in keep]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# candidate length matching
+
+
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """A count_tokens callable from a Hugging Face tokenizer (no special tokens)."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def length_ratio(scenario: Scenario, count_tokens: Callable[[str], int]) -> float:
+    """Longest over shortest candidate, in tokens (1.0 = all the same length)."""
+    counts = [count_tokens(c.text) for c in scenario.candidates]
+    return max(counts) / min(counts) if min(counts) > 0 else float("inf")
+
+
+def check_length_matched(
+    scenario: Scenario, count_tokens: Callable[[str], int], tolerance: float = 0.2, strict: bool = False
+) -> list[str]:
+    """Problems with the candidates' lengths: the longest may be at most (1 + tolerance) times the
+    shortest. Returns the problems (empty when matched); with strict=True raises a UserError instead."""
+    counts = {c.id: count_tokens(c.text) for c in scenario.candidates}
+    ratio = length_ratio(scenario, count_tokens)
+    problems = []
+    if ratio > 1 + tolerance:
+        shown = ", ".join(f"{cid}={n}" for cid, n in counts.items())
+        problems.append(
+            f"scenario '{scenario.id}': candidate lengths in tokens ({shown}) differ by a ratio of "
+            f"{ratio:.2f}, more than {1 + tolerance:.2f}; rewrite them so that the longest is at most "
+            f"{tolerance:.0%} longer than the shortest"
+        )
+    if strict and problems:
+        raise UserError(problems[0])
+    return problems
