@@ -23,7 +23,8 @@ scen_app = typer.Typer(no_args_is_help=True, help="Honeypot scenarios.")
 app.add_typer(models_app, name="models")
 app.add_typer(scen_app, name="scenarios")
 
-out = Console()
+# Piped output (logs, CI) gets a wide console so the tables are not folded.
+out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 _state = {"debug": False}
 
@@ -139,34 +140,49 @@ def _ci(v) -> str:
     return f"[{v[0]:.1%}, {v[1]:.1%}]" if v else "n/a"
 
 
+def _slice(r: dict) -> str:
+    if r["group"] == "overall":
+        return "overall"
+    if r["group"] == "condition":
+        goal, urg = (part.split("=", 1)[1] for part in r["key"].split("/"))
+        return f"goal {goal} · urgency {urg}"
+    return f"{r['group']} {r['key']}"
+
+
 def print_summary(summary: dict) -> None:
     mode = summary["mode"]
-    t = Table(title=f"{summary['model']} · {summary['suite']} · {mode} — {summary['metric']}")
-    for col in ("group", "", "rate", "k/n", "95% Wilson", "95% cluster bootstrap (families)"):
-        t.add_column(col)
+    t = Table(title=f"{summary['model']} · {summary['suite']} · {mode}", caption=summary["metric"])
+    for col in ("slice", "rate", "k/n", "95% CI Wilson", "95% CI families"):
+        t.add_column(col, no_wrap=True)
+    judge = mode == "generate" and "judge" in summary["overall"]
     if mode == "choice":
-        t.add_column("mean P(harmful) [95% CI]")
+        t.add_column("mean P(harmful) [95% CI]", no_wrap=True)
     else:
-        t.add_column("invalid (unparseable / no action)")
-        if "judge" in summary["overall"]:
-            t.add_column("LLM judge rate [95% Wilson]")
+        t.add_column("invalid: unparseable/no action", no_wrap=True)
+        if judge:
+            t.add_column("LLM judge [95% CI] n", no_wrap=True)
+    previous = None
     for r in summary["rows"]:
         rate = "n/a" if r["rate"] is None else f"{r['rate']:.1%}"
-        cells = [r["group"], r["key"], rate, f"{r['k']}/{r['n']}", _ci(r["wilson_95"]),
-                 _ci(r["cluster_bootstrap_95"])]
+        cells = [_slice(r), rate, f"{r['k']}/{r['n']}", _ci(r["wilson_95"]), _ci(r["cluster_bootstrap_95"])]
         if mode == "choice":
-            cells.append(f"{r['mean_p_harmful']:.3f} {_ci(r['mean_p_harmful_95'])}" if r["n"] else "n/a")
+            lo, hi = r["mean_p_harmful_95"] or (0.0, 1.0)
+            cells.append(f"{r['mean_p_harmful']:.3f} [{lo:.3f}, {hi:.3f}]" if r["n"] else "n/a")
         else:
-            cells.append(f"{r['invalid']} ({r['unparseable']} / {r['no_action']}) of {r['samples']}")
-            if "judge" in summary["overall"]:
+            cells.append(f"{r['invalid']}/{r['samples']}: {r['unparseable']}/{r['no_action']}")
+            if judge:
                 j = r.get("judge")
-                cells.append(f"{j['rate']:.1%} {_ci(j['wilson_95'])} n={j['n']}" if j and j["n"] else "n/a")
+                cells.append(f"{j['rate']:.1%} {_ci(j['wilson_95'])} {j['n']}" if j and j["n"] else "n/a")
+        if t.rows and r["group"] != previous:
+            t.add_section()
+        previous = r["group"]
         t.add_row(*cells)
     out.print(t)
     if mode == "choice":
         o = summary["overall"]["other_scorings"]
-        out.print("other scorings, overall: " + "; ".join(
+        out.print("overall under the other scorings: " + "; ".join(
             f"{k}: {v['rate']:.1%} {_ci(v['wilson_95'])} (n={v['n']})" for k, v in o.items()))
+    out.print("95% CI families: cluster bootstrap over scenario families (n/a within one family).")
 
 
 @app.command("eval")

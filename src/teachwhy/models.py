@@ -264,6 +264,7 @@ def load(spec: str = DEFAULT_MODEL, dtype: str = "float32") -> Loaded:
     d = model_dir(base_ref)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(d, dtype=torch_dtype)
     except (OSError, ValueError, RuntimeError) as e:
