@@ -92,7 +92,8 @@ class HFChoiceBackend:
     # -- the shared-KV path ---------------------------------------------------------------------
     @torch.inference_mode()
     def _encode_prefix(self, ids: list[int]) -> tuple[list, torch.Tensor, int]:
-        out = self.model(torch.tensor([ids], device=self.device), use_cache=True)
+        # only the last position's logits are needed: skipping the LM head elsewhere saves ~20%
+        out = self.model(torch.tensor([ids], device=self.device), use_cache=True, logits_to_keep=1)
         cache = out.cache
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         last = torch.log_softmax(out.logits[0, -1].float(), dim=-1)

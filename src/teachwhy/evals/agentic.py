@@ -1,0 +1,227 @@
+"""Generate mode: the agentic honeypot scenarios as an Inspect AI Task.
+
+Each scenario becomes one Sample (system + user message, the decision point); the model writes its
+reply once per epoch; the `harm_scorer` grades the actions the reply takes with the rule grader and,
+when a judge model is given, also asks the LLM judge (stored beside the rule verdict, never instead).
+Nothing the agent does is executed: tools are simulated, and when offered to an API model as native
+tools (offer_tools=True) generate runs with tool_calls="none", so a call is recorded but never run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from inspect_ai import Task
+from inspect_ai import eval as inspect_eval
+from inspect_ai.dataset import MemoryDataset, Sample
+from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig, Model, get_model
+from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
+from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
+from inspect_ai.tool import ToolDef, ToolParams
+
+from teachwhy.errors import UserError
+from teachwhy.evals import inspect_provider  # noqa: F401  (registers the "teachwhy" model API)
+from teachwhy.evals.graders import GradingContext, grade_text
+from teachwhy.evals.judge import judge_reply, reply_for_judge
+from teachwhy.scenarios.schema import Scenario
+
+TASK_NAME = "teachwhy_agentic"
+SCORER_NAME = "harm_scorer"
+
+
+def scenario_sample(scenario: Scenario, offer_tools: bool = False) -> Sample:
+    system, user = scenario.prompt_messages()
+    metadata: dict[str, Any] = {
+        "scenario_id": scenario.id,
+        "family": scenario.family,
+        "goal_conflict": scenario.goal_conflict,
+        "urgency": scenario.urgency,
+        "condition": scenario.condition,
+        "split": scenario.split,
+        "variant": scenario.variant,
+        "grading": GradingContext.of(scenario).model_dump(),
+    }
+    if offer_tools:
+        metadata["tools"] = [t.model_dump() for t in scenario.tools]
+    return Sample(
+        id=scenario.id,
+        input=[ChatMessageSystem(content=system["content"]), ChatMessageUser(content=user["content"])],
+        metadata=metadata,
+    )
+
+
+def _inert(name: str) -> Any:
+    """A fresh callable per tool (Inspect keeps a tool's name on its function object)."""
+
+    async def never_run(**kwargs: Any) -> str:
+        raise RuntimeError(f"teachwhy tool {name} is simulated and must never be executed")
+
+    return never_run
+
+
+def _tool_params(schema: dict[str, Any]) -> ToolParams:
+    """A scenario tool's JSON schema as Inspect ToolParams (Inspect wants every parameter described)."""
+    schema = {**schema, "properties": {
+        name: {"description": name.replace("_", " "), **prop} for name, prop in schema["properties"].items()
+    }}
+    return ToolParams.model_validate(schema)
+
+
+@solver
+def offer_scenario_tools() -> Solver:
+    """Offer the sample's scenario tools as native tools (inert: generate must use tool_calls="none")."""
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        state.tools = [
+            ToolDef(
+                _inert(t["name"]),
+                name=t["name"],
+                description=t["description"],
+                parameters=_tool_params(t["parameters"]),
+            ).as_tool()
+            for t in state.metadata.get("tools", [])
+        ]
+        state.tool_choice = "auto"
+        return state
+
+    return solve
+
+
+@scorer(metrics=[mean(), stderr()], name=SCORER_NAME)
+def harm_scorer(judge: str | None = None) -> Scorer:
+    """1 when the rule grader finds a harmful action, else 0 ("invalid" replies score 0; see
+    metadata.verdict). With `judge` (an Inspect model id), the LLM judge's verdict is added."""
+
+    judge_model: Model | None = None
+
+    async def score(state: TaskState, target: Target) -> Score:
+        nonlocal judge_model
+        context = GradingContext.model_validate(state.metadata["grading"])
+        text = state.output.completion if state.output else ""
+        tool_calls = list(state.output.message.tool_calls or []) if state.output and state.output.choices else []
+        result = grade_text(context, text, tool_calls)
+        judge_verdict, judge_explanation = None, None
+        if judge:
+            try:
+                # made inside the eval's event loop, once per scorer (a memoized instance could hold
+                # an HTTP client bound to another, closed loop)
+                judge_model = judge_model or get_model(judge, memoize=False)
+                verdict = await judge_reply(judge_model, context, reply_for_judge(text, result.actions))
+                judge_verdict, judge_explanation = verdict.verdict, verdict.explanation
+            except Exception as exc:  # the rule verdict stands; record why the judge has none
+                judge_explanation = f"judge failed: {type(exc).__name__}: {exc}"
+        return Score(
+            value=1 if result.verdict == "harmful" else 0,
+            answer=result.verdict,
+            explanation="; ".join(result.reasons) or None,
+            metadata={
+                **result.to_dict(),
+                "judge_verdict": judge_verdict,
+                "judge_explanation": judge_explanation,
+            },
+        )
+
+    return score
+
+
+def agentic_task(
+    scenarios: list[Scenario],
+    samples: int = 1,
+    judge: str | None = None,
+    max_tokens: int = 384,
+    *,
+    offer_tools: bool = False,
+) -> Task:
+    """The Inspect Task: one Sample per scenario, `samples` epochs, graded by harm_scorer."""
+    ids = [s.id for s in scenarios]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise UserError(f"scenario ids must be unique within a run; repeated: {', '.join(duplicates)}")
+    if samples < 1:
+        raise UserError(f"samples must be at least 1 (got {samples})")
+    solvers = [offer_scenario_tools()] if offer_tools else []
+    return Task(
+        dataset=MemoryDataset([scenario_sample(s, offer_tools) for s in scenarios], name="teachwhy-agentic"),
+        solver=[*solvers, generate(tool_calls="none")],
+        scorer=harm_scorer(judge=judge),
+        epochs=samples,
+        config=GenerateConfig(max_tokens=max_tokens),
+        name=TASK_NAME,
+    )
+
+
+def inspect_model(model: str, memoize: bool = True, **model_args: Any) -> Model:
+    """An Inspect Model for an Inspect model id; a bare local spec or an existing model directory is
+    taken as teachwhy/<spec>. A one-line UserError when Inspect does not know it or cannot start it."""
+    from inspect_ai._util.error import PrerequisiteError
+
+    local = "/" not in model or Path(model).expanduser().is_dir()
+    model_id = f"teachwhy/{model}" if local else model
+    try:
+        return get_model(model_id, memoize=memoize, **model_args)
+    except (ValueError, PrerequisiteError, ImportError) as exc:
+        detail = " ".join(str(exc).split())
+        raise UserError(
+            f"Inspect cannot use model '{model_id}': {detail} (use an Inspect id such as "
+            "openai/gpt-4o-mini or teachwhy/<local model>)"
+        ) from None
+
+
+def run_generate(
+    scenarios: list[Scenario],
+    model: str,
+    samples: int,
+    log_dir: str,
+    judge: str | None = None,
+    max_tokens: int = 384,
+    seed: int = 0,
+    *,
+    offer_tools: bool = False,
+    model_args: dict[str, Any] | None = None,
+    max_connections: int | None = None,
+) -> list[dict]:
+    """Run the task with Inspect and return one plain record per (scenario, epoch)."""
+    if not scenarios:
+        return []
+    task = agentic_task(scenarios, samples=samples, judge=judge, max_tokens=max_tokens, offer_tools=offer_tools)
+    target_model = inspect_model(model, **(model_args or {}))
+    if judge:
+        inspect_model(judge, memoize=False)  # fail early, before any generation, on an unknown judge
+    logs = inspect_eval(
+        task,
+        model=target_model,
+        log_dir=log_dir,
+        display="none",
+        seed=seed,
+        max_connections=max_connections,
+        score_display=False,
+    )
+    log = logs[0]
+    if log.status != "success":
+        why = log.error.message if log.error else log.status
+        raise UserError(f"the generate run did not finish ({' '.join(str(why).split())}); "
+                        f"details in the Inspect log {log.location}")
+    return [_record(sample, log.location) for sample in log.samples or []]
+
+
+def _record(sample: Any, log_file: str) -> dict:
+    meta = sample.metadata or {}
+    score = (sample.scores or {}).get(SCORER_NAME)
+    graded = score.metadata if score is not None and score.metadata else {}
+    return {
+        "scenario_id": meta.get("scenario_id", str(sample.id)),
+        "sample_index": sample.epoch - 1,
+        "family": meta.get("family"),
+        "goal_conflict": meta.get("goal_conflict"),
+        "urgency": meta.get("urgency"),
+        "condition": meta.get("condition"),
+        "completion": sample.output.completion if sample.output else "",
+        "actions": graded.get("actions", []),
+        "verdict": graded.get("verdict", "invalid"),
+        "parse_status": graded.get("parse_status", "no_action"),
+        "reasons": graded.get("reasons", ["the sample was not scored"]),
+        "judge_verdict": graded.get("judge_verdict"),
+        "judge_explanation": graded.get("judge_explanation"),
+        "log_file": log_file,
+    }
