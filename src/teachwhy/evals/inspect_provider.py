@@ -239,7 +239,7 @@ _engines: dict[tuple[str, str], Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def engine(spec: str, dtype: str = "float32", batch_size: int | None = None,
+def engine(spec: str, dtype: str = "auto", batch_size: int | None = None,
            device: str | None = None) -> Engine:
     """The process-wide engine for (spec, dtype), loading the model on first use (onto `device`,
     by default CUDA when available)."""
@@ -269,7 +269,7 @@ class TeachwhyAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
-        dtype = str(model_args.pop("dtype", "float32"))
+        dtype = str(model_args.pop("dtype", "auto"))
         batch_size = model_args.pop("batch_size", None)
         device = model_args.pop("device", None)
         if model_args:

@@ -54,7 +54,7 @@ def load_selection(scenario_files: list[str] | None, split: str | None, family: 
 def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: str | None = "eval",
              family: str | None = None, limit: int | None = None, samples: int = 1,
              out: str | Path = "runs", scenario_files: list[str] | None = None,
-             judge: str | None = None, dtype: str = "float32", max_tokens: int = 384, seed: int = 0,
+             judge: str | None = None, dtype: str = "auto", max_tokens: int = 384, seed: int = 0,
              progress: Progress | None = None) -> EvalResult:
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
@@ -83,7 +83,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         "scenario_files": [str(Path(f).resolve()) for f in scenario_files or []],
     }
     if mode == "choice":
-        config.update(dtype=dtype, scorings=list(summ.CHOICE_SCORINGS))
+        config.update(dtype=models.resolve_dtype(dtype), scorings=list(summ.CHOICE_SCORINGS))
     else:
         config.update(samples=samples, judge=judge, max_tokens=max_tokens, seed=seed)
     run_id = f"{suite}-{mode}-{_slug(model)}-{content_hash(config)[:10]}"
@@ -96,7 +96,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     with JsonlLog(run_dir / "samples.jsonl") as log:
         resumed = len(log.records)
         if mode == "choice":
-            _run_choice(model, dtype, scenarios, log, progress)
+            _run_choice(model, config["dtype"], scenarios, log, progress)
         else:
             mid = ref.inspect_id if ref.kind == "inspect" else f"teachwhy/{model}"
             _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
