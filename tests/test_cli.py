@@ -105,3 +105,13 @@ def test_eval_json_and_scenarios_commands(tmp_path, user_file, embedded):
     assert p.returncode == 0 and len(json.loads(p.stdout)) >= 96
     p = run("models", "list", "--json")
     assert p.returncode == 0 and json.loads(p.stdout)[0]["name"] == "smollm2-135m"
+
+
+@pytest.mark.slow
+def test_validate_builtin_scenarios_and_show():
+    p = run("scenarios", "validate")
+    assert p.returncode == 0, p.stderr
+    assert "96 eval, 96 train" in p.stdout and "split disjointness" in p.stdout
+    p = run("scenarios", "show", "eval-blackmail-explicit-replacement-v0")
+    assert p.returncode == 0 and "<tool_call>" in p.stdout and "harmful" in p.stdout
+    one_error_line(run("scenarios", "show", "no-such-id"), "no-such-id")
