@@ -22,6 +22,8 @@ models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
 scen_app = typer.Typer(no_args_is_help=True, help="Honeypot scenarios.")
 app.add_typer(models_app, name="models")
 app.add_typer(scen_app, name="scenarios")
+data_app = typer.Typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
+app.add_typer(data_app, name="data")
 
 # Piped output (logs, CI) gets a wide console so the tables are not folded.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -221,6 +223,68 @@ def eval_cmd(
         err.print(f"resumed: {res.resumed} records from an earlier run were kept")
     print_summary(res.summary)
     out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
+
+
+# -- data -----------------------------------------------------------------------------------------
+@data_app.command("build")
+def data_build(
+    kind: str = typer.Argument(..., help="demonstration, reasoning, advice, documents, fiction or augment."),
+    teacher: str = typer.Option("builtin", help="builtin, self, or an Inspect model id (openai/..., vllm/...)."),
+    tokens: int = typer.Option(50_000, help="Token budget (all tokens under the target tokenizer)."),
+    seed: int = typer.Option(0),
+    out_dir: str = typer.Option(..., "--out", help="Output directory (data.jsonl, card.json, card.md)."),
+    constitution: Optional[str] = typer.Option(None, help="Your constitution YAML (default: ours)."),
+    model: str = typer.Option("smollm2-135m", help="Target model: its tokenizer counts tokens; the self teacher."),
+    input_path: Optional[str] = typer.Option(None, "--input", help="augment: the chat dataset to augment."),
+    contamination_threshold: float = typer.Option(0.05, help="Max share of a record's 8-grams found in the eval split."),
+) -> None:
+    """Build a why-data dataset at an exact token budget, with its dataset card."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from teachwhy.data.build import build_dataset
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as prog:
+        task = prog.add_task(f"{kind} · {teacher} · tokens", total=tokens)
+        res = build_dataset(kind, teacher=teacher, tokens=tokens, seed=seed, out=out_dir,
+                            constitution=constitution, model=model, input_path=input_path,
+                            contamination_threshold=contamination_threshold,
+                            progress=lambda done, total: prog.update(task, completed=done))
+    _print_card(res.card)
+    out.print(f"wrote {res.out}/data.jsonl, card.json, card.md")
+
+
+def _print_card(card: dict) -> None:
+    d = card["diversity"]
+    t = Table("", "value", title=f"{card['config']['kind']} · teacher {card['config']['teacher']}", show_header=False)
+    t.add_row("records", str(card["records"]))
+    t.add_row("tokens (all / loss-bearing)", f"{card['tokens']} / {card['loss_tokens']} (budget {card['budget']})")
+    t.add_row("tokens per record", f"median {card['tokens_per_record']['median']}, "
+              f"{card['tokens_per_record']['min']}-{card['tokens_per_record']['max']}")
+    t.add_row("near-duplicate rate", f"{d['near_duplicate_rate']:.1%} (n={d['near_duplicate_sample']})")
+    t.add_row("distinct sources", str(d["distinct_sources"]))
+    cov = card["principle_coverage"]
+    t.add_row("principles covered", f"{sum(1 for v in cov.values() if v)}/{len(cov)}")
+    t.add_row("dropped", ", ".join(f"{k}: {v}" for k, v in card["dropped"].items()) or "none")
+    c = card["contamination"]
+    t.add_row("eval contamination", f"max 8-gram overlap {c['max_overlap']:.1%}, canary hits {c['canary_hits']}")
+    out.print(t)
+
+
+@data_app.command("stats")
+def data_stats(path: str = typer.Argument(..., help="A dataset directory built by `teachwhy data build`."),
+               as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show a dataset's card (counts, tokens, principle coverage, diversity, drops)."""
+    from pathlib import Path
+
+    card_path = Path(path) / "card.json"
+    if not card_path.is_file():
+        raise UserError(f"{path} has no card.json: build it with `teachwhy data build KIND --out {path}`")
+    card = json.loads(card_path.read_text())
+    if as_json:
+        print(json.dumps(card, indent=2))
+        return
+    _print_card(card)
 
 
 def main() -> None:
