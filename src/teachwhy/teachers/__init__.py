@@ -1,0 +1,57 @@
+"""Teachers turn planned Jobs into content; `get_teacher` picks one from a spec:
+
+- "builtin": deterministic composition, no model (teachwhy.teachers.builtin);
+- "self": the target model with the constitution in context (teachwhy.teachers.self_distill);
+- an Inspect model id (openai/..., anthropic/..., vllm/..., hf/..., openai-api/<service>/<model>
+  for any OpenAI-compatible base URL), optionally prefixed "llm:": teachwhy.teachers.llm.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from teachwhy.errors import UserError
+from teachwhy.teachers.base import Realised, Teacher
+
+__all__ = ["Realised", "Teacher", "get_teacher", "constitution_text"]
+
+CACHE_FILE = "teacher-cache.sqlite"
+
+
+def constitution_text(constitution: Any) -> str:
+    """The constitution as text: a string, a path to a file, or an object with `.text`/`render()`."""
+    if isinstance(constitution, str):
+        return constitution
+    if isinstance(constitution, Path):
+        return constitution.read_text()
+    for attr in ("text", "render", "to_text", "to_markdown"):
+        value = getattr(constitution, attr, None)
+        if value is not None:
+            return value() if callable(value) else str(value)
+    return str(constitution)
+
+
+def get_teacher(spec: str, constitution: Any, target_model: str, cache_dir: Path | str, seed: int = 0,
+                **options: Any) -> Teacher:
+    """A Teacher for `spec`; `options` go to the LLM/self teacher (concurrency, timeout, ...)."""
+    spec = (spec or "").strip()
+    if spec == "builtin":
+        from teachwhy.teachers.builtin import BuiltinTeacher
+
+        return BuiltinTeacher(constitution, seed=seed)
+    cache_path = Path(cache_dir) / CACHE_FILE
+    if spec == "self":
+        from teachwhy.teachers.self_distill import SelfTeacher
+
+        return SelfTeacher(target_model, constitution_text(constitution), cache_path, seed=seed, **options)
+    from teachwhy.models import INSPECT_PROVIDERS
+
+    model = spec[len("llm:"):] if spec.startswith("llm:") else spec
+    provider = model.split("/", 1)[0]
+    if "/" in model and provider in INSPECT_PROVIDERS and model.split("/", 1)[1]:
+        from teachwhy.teachers.llm import LLMTeacher
+
+        return LLMTeacher(model, cache_path, seed=seed, **options)
+    raise UserError(f"unknown teacher '{spec}': use builtin, self, or an Inspect model id such as "
+                    "openai/gpt-4o-mini, anthropic/claude-sonnet-4-0 or openai-api/<service>/<model>")
