@@ -123,11 +123,16 @@ def test_trl_sft_preparation_with_assistant_only_loss(tmp_path):
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=ds, processing_class=tok)
         row = trainer.train_dataset[0]
         assert len(row["input_ids"]) > 0
+        # TRL turns the assistant mask into labels: -100 where no loss is taken
+        labels = row["labels"] if "labels" in row else [
+            i if m else -100 for i, m in zip(row["input_ids"], row["assistant_masks"])]
+        trained = [i for i in labels if i != -100]
         if chat:
-            mask = row["assistant_masks"]
-            assert 0 < sum(mask) < len(mask)
-            kept = tok.decode([i for i, m in zip(row["input_ids"], mask) if m])
+            assert 0 < len(trained) < len(labels)
+            kept = tok.decode(trained)
             assert kept.endswith("<|im_end|>") and "<|im_start|>user" not in kept
+        else:
+            assert len(trained) == len(labels)
 
 
 @pytest.mark.parametrize("args, msg", [
