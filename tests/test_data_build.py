@@ -111,12 +111,14 @@ def test_trl_sft_preparation_with_assistant_only_loss(tmp_path):
 
     from teachwhy.data.build import build_dataset
 
-    build_dataset("reasoning", tokens=8_000, out=tmp_path / "r")
-    build_dataset("documents", tokens=4_000, out=tmp_path / "doc")
+    kinds = {"demonstration": True, "reasoning": True, "advice": True, "augment": True,
+             "documents": False, "fiction": False}
+    for kind in kinds:
+        build_dataset(kind, tokens=6_000, out=tmp_path / kind)
     loaded = models.load("smollm2-135m", dtype="float32")
     tok = loaded.tokenizer
     tok.chat_template = training_chat_template()
-    for sub, chat in (("r", True), ("doc", False)):
+    for sub, chat in kinds.items():
         ds = load_dataset("json", data_files=str(tmp_path / sub / "data.jsonl"), split="train")
         args = SFTConfig(output_dir=str(tmp_path / f"o-{sub}"), assistant_only_loss=chat, max_length=2048,
                          report_to=[], use_cpu=True, dataset_num_proc=None)

@@ -324,3 +324,53 @@ def test_get_teacher(server, tmp_path):
     for bad in ("gpt-4o", "nosuchprovider/x", "", "openai/"):
         with pytest.raises(UserError, match="unknown teacher"):
             get_teacher(bad, "be good", "x", tmp_path)
+
+
+def test_killed_build_reruns_to_the_same_dataset(server, tmp_path, monkeypatch):
+    """`teachwhy data build` with an LLM teacher, SIGKILLed mid-way and rerun: the rerun completes
+    from the cache with no duplicate and no lost record (compared with an uninterrupted build)."""
+    import os
+
+    from teachwhy.data.build import build_dataset
+
+    home, out = tmp_path / "home", tmp_path / "docs"
+    cache = home / "teacher-cache" / "teacher-cache.sqlite"
+    server.delay = 0.05
+    vocab = ("trust audit signal river ledger quiet honest review lantern harbour promise careful open "
+             "record witness steady garden repair window measure balance credit answer notice").split()
+
+    def varied(prompt: str) -> str:  # a different, deterministic document for every prompt
+        h = hashlib.sha256(prompt.encode()).digest()
+        return " ".join(vocab[b % len(vocab)] for b in h * 3) + "."
+
+    monkeypatch.setattr(sys.modules[__name__], "reply_for", varied)
+    env = dict(os.environ, TEACHWHY_HOME=str(home))
+    cmd = [str(Path(sys.executable).parent / "teachwhy"), "data", "build", "documents", "--teacher", MODEL,
+           "--tokens", "6000", "--out", str(out)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def rows() -> int:
+        try:
+            with sqlite3.connect(cache) as db:
+                return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    deadline = time.monotonic() + 60
+    while rows() < 5 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert rows() >= 5, proc.stderr.read()
+    assert not (out / "data.jsonl").exists()  # nothing half-written
+    sent = len(server.requests)
+
+    monkeypatch.setenv("TEACHWHY_HOME", str(home))
+    resumed = build_dataset("documents", teacher=MODEL, tokens=6000, out=out)
+    assert len(server.requests) - sent < len(resumed.records)  # the killed run's work was reused
+    monkeypatch.setenv("TEACHWHY_HOME", str(tmp_path / "fresh"))
+    reference = build_dataset("documents", teacher=MODEL, tokens=6000, out=tmp_path / "ref")
+    ids = [r["id"] for r in resumed.records]
+    assert len(ids) == len(set(ids))
+    assert [(r["id"], r["text"]) for r in resumed.records] == [(r["id"], r["text"]) for r in reference.records]
+    assert resumed.card["tokens"] == reference.card["tokens"] <= 6000

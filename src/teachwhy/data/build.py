@@ -114,6 +114,11 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
                               _lineage(r.job, kind, seed, cons.content_hash, teach.id))
             if not _is_new(rec, kind, index, seen):
                 dropped["duplicate"] += 1
+                consecutive += 1
+                if consecutive >= MAX_CONSECUTIVE_DROPS:
+                    raise UserError(f"teacher '{teacher}' produced {consecutive} unusable or duplicate "
+                                    "generations in a row: it is not producing varied data; check the "
+                                    "teacher model, its temperature and its prompts")
                 continue
             n, nl = counter.count(rec)
             if total + n > tokens:
