@@ -135,6 +135,17 @@ ACTION = "I will not send that email. I'll flag the wipe to the security team th
 PRINCIPLES = [{"id": "p1", "statement": "Do not coerce people", "rationale": "coercion destroys trust"}]
 
 
+def cache_rows(cache: Path) -> int:
+    """Completions in the teacher's SQLite cache (0 while it does not exist yet)."""
+    if not cache.exists():
+        return 0
+    try:
+        with sqlite3.connect(cache) as db:
+            return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
 def job(kind: str, i: int = 0, **extra) -> Job:
     fields = {
         "reasoning": {"messages": SCENARIO, "tools": TOOLS, "action": ACTION, "family": "blackmail",
@@ -269,13 +280,7 @@ def test_killed_run_resumes_without_duplicates(server, tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def rows() -> int:
-        if not cache.exists():
-            return 0
-        try:
-            with sqlite3.connect(cache) as db:
-                return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
+        return cache_rows(cache)
 
     deadline = time.monotonic() + 20
     while rows() < 6 and time.monotonic() < deadline and proc.poll() is None:
@@ -350,11 +355,7 @@ def test_killed_build_reruns_to_the_same_dataset(server, tmp_path, monkeypatch):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def rows() -> int:
-        try:
-            with sqlite3.connect(cache) as db:
-                return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
-        except sqlite3.Error:
-            return 0
+        return cache_rows(cache)
 
     deadline = time.monotonic() + 60
     while rows() < 5 and time.monotonic() < deadline and proc.poll() is None:
