@@ -146,6 +146,15 @@ def cache_rows(cache: Path) -> int:
         return 0
 
 
+def kill_once_cached(proc: subprocess.Popen, cache: Path, at_least: int, within: float) -> None:
+    """SIGKILL `proc` as soon as the cache holds `at_least` completions (or `within` seconds pass)."""
+    deadline = time.monotonic() + within
+    while cache_rows(cache) < at_least and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def job(kind: str, i: int = 0, **extra) -> Job:
     fields = {
         "reasoning": {"messages": SCENARIO, "tools": TOOLS, "action": ACTION, "family": "blackmail",
@@ -279,15 +288,8 @@ def test_killed_run_resumes_without_duplicates(server, tmp_path):
     proc = subprocess.Popen([sys.executable, str(HERE / "llm_teacher_worker.py"), MODEL, str(cache), str(n)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def rows() -> int:
-        return cache_rows(cache)
-
-    deadline = time.monotonic() + 20
-    while rows() < 6 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before = rows()
+    kill_once_cached(proc, cache, at_least=6, within=20)
+    done_before = cache_rows(cache)
     assert 6 <= done_before < n, proc.stderr.read()
     sent_before = len(server.requests)
 
@@ -354,15 +356,8 @@ def test_killed_build_reruns_to_the_same_dataset(server, tmp_path, monkeypatch):
            "--tokens", "6000", "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def rows() -> int:
-        return cache_rows(cache)
-
-    deadline = time.monotonic() + 60
-    while rows() < 5 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert rows() >= 5, proc.stderr.read()
+    kill_once_cached(proc, cache, at_least=5, within=60)
+    assert cache_rows(cache) >= 5, proc.stderr.read()
     assert not (out / "data.jsonl").exists()  # nothing half-written
     sent = len(server.requests)
 
