@@ -57,6 +57,7 @@ INSPECT_PROVIDERS = {
 }
 
 _COMPLETE = ".teachwhy-complete.json"
+ADAPTER_META = "teachwhy.json"  # written beside adapter_config.json by `teachwhy train`
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,12 @@ def resolve(spec: str) -> ModelRef:
     if spec in EMBEDDED:
         return ModelRef(spec=spec, kind="embedded", path=embedded_cache_dir(spec))
     p = Path(spec).expanduser()
+    if p.is_dir() and not (p / "adapter_config.json").is_file() and not any(p.glob("*.safetensors")) \
+            and not any(p.glob("*.bin")):
+        # a training run directory (runs/sft-...): its adapter, or its fully fine-tuned model
+        for sub in ("adapter", "model"):
+            if (p / sub / "adapter_config.json").is_file() or (p / sub / "config.json").is_file():
+                return resolve(str(p / sub))
     if p.is_dir():
         if (p / "adapter_config.json").is_file():
             try:
@@ -200,6 +207,35 @@ def model_dir(ref: ModelRef) -> Path:
         return ref.path
     raise UserError(f"model '{ref.spec}' is an Inspect model id: it has no local weights "
                     "(use --mode generate for API models)")
+
+
+def base_config_hash(model_dir: Path) -> str:
+    """A hash of the parts of a model's config.json that decide whether an adapter fits it."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    keys = ("model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+            "intermediate_size", "vocab_size")
+    blob = json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def check_adapter_base(adapter_dir: Path, base: ModelRef) -> None:
+    """Refuse, in one line, an adapter trained on another base model than `base`.
+
+    Adapters written by `teachwhy train` record their base's architecture hash (teachwhy.json);
+    others are checked by PEFT when the weights load."""
+    meta_path = Path(adapter_dir) / ADAPTER_META
+    if not meta_path.is_file():
+        return
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{meta_path}: not valid JSON; retrain the adapter or delete the file") from None
+    want = meta.get("base_config_hash")
+    got = base_config_hash(model_dir(base))
+    if want and want != got:
+        raise UserError(f"adapter {adapter_dir} was trained on base model '{meta.get('base', '?')}', but the base "
+                        f"given is '{base.spec}', a different architecture: use the adapter with "
+                        f"'{meta.get('base', '?')}' (fix base_model_name_or_path in adapter_config.json)")
 
 
 def fingerprint(ref: ModelRef) -> str:
@@ -274,6 +310,8 @@ def load(spec: str = DEFAULT_MODEL, dtype: str = "auto") -> Loaded:
     _torch_threads()
     base_ref = ref.base if ref.kind == "peft" else ref
     d = model_dir(base_ref)
+    if ref.kind == "peft":
+        check_adapter_base(ref.path, base_ref)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -175,8 +175,9 @@ def select(
     scenarios: Iterable[Scenario], split: str | None = None, family: str | None = None, limit: int | None = None
 ) -> list[Scenario]:
     """The scenarios of the given split and family. With `limit`, keeps the first `limit` in an order
-    that takes variant 0 of every family and condition before variant 1, and so on (so a small limit
-    still covers every family and condition); the result keeps the input order."""
+    that takes variant 0 of every family and condition before variant 1, and so on, cycling through
+    the families (so a small limit still covers every family, and 24 cover every family and
+    condition); the result keeps the input order."""
     scenarios = list(scenarios)
     if split is not None and split not in SPLITS:
         raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
@@ -193,7 +194,13 @@ def select(
             f"scenarios given have splits [{splits}] and families [{families}]; pick from those"
         )
     if limit is not None and limit < len(out):
-        keep = set(sorted(range(len(out)), key=lambda i: (out[i].variant, i))[:limit])
+        seen: dict[tuple, int] = {}
+        rank = []
+        for s in out:  # position of each scenario within its (variant, family) group
+            g = (s.variant, s.family)
+            rank.append(seen.get(g, 0))
+            seen[g] = rank[-1] + 1
+        keep = set(sorted(range(len(out)), key=lambda i: (out[i].variant, rank[i], i))[:limit])
         out = [s for i, s in enumerate(out) if i in keep]
     return out
 

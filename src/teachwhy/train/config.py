@@ -1,0 +1,224 @@
+"""Training configs: what a user writes in YAML (or passes as flags), validated with one-line errors.
+
+    teachwhy train sft --config sft.yaml --data runs/data/reasoning:30000 --lr 5e-4
+    teachwhy train rl  --config rl.yaml  --model runs/sft-.../adapter --steps 20
+
+A YAML file holds the same keys as the pydantic models below; flags override the file. The format is
+documented in docs/formats.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from teachwhy.errors import UserError
+
+
+class DataSource(BaseModel):
+    """One dataset of a mixture: a directory built by `teachwhy data build` (or a JSONL file of records)
+    and a token budget counted over all tokens of each record, as the builders count them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    tokens: Optional[int] = None  # None: the whole dataset
+
+    @field_validator("tokens")
+    @classmethod
+    def _positive(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v <= 0:
+            raise ValueError(f"token budget must be a positive number of tokens (got {v})")
+        return v
+
+    @classmethod
+    def parse(cls, text: str) -> "DataSource":
+        """`DIR` or `DIR:TOKENS` (as given to --data)."""
+        path, sep, tokens = text.rpartition(":")
+        if sep and tokens.strip().lstrip("-").isdigit():
+            n = int(tokens)
+            if n <= 0:
+                raise UserError(f"--data {text}: the token budget must be positive (got {n}); "
+                                "write DIR:TOKENS with TOKENS > 0, or just DIR for the whole dataset")
+            return cls(path=path, tokens=n)
+        return cls(path=text)
+
+
+class EvalSpec(BaseModel):
+    """The evaluation run while training (the honeypot choice eval on a fixed scenario subset)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: Optional[int] = None  # steps between eval points; None or 0: no periodic points
+    at_start: bool = True  # a point before the first step (the curve's origin); only with `every`
+    at_end: bool = True  # a point after the last step; only with `every`
+    split: str = "eval"
+    family: Optional[str] = None
+    limit: int = 24  # scenarios per point (the first N of the split, the same N every time)
+    scoring: Literal["mean", "sum", "calibrated"] = "mean"
+
+    @field_validator("every", "limit")
+    @classmethod
+    def _non_negative(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 0:
+            raise ValueError(f"must be 0 or more (got {v})")
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.every) and self.limit > 0
+
+
+class ScaleSpec(BaseModel):
+    """Multi-GPU / cluster options, passed through to TRL/transformers; none is imported on CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    deepspeed: Optional[str] = None  # a DeepSpeed JSON config path
+    fsdp: Optional[str] = None  # transformers' fsdp option string, e.g. "full_shard auto_wrap"
+    fsdp_config: Optional[str] = None  # a path or JSON string
+
+
+class LoraSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+class SFTSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "smollm2-135m"
+    data: list[DataSource] = []
+    out: str = "runs"
+    name: Optional[str] = None  # a label for the run id (default: the datasets' names)
+    method: Literal["lora", "full"] = "lora"
+    lora: LoraSpec = LoraSpec()
+    init_adapter: Optional[str] = None  # continue training this adapter (its base must be `model`)
+    merge: bool = False  # also write the adapter merged into the base (a plain HF directory)
+    learning_rate: float = 5e-4
+    lr_scheduler: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    epochs: float = 1.0
+    batch_size: int = 2  # records per optimizer step
+    micro_batch_size: int = 1  # records per forward pass (the rest is gradient accumulation)
+    max_length: int = 2048
+    packing: Literal["auto", "on", "off"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    logging_steps: int = 1
+    save_steps: int = 10  # checkpoint cadence for resuming an interrupted run
+    eval: EvalSpec = EvalSpec()
+    scale: ScaleSpec = ScaleSpec()
+
+    @field_validator("batch_size", "micro_batch_size", "max_length", "logging_steps", "save_steps")
+    @classmethod
+    def _positive_int(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be at least 1 (got {v})")
+        return v
+
+    @field_validator("learning_rate", "epochs")
+    @classmethod
+    def _positive_float(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"must be positive (got {v})")
+        return v
+
+
+class RLSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = "smollm2-135m"  # a base model or an SFT adapter directory (its LoRA keeps training)
+    prompts: Optional[str] = None  # None: the built-in harmlessness environment
+    augment: bool = False  # vary system prompts and add unused tools (the augment builder's data)
+    reward: str = "rubric"  # "rubric" (offline harm/refusal + constitution adherence) or an Inspect model id
+    out: str = "runs"
+    name: Optional[str] = None
+    steps: int = 20
+    num_generations: int = 4  # completions per prompt (GRPO's group)
+    prompts_per_step: int = 1
+    max_completion_length: int = 48
+    temperature: float = 1.0
+    learning_rate: float = 2e-5
+    beta: float = 0.0  # KL coefficient; 0 needs no reference model
+    lora: LoraSpec = LoraSpec()
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    seed: int = 0
+    logging_steps: int = 1
+    save_steps: int = 10
+    use_vllm: bool = False
+    vllm_mode: Literal["colocate", "server"] = "colocate"
+    eval: EvalSpec = EvalSpec(every=10, limit=16)
+    scale: ScaleSpec = ScaleSpec()
+
+    @field_validator("steps", "num_generations", "prompts_per_step", "max_completion_length",
+                     "logging_steps", "save_steps")
+    @classmethod
+    def _positive_int(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be at least 1 (got {v})")
+        return v
+
+    @field_validator("num_generations")
+    @classmethod
+    def _group(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"GRPO needs at least 2 completions per prompt to compare (got {v})")
+        return v
+
+
+def _describe(err: ValidationError) -> str:
+    e = err.errors()[0]
+    where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling against docs/formats.md)"
+    return f"'{where}': {msg}"
+
+
+def load_spec(cls: type[BaseModel], path: str | None, overrides: dict[str, Any]) -> Any:
+    """Build a spec from a YAML file (optional) and flag overrides (None values are ignored)."""
+    raw: dict[str, Any] = {}
+    name = str(path)
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config {name} does not exist: give the path of a YAML training config")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise UserError(f"config {name}: not valid YAML{where}; fix the syntax") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise UserError(f"config {name}: must be a mapping of keys to values (see docs/formats.md)")
+        raw = loaded
+    if isinstance(raw.get("data"), list):
+        raw["data"] = [DataSource.parse(d).model_dump() if isinstance(d, str) else d for d in raw["data"]]
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if "." in key:  # nested, e.g. eval.every
+            outer, inner = key.split(".", 1)
+            section = raw.setdefault(outer, {})
+            if not isinstance(section, dict):
+                raise UserError(f"config {name}: '{outer}' must be a mapping")
+            section[inner] = value
+        else:
+            raw[key] = value
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as err:
+        src = f"config {name}" if path is not None else "training options"
+        raise UserError(f"{src}: {_describe(err)}") from None

@@ -1,0 +1,357 @@
+"""Supervised fine-tuning on why-data with TRL's SFTTrainer.
+
+    runs/sft-<name>-<hash>/
+      config.json          the spec, the model fingerprint and the datasets' content hashes (the hash names the run)
+      mixture.json         per dataset: budget, records and tokens taken (all and loss-bearing)
+      train_log.jsonl      loss, learning rate, tokens seen, throughput per logging step
+      eval_points.jsonl    the honeypot choice eval while training (when eval.every is set)
+      checkpoints/         the latest Trainer checkpoint (a rerun resumes from it; removed at the end)
+      adapter/             the PEFT adapter (`teachwhy eval --model runs/<id>/adapter` or `--model runs/<id>`)
+      merged/ or model/    the adapter merged into the base (merge: true) / a full fine-tune
+      summary.json         written last, atomically; a finished run is not trained again
+
+Speed on CPU (the reference is 2 cores): the frozen base is held in bfloat16 where the CPU computes it
+natively and the LoRA weights in float32 under bf16 autocast; each record is its own micro-batch (no
+padding, so attention takes the causal fast path), and the loss projects only the loss-bearing
+positions through the LM head (`WhySFTTrainer.compute_loss`). `bench/bench_sft.py` measures this
+against TRL's SFTTrainer defaults and float32.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from teachwhy import models
+from teachwhy.errors import UserError
+from teachwhy.store import Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl
+from teachwhy.train.config import SFTSpec
+from teachwhy.train.mixture import Mixture, load_mixture
+
+ADAPTER_META = models.ADAPTER_META
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    run_dir: Path
+    summary: dict
+    model_path: Path  # the adapter directory (LoRA) or the model directory (full)
+    resumed: bool = False
+
+
+# -- the trainer -------------------------------------------------------------------------------------
+
+def why_sft_trainer_class():
+    """SFTTrainer with a loss that projects only loss-bearing positions through the LM head.
+
+    TRL's fused LM head scores every position when Triton is unavailable (CPU); with prompts that
+    are most of each record (scenario inboxes), that is most of the head's work wasted. The loss here
+    is the same token-mean cross-entropy TRL computes (normalised by `num_items_in_batch` across
+    gradient accumulation), so curves are comparable.
+    """
+    import torch
+    import torch.nn.functional as F
+    from trl import SFTTrainer
+
+    class WhySFTTrainer(SFTTrainer):
+        tokens_seen = 0
+        loss_tokens_seen = 0
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if model.training else "eval"
+            labels = inputs["labels"]
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            base = getattr(base, "module", base)
+            backbone = getattr(base, base.base_model_prefix)
+            kw = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+            hidden = backbone(**kw, use_cache=False).last_hidden_state[:, :-1]
+            targets = labels[:, 1:]
+            mask = targets != -100
+            logits = base.get_output_embeddings()(hidden[mask]).float()
+            tgt = targets[mask]
+            nll = F.cross_entropy(logits, tgt, reduction="sum")
+            denom = num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1)
+            loss = nll / denom
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes
+            with torch.no_grad():
+                n_valid = int(mask.sum())
+                acc = float((logits.argmax(-1) == tgt).float().mean()) if n_valid else 0.0
+            self._metrics[mode]["mean_token_accuracy"].append(acc)
+            if mode == "train":
+                if "attention_mask" in inputs:
+                    n_tok = int(inputs["attention_mask"].sum())
+                else:
+                    n_tok = int(inputs["input_ids"].numel())
+                self.tokens_seen += n_tok
+                self.loss_tokens_seen += n_valid
+                self._metrics[mode]["num_tokens"] = [self.tokens_seen]
+                self._metrics[mode]["loss_tokens"] = [self.loss_tokens_seen]
+            return loss
+
+    return WhySFTTrainer
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _slug(text: str) -> str:
+    return (re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "run")[:40]
+
+
+def resolve_training_model(spec: str, init_adapter: str | None = None) -> tuple[models.ModelRef, models.ModelRef,
+                                                                                 Path | None]:
+    """(the model ref, its base ref, the adapter to continue from or None), checking adapter/base fit."""
+    ref = models.resolve(spec)
+    if not ref.is_local:
+        raise UserError(f"model '{spec}' is an Inspect model id: training needs local weights "
+                        "(smollm2-135m, a Hugging Face directory, or an adapter directory)")
+    base = ref.base if ref.kind == "peft" else ref
+    adapter = ref.path if ref.kind == "peft" else None
+    if init_adapter:
+        if adapter is not None:
+            raise UserError(f"model '{spec}' is already an adapter; give its base as the model to use "
+                            "init_adapter, or drop init_adapter")
+        aref = models.resolve(init_adapter)
+        if aref.kind != "peft":
+            raise UserError(f"init_adapter {init_adapter} is not a PEFT adapter directory (no adapter_config.json)")
+        adapter = aref.path
+        models.check_adapter_base(aref.path, base)
+    elif adapter is not None:
+        models.check_adapter_base(adapter, base)
+    return ref, base, adapter
+
+
+def _packing(spec: SFTSpec, mixture: Mixture) -> bool:
+    if spec.packing != "auto":
+        return spec.packing == "on"
+    lengths = sorted(len(r["input_ids"]) for r in mixture.rows)
+    median = lengths[len(lengths) // 2]
+    # short records waste a forward pass each; long ones already fill one (packing them only adds
+    # a block-diagonal mask that costs the causal fast path)
+    return median * 4 <= spec.max_length
+
+
+def _load_base(base_dir: Path, spec: SFTSpec, dtype: str):
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    # LoRA: the frozen base in the compute dtype; full fine-tuning keeps fp32 master weights
+    weights = torch.bfloat16 if dtype == "bfloat16" and spec.method == "lora" else torch.float32
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        return AutoModelForCausalLM.from_pretrained(base_dir, dtype=weights)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise UserError(f"could not load model weights from {base_dir} ({type(e).__name__}): check that the "
+                        "directory holds a complete Hugging Face model") from None
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+
+
+def write_adapter_meta(adapter_dir: Path, base: models.ModelRef, base_dir: Path, extra: dict) -> None:
+    """Point adapter_config.json at the base by its spec (portable for embedded models) and record
+    the base's architecture hash, so loading on another base fails with a clear line."""
+    cfg_path = adapter_dir / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = base.spec if base.kind == "embedded" else str(base_dir)
+    atomic_write_json(cfg_path, cfg)
+    atomic_write_json(adapter_dir / ADAPTER_META, {
+        "base": base.spec, "base_kind": base.kind, "base_config_hash": models.base_config_hash(base_dir), **extra})
+
+
+def training_args_common(spec: Any, dtype: str) -> dict[str, Any]:
+    import torch
+
+    scale = spec.scale
+    args: dict[str, Any] = dict(
+        report_to=[], seed=spec.seed, data_seed=spec.seed, logging_steps=spec.logging_steps,
+        save_strategy="steps", save_steps=spec.save_steps, save_total_limit=1,
+        bf16=dtype == "bfloat16", use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        disable_tqdm=True, remove_unused_columns=True,
+    )
+    if scale.deepspeed:
+        if not Path(scale.deepspeed).is_file():
+            raise UserError(f"deepspeed config {scale.deepspeed} does not exist: give a DeepSpeed JSON file")
+        args["deepspeed"] = scale.deepspeed
+    if scale.fsdp:
+        args["fsdp"] = scale.fsdp
+        if scale.fsdp_config:
+            args["fsdp_config"] = scale.fsdp_config
+    return args
+
+
+def last_checkpoint(ckpt_root: Path) -> Path | None:
+    cks = sorted(ckpt_root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if
+                 p.name.split("-")[-1].isdigit() else -1)
+    return cks[-1] if cks else None
+
+
+def loss_change(log: list[dict], window: int = 3) -> dict | None:
+    """Mean loss over the first and the last `window` logged steps (the SFT "loss went down" check)."""
+    losses = [r["loss"] for r in log if isinstance(r.get("loss"), (int, float))]
+    if len(losses) < 2:
+        return None
+    w = max(1, min(window, len(losses) // 2))
+    first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
+    return {"window": w, "first": first, "last": last, "delta": last - first}
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
+            on_log: Callable[[dict], None] | None = None,
+            on_eval: Callable[[dict], None] | None = None) -> TrainResult:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from trl import SFTConfig
+
+    from teachwhy.train.callbacks import ChoiceEvalCallback, ProgressCallback, TrainLogCallback, truncate_log
+
+    if spec.batch_size % spec.micro_batch_size:
+        raise UserError(f"batch_size {spec.batch_size} must be a multiple of micro_batch_size "
+                        f"{spec.micro_batch_size}")
+    ref, base, init_adapter = resolve_training_model(spec.model, spec.init_adapter)
+    if spec.method == "full" and init_adapter is not None:
+        raise UserError("method 'full' trains all weights; it cannot continue a LoRA adapter "
+                        "(use method: lora, or give a full model directory as the model)")
+    base_dir = models.model_dir(base)
+    dtype = models.resolve_dtype(spec.dtype)
+    tok = models.load_tokenizer(base.spec)
+    mixture = load_mixture(spec.data, tok, spec.seed)
+    root = ensure_writable_dir(Path(spec.out))
+    models._torch_threads()
+
+    config = {
+        "kind": "sft", "spec": spec.model_dump(exclude={"out"}), "model_fingerprint": models.fingerprint(ref),
+        "data": [{"name": s.name, "content_hash": s.content_hash, "budget": s.budget} for s in mixture.sources],
+        "dtype": dtype,
+    }
+    name = spec.name or "+".join(s.name for s in mixture.sources)
+    run_id = f"sft-{_slug(name)}-{content_hash(config)[:10]}"
+    run_dir = ensure_writable_dir(root / run_id)
+    out_dir = run_dir / ("adapter" if spec.method == "lora" else "model")
+    if (run_dir / "summary.json").is_file() and out_dir.is_dir():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        return TrainResult(run_id, run_dir, summary, out_dir, resumed=True)
+    atomic_write_json(run_dir / "config.json", config)
+    atomic_write_json(run_dir / "mixture.json", {"tokens": mixture.tokens, "loss_tokens": mixture.loss_tokens,
+                                                 "records": len(mixture.rows), "sources": mixture.report()})
+    registry = Registry(root / "registry.sqlite")
+    registry.start(run_id, "train/sft", spec.model, config, run_dir)
+
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = last_checkpoint(ckpt_root)
+    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+    for f in ("train_log.jsonl", "eval_points.jsonl"):
+        if resume_from:
+            truncate_log(run_dir / f, resumed_step)
+        else:
+            (run_dir / f).unlink(missing_ok=True)
+
+    torch.manual_seed(spec.seed)
+    model = _load_base(base_dir, spec, dtype)
+    peft_config = None
+    if spec.method == "lora":
+        if init_adapter is not None:
+            model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
+        else:
+            peft_config = LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+                                     target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
+
+    packing = _packing(spec, mixture)
+    args = SFTConfig(
+        output_dir=str(ckpt_root), per_device_train_batch_size=spec.micro_batch_size,
+        gradient_accumulation_steps=spec.batch_size // spec.micro_batch_size,
+        learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler, warmup_steps=spec.warmup_steps,
+        weight_decay=spec.weight_decay, num_train_epochs=spec.epochs, max_length=spec.max_length,
+        packing=packing, gradient_checkpointing=spec.gradient_checkpointing, assistant_only_loss=False,
+        dataset_kwargs={"skip_prepare_dataset": False},
+        **training_args_common(spec, dtype),
+    )
+    dataset = Dataset.from_list([{"input_ids": r["input_ids"], "assistant_masks": r["assistant_masks"]}
+                                 for r in mixture.rows])
+    trainer_cls = why_sft_trainer_class()
+
+    def tokens_fn(_state):
+        return trainer.tokens_seen, trainer.loss_tokens_seen
+
+    log_cb = TrainLogCallback(run_dir / "train_log.jsonl", tokens_fn, on_log)
+    callbacks: list = [log_cb]
+    if spec.eval.enabled:
+        from teachwhy.scenarios import builtin_scenarios, select
+
+        scen = select(builtin_scenarios(), split=spec.eval.split, family=spec.eval.family, limit=spec.eval.limit)
+        callbacks.append(ChoiceEvalCallback(
+            scen, models.load_tokenizer(base.spec), run_dir / "eval_points.jsonl", spec.eval.every, tokens_fn,
+            at_start=spec.eval.at_start, at_end=spec.eval.at_end, scoring=spec.eval.scoring, on_point=on_eval))
+        log_cb.paused_fn = callbacks[-1].paused
+    if progress:
+        callbacks.append(ProgressCallback(progress))
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                          peft_config=peft_config, callbacks=callbacks)
+    if resume_from:  # the counters are not in the checkpoint; the log holds them
+        prior = read_jsonl(run_dir / "train_log.jsonl")
+        if prior:
+            trainer.tokens_seen = int(prior[-1].get("tokens_seen", 0))
+            trainer.loss_tokens_seen = int(prior[-1].get("loss_tokens_seen", 0))
+    t0 = time.time()
+    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.time() - t0
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if spec.method == "lora":
+        trainer.model.save_pretrained(tmp)
+        write_adapter_meta(tmp, base, base_dir, {"run_id": run_id, "tokens": mixture.tokens,
+                                                 "loss_tokens": mixture.loss_tokens})
+    else:
+        trainer.model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    merged = None
+    if spec.merge and spec.method == "lora":
+        merged = merge_adapter(out_dir, run_dir / "merged")
+
+    log = read_jsonl(run_dir / "train_log.jsonl")
+    points = read_jsonl(run_dir / "eval_points.jsonl")
+    tps = [r["tokens_per_s"] for r in log if r.get("tokens_per_s")]
+    summary = {
+        "run_id": run_id, "kind": "sft", "model": spec.model, "base": base.spec, "method": spec.method,
+        "dtype": dtype, "packing": packing, "steps": trainer.state.global_step,
+        "tokens": mixture.tokens, "loss_tokens": mixture.loss_tokens, "records": len(mixture.rows),
+        "tokens_seen": trainer.tokens_seen, "loss_tokens_seen": trainer.loss_tokens_seen,
+        "sources": mixture.report(), "train_seconds": round(seconds, 2),
+        "train_runtime": out.metrics.get("train_runtime"),
+        "tokens_per_s": tps[-1] if tps else None, "loss": loss_change(log), "final_loss": out.training_loss,
+        "eval_points": points, "resumed_from_step": resumed_step or None,
+        "output": str(out_dir), "merged": str(merged) if merged else None,
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    shutil.rmtree(ckpt_root, ignore_errors=True)
+    registry.finish(run_id, {"loss": summary["loss"], "tokens": mixture.tokens,
+                             "eval_last": points[-1] if points else None}, seconds)
+    return TrainResult(run_id, run_dir, summary, out_dir, resumed=bool(resume_from))
+
+
+def merge_adapter(adapter_dir: Path, out: Path) -> Path:
+    """Write base + adapter merged into one plain Hugging Face directory (float32)."""
+    loaded = models.load(str(adapter_dir), dtype="float32")
+    merged = loaded.model.merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
