@@ -24,6 +24,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(scen_app, name="scenarios")
 data_app = typer.Typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(no_args_is_help=True, help="Training: SFT on why-data, GRPO on harmlessness environments.")
+app.add_typer(train_app, name="train")
 
 # Piped output (logs, CI) gets a wide console so the tables are not folded.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -138,8 +140,10 @@ def scenarios_validate(files: Optional[list[str]] = typer.Argument(None),
 
 
 # -- eval -----------------------------------------------------------------------------------------
-def _ci(v) -> str:
-    return f"[{v[0]:.1%}, {v[1]:.1%}]" if v else "n/a"
+def _ci(v, pct: bool = True) -> str:
+    if not v:
+        return "n/a"
+    return f"[{v[0]:.1%}, {v[1]:.1%}]" if pct else f"[{v[0]:.3f}, {v[1]:.3f}]"
 
 
 def _slice(r: dict) -> str:
@@ -285,6 +289,162 @@ def data_stats(path: str = typer.Argument(..., help="A dataset directory built b
         print(json.dumps(card, indent=2))
         return
     _print_card(card)
+
+
+# -- train ----------------------------------------------------------------------------------------
+def _train_progress(label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True)
+    task = prog.add_task(label, total=None, note="")
+
+    def on_step(done: int, total: int) -> None:
+        prog.update(task, completed=done, total=total or None)
+
+    def on_log(rec: dict) -> None:
+        bits = []
+        if rec.get("loss") is not None:
+            bits.append(f"loss {rec['loss']:.3f}")
+        if rec.get("reward") is not None:
+            bits.append(f"reward {rec['reward']:.3f}")
+        if rec.get("tokens_per_s"):
+            bits.append(f"{rec['tokens_per_s']:.0f} tok/s")
+        prog.update(task, note=" · ".join(bits))
+
+    def on_eval(p: dict) -> None:
+        prog.console.print(f"eval @ step {p['step']}: harmful {p['k']}/{p['n']} = {p['harmful_rate']:.1%} "
+                           f"{_ci(p['wilson_95'])} ({p['seconds']:.0f} s)")
+
+    return prog, on_step, on_log, on_eval
+
+
+def _print_eval_points(points: list) -> None:
+    if not points:
+        return
+    t = Table("step", "tokens seen", "harmful choice (k/n)", "95% CI (Wilson)", "mean P(harmful) [95% CI]",
+              title="honeypot choice eval while training")
+    for p in points:
+        mp = p.get("mean_p_harmful")
+        t.add_row(str(p["step"]), str(p["tokens_seen"]), f"{p['harmful_rate']:.1%} ({p['k']}/{p['n']})",
+                  _ci(p["wilson_95"]), f"{mp:.3f} {_ci(p['mean_p_harmful_95'], pct=False)}" if mp is not None else "-")
+    out.print(t)
+
+
+def _print_train(summary: dict, resumed: bool) -> None:
+    t = Table("", "value", title=f"{summary['kind']} · {summary['run_id']}", show_header=False)
+    if summary["kind"] == "sft":
+        t.add_row("records", str(summary["records"]))
+        t.add_row("tokens (all / loss-bearing)", f"{summary['tokens']} / {summary['loss_tokens']}")
+        for s in summary["sources"]:
+            budget = "all" if s["budget"] is None else str(s["budget"])
+            note = "  (dataset ran out before the budget)" if s["short_of_budget"] else ""
+            t.add_row(f"  {s['name']}", f"{s['tokens']} / {s['loss_tokens']} tokens, {s['records']} records, "
+                      f"budget {budget}{note}")
+        loss = summary.get("loss")
+        if loss:
+            t.add_row("loss (first → last steps)", f"{loss['first']:.3f} → {loss['last']:.3f} "
+                      f"(mean of {loss['window']} logged steps each)")
+    else:
+        r = summary.get("reward")
+        if r:
+            t.add_row("reward (first → last steps)", f"{r['first']:.3f} → {r['last']:.3f} "
+                      f"(mean of {r['window']} steps each; n={r['n']} completions per window)")
+    t.add_row("steps", str(summary["steps"]))
+    t.add_row("dtype", summary["dtype"])
+    t.add_row("training time", f"{summary['train_seconds']:.0f} s" + (" (resumed)" if resumed else ""))
+    if summary.get("tokens_per_s"):
+        t.add_row("throughput", f"{summary['tokens_per_s']:.0f} tokens/s")
+    out.print(t)
+    _print_eval_points(summary.get("eval_points") or [])
+    out.print(f"model: {summary['output']}" + (f"; merged: {summary['merged']}" if summary.get("merged") else ""))
+    out.print(f"evaluate it: teachwhy eval --model {summary['output']}")
+
+
+@train_app.command("sft")
+def train_sft(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML training config (flags override it)."),
+    data: Optional[list[str]] = typer.Option(None, "--data", "-d",
+                                             help="DIR or DIR:TOKENS, a dataset and its token budget (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model or adapter dir (default smollm2-135m)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Runs directory (default runs)."),
+    name: Optional[str] = typer.Option(None, help="Label for the run id."),
+    method: Optional[str] = typer.Option(None, help="lora (default) or full."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    epochs: Optional[float] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None, help="Records per optimizer step."),
+    max_length: Optional[int] = typer.Option(None),
+    packing: Optional[str] = typer.Option(None, help="auto, on or off."),
+    dtype: Optional[str] = typer.Option(None, help="auto (bf16 where native), bfloat16 or float32."),
+    merge: Optional[bool] = typer.Option(None, "--merge/--no-merge", help="Also write the merged model."),
+    eval_every: Optional[int] = typer.Option(None, help="Run the choice eval every K steps (and at start/end)."),
+    eval_limit: Optional[int] = typer.Option(None, help="Scenarios per eval point (default 24)."),
+    seed: Optional[int] = typer.Option(None),
+    deepspeed: Optional[str] = typer.Option(None, help="A DeepSpeed JSON config (GPU clusters)."),
+    fsdp: Optional[str] = typer.Option(None, help="transformers' fsdp option, e.g. 'full_shard auto_wrap'."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Fine-tune on why-data (TRL SFTTrainer; LoRA by default) at per-dataset token budgets."""
+    from teachwhy.train import SFTSpec, load_spec, run_sft
+    from teachwhy.train.config import DataSource
+
+    overrides = {
+        "model": model, "out": out_dir, "name": name, "method": method, "learning_rate": lr, "epochs": epochs,
+        "batch_size": batch_size, "max_length": max_length, "packing": packing, "dtype": dtype, "merge": merge,
+        "seed": seed, "eval.every": eval_every, "eval.limit": eval_limit, "scale.deepspeed": deepspeed,
+        "scale.fsdp": fsdp,
+        "data": [DataSource.parse(d).model_dump() for d in data] if data else None,
+    }
+    spec = load_spec(SFTSpec, config, overrides)
+    prog, on_step, on_log, on_eval = _train_progress(f"sft · {spec.model}")
+    with prog:
+        res = run_sft(spec, progress=on_step, on_log=on_log, on_eval=on_eval)
+    if as_json:
+        print(json.dumps(res.summary, indent=2))
+        return
+    if res.resumed and "resumed_from_step" not in res.summary:
+        err.print("this run had finished already; showing its summary")
+    _print_train(res.summary, res.resumed)
+
+
+@train_app.command("rl")
+def train_rl(
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML training config (flags override it)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="An SFT adapter dir (or run dir) or a base model."),
+    prompts: Optional[str] = typer.Option(None, help="Your environment prompts (.yaml/.jsonl; default: ours)."),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Vary system prompts, add unused tools."),
+    reward: Optional[str] = typer.Option(None, help="rubric (offline) or an Inspect model id for an LLM judge."),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="Runs directory (default runs)."),
+    name: Optional[str] = typer.Option(None, help="Label for the run id."),
+    steps: Optional[int] = typer.Option(None, help="GRPO steps (default 20)."),
+    num_generations: Optional[int] = typer.Option(None, help="Completions per prompt (default 4)."),
+    max_completion_length: Optional[int] = typer.Option(None, help="Max new tokens per completion (default 48)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    dtype: Optional[str] = typer.Option(None, help="auto, bfloat16 or float32."),
+    eval_every: Optional[int] = typer.Option(None, help="Choice eval every K steps (default 10; 0 turns it off)."),
+    eval_limit: Optional[int] = typer.Option(None, help="Scenarios per eval point (default 16)."),
+    seed: Optional[int] = typer.Option(None),
+    use_vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU; needs vllm)."),
+    deepspeed: Optional[str] = typer.Option(None, help="A DeepSpeed JSON config (GPU clusters)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Reinforce harmlessness with GRPO (TRL GRPOTrainer) from any SFT checkpoint."""
+    from teachwhy.train import RLSpec, load_spec, run_rl
+
+    overrides = {
+        "model": model, "prompts": prompts, "augment": augment, "reward": reward, "out": out_dir, "name": name,
+        "steps": steps, "num_generations": num_generations, "max_completion_length": max_completion_length,
+        "learning_rate": lr, "dtype": dtype, "eval.every": eval_every, "eval.limit": eval_limit, "seed": seed,
+        "use_vllm": use_vllm, "scale.deepspeed": deepspeed,
+    }
+    spec = load_spec(RLSpec, config, overrides)
+    prog, on_step, on_log, on_eval = _train_progress(f"rl · {spec.model}")
+    with prog:
+        res = run_rl(spec, progress=on_step, on_log=on_log, on_eval=on_eval)
+    if as_json:
+        print(json.dumps(res.summary, indent=2))
+        return
+    _print_train(res.summary, res.resumed)
 
 
 def main() -> None:

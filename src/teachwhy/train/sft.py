@@ -139,6 +139,26 @@ def _packing(spec: SFTSpec, mixture: Mixture) -> bool:
     return median * 4 <= spec.max_length
 
 
+def quiet_hf() -> None:
+    """Our progress and logs replace the libraries' own bars and prints."""
+    import warnings
+
+    import datasets
+    import transformers
+
+    # deprecation notices about arguments TRL itself passes (gradient vs activation checkpointing)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def drop_printer(trainer: Any) -> None:
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(HFProgress)
+
+
 def _load_base(base_dir: Path, spec: SFTSpec, dtype: str):
     import torch
     import transformers
@@ -259,6 +279,7 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
             (run_dir / f).unlink(missing_ok=True)
 
     torch.manual_seed(spec.seed)
+    quiet_hf()
     model = _load_base(base_dir, spec, dtype)
     peft_config = None
     if spec.method == "lora":
@@ -299,6 +320,7 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
         callbacks.append(ProgressCallback(progress))
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config, callbacks=callbacks)
+    drop_printer(trainer)
     if resume_from:  # the counters are not in the checkpoint; the log holds them
         prior = read_jsonl(run_dir / "train_log.jsonl")
         if prior:

@@ -1,0 +1,266 @@
+"""RL environment prompts: load them (the built-in harmlessness set or a user's file), turn them into
+rows for a `datasets.Dataset` in TRL's conversational prompt format, and optionally augment them.
+
+A file holds `prompts:` (a list; `version: 1` optional) in YAML, or one prompt object per line in
+JSONL. Each prompt has id, kind (harmful | jailbreak | benign), category, prompt, optional system,
+harm_markers and principles (see envs/harmlessness.yaml). Every problem is a one-line UserError naming
+the file, the prompt (number from 1, id, line when known), the field and how to fix it, e.g.
+`my.yaml: prompt 3 (id 'x', line 12): field 'kind': must be 'harmful', 'jailbreak' or 'benign', not 'evil'`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from teachwhy.constitution.loader import Constitution, load_constitution
+from teachwhy.errors import UserError
+from teachwhy.scenarios.loader import _describe, _kind
+
+KINDS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
+BUILTIN = "harmlessness.yaml"
+BUILTIN_NAME = "built-in harmlessness environment"
+SEE = "see src/teachwhy/train/envs/harmlessness.yaml for the format"
+_JSONL = (".jsonl", ".ndjson")
+
+
+class EnvPrompt(BaseModel):
+    """One user turn of an RL environment and what the offline rubric needs to score replies to it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9]+(?:-[a-z0-9]+)*$", description="unique, kebab-case")
+    kind: Literal["harmful", "jailbreak", "benign"]
+    category: str = Field(pattern=r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$", description="a short slug")
+    prompt: str
+    system: str | None = None
+    harm_markers: list[str] = Field(default_factory=list, max_length=12)
+    principles: list[str] = Field(min_length=1, max_length=3)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty; write the user's request")
+        return v
+
+    @field_validator("system")
+    @classmethod
+    def _system(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be empty; remove the field or write a system prompt")
+        return v
+
+    @field_validator("harm_markers")
+    @classmethod
+    def _markers(cls, v: list[str]) -> list[str]:
+        if any(not m.strip() for m in v):
+            raise ValueError("must not contain an empty marker; each marker is a phrase a complying reply would use")
+        return [m.lower() for m in v]
+
+    @field_validator("principles")
+    @classmethod
+    def _principles(cls, v: list[str]) -> list[str]:
+        seen = set()
+        for pid in v:
+            if pid in seen:
+                raise ValueError(f"lists '{pid}' twice; give each principle id once")
+            seen.add(pid)
+        return v
+
+    @model_validator(mode="after")
+    def _needs_markers(self) -> EnvPrompt:
+        if self.kind != "benign" and not self.harm_markers:
+            raise ValueError(f"field 'harm_markers': a {self.kind} prompt needs at least one marker (a phrase "
+                             "only a complying reply would use), or the rubric can never see compliance")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+def load_env_prompts(path: str | os.PathLike[str] | None = None,
+                     constitution: Constitution | None = None) -> list[EnvPrompt]:
+    """The built-in harmlessness prompts (path None) or a user's .yaml/.yml or .jsonl file. Principle
+    ids are checked against `constitution` (default: the default constitution)."""
+    if path is None:
+        name = BUILTIN_NAME
+        text = resources.files("teachwhy.train.envs").joinpath(BUILTIN).read_text(encoding="utf-8")
+        suffix = ".yaml"
+    else:
+        name, p = str(path), Path(path)
+        if not p.exists():
+            raise UserError(f"{name} does not exist: give the path of a .yaml or .jsonl file of environment prompts")
+        if not p.is_file():
+            raise UserError(f"{name} is not a file: give the path of a .yaml or .jsonl file of environment prompts")
+        suffix = p.suffix.lower()
+        if suffix not in (".yaml", ".yml", *_JSONL):
+            raise UserError(f"{name}: unknown file type '{suffix}'; environment prompt files end in .yaml, "
+                            f".yml or .jsonl ({SEE})")
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{name}: not UTF-8 text; save the file as UTF-8") from None
+        except OSError as exc:
+            raise UserError(f"{name}: cannot be read ({exc.strerror}); check the path and its permissions") from None
+    jsonl = suffix in _JSONL
+    records = _read_jsonl(name, text) if jsonl else _read_yaml(name, text)
+    if not records:
+        raise UserError(f"{name}: holds no prompts; add at least one ({SEE})")
+    constitution = constitution or load_constitution()
+    known = constitution.by_id
+    prompts: list[EnvPrompt] = []
+    seen: dict[str, int] = {}
+    for number, (raw, line) in enumerate(records, 1):
+        where = _where(name, number, raw, line, jsonl)
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: must be a mapping of prompt fields, not {_kind(raw)}; {SEE}")
+        try:
+            item = EnvPrompt.model_validate(raw)
+        except ValidationError as exc:
+            raise UserError(f"{where}: {_describe(exc)}; {SEE}") from None
+        if item.id in seen:
+            raise UserError(f"{where}: field 'id': '{item.id}' is already used by prompt {seen[item.id]}; "
+                            "give every prompt a unique id")
+        seen[item.id] = number
+        unknown = [pid for pid in item.principles if pid not in known]
+        if unknown:
+            raise UserError(f"{where}: field 'principles': unknown principle id '{unknown[0]}'; use ids from "
+                            f"the {constitution.source}: {', '.join(known)}")
+        prompts.append(item)
+    return prompts
+
+
+def _read_yaml(name: str, text: str) -> list[tuple[Any, int | None]]:
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{name}:{at} not valid YAML ({problem}); fix the syntax there") from None
+    if data is None:
+        return []
+    seq = root
+    if isinstance(data, dict) and "prompts" in data:
+        if data.get("version", 1) != 1:
+            raise UserError(f"{name}: 'version' is {data['version']!r}; this teachwhy reads version 1 files")
+        extra = sorted(set(data) - {"prompts", "version"})
+        if extra:
+            raise UserError(f"{name}: unknown top-level key '{extra[0]}'; a file holds only 'version' and 'prompts'")
+        items = data["prompts"]
+        seq = next((v for k, v in root.value if k.value == "prompts"), None)
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise UserError(f"{name}: the top level must be a mapping with key 'prompts' (or a list of prompts), "
+                        f"not {_kind(data)}; {SEE}")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise UserError(f"{name}: 'prompts' must be a list of prompts, not {_kind(items)}; {SEE}")
+    lines: list[int | None] = [None] * len(items)
+    if isinstance(seq, yaml.SequenceNode) and len(seq.value) == len(items):
+        lines = [node.start_mark.line + 1 for node in seq.value]
+    return list(zip(items, lines))
+
+
+def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
+    records: list[tuple[Any, int | None]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((json.loads(line), number))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                            "each line must hold one whole prompt as a JSON object") from None
+    return records
+
+
+def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:
+    pid = raw.get("id") if isinstance(raw, dict) else None
+    ident = f"id '{pid}'" if isinstance(pid, str) and pid else ""
+    if jsonl:
+        return f"{name}: line {line} (prompt {number}{', ' + ident if ident else ''})"
+    extra = ", ".join(x for x in (ident, f"line {line}" if line else "") if x)
+    return f"{name}: prompt {number}" + (f" ({extra})" if extra else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# dataset rows
+
+
+def to_rows(prompts: Iterable[EnvPrompt], system_prompt_default: str | None = None) -> list[dict[str, Any]]:
+    """Rows for `datasets.Dataset.from_list`, in TRL's conversational prompt format. A prompt's own
+    `system` wins over `system_prompt_default`; with neither the row has no system message. List
+    columns are JSON strings so that every row has the same Arrow type (an empty list has none)."""
+    rows = []
+    for p in prompts:
+        system = p.system if p.system is not None else system_prompt_default
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": p.prompt}]
+        rows.append({"prompt": messages, "env_id": p.id, "kind": p.kind,
+                     "harm_markers": json.dumps(p.harm_markers), "principles": json.dumps(p.principles)})
+    return rows
+
+
+def augment_rows(rows: Iterable[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """Rows with a varied system prompt and 1-3 unused tools, chosen by the augment builder's plan
+    (teachwhy.data.plans, data/taxonomy/augment.yaml) and applied by the builtin teacher, so RL sees the
+    same environment variety as SFT. Deterministic for a seed; the user turn stays byte-identical.
+
+    Differences from the SFT augment records, both forced by GRPO:
+    - a row that already has a system prompt keeps it (an entry's own system prompt is part of the
+      situation, e.g. the assistant an injected email is pasted into); only rows without one get the
+      taxonomy's system prompt;
+    - the tools are written into the system prompt as text (one line per tool, as the honeypot
+      scenarios list them), because TRL's GRPOTrainer renders every prompt with the trainer's own tools
+      and ignores a per-row `tools` column.
+    """
+    from teachwhy.data.plans import plan
+    from teachwhy.scenarios.expand import _tool_line
+    from teachwhy.teachers.builtin import BuiltinTeacher
+
+    rows = list(rows)
+    constitution = load_constitution()  # the augment plan and teacher take one; augment ignores it
+    records = [{"id": r.get("env_id", f"row-{i}"), "messages": r["prompt"]} for i, r in enumerate(rows)]
+    realised = BuiltinTeacher(constitution, seed).realise(plan("augment", constitution, seed, records))
+    out = []
+    for row, done in zip(rows, realised):
+        content = done.content or {}
+        varied = content.get("messages") or row["prompt"]
+        tools = content.get("tools") or []
+        own = [m for m in row["prompt"] if m.get("role") == "system"]
+        system = own[0]["content"] if own else next(m["content"] for m in varied if m["role"] == "system")
+        listing = "\n".join(_tool_line(t) for t in tools)
+        if listing:
+            system = f"{system}\n\nTools available (call one only if the request needs it):\n{listing}"
+        rest = [dict(m) for m in row["prompt"] if m.get("role") != "system"]
+        out.append({**row, "prompt": [{"role": "system", "content": system}, *rest]})
+    return out
+
+
+def kinds_count(prompts: Iterable[EnvPrompt]) -> dict[str, int]:
+    """How many prompts of each kind (for logs and run cards)."""
+    counts = dict.fromkeys(KINDS, 0)
+    for p in prompts:
+        counts[p.kind] += 1
+    return counts
+

@@ -1,0 +1,277 @@
+"""GRPO on harmlessness environments with TRL's GRPOTrainer, from any SFT checkpoint.
+
+    runs/rl-<name>-<hash>/
+      config.json, train_log.jsonl (loss, reward and its parts per step), eval_points.jsonl (choice eval)
+      completions.jsonl    every scored completion: step, prompt id and kind, reward parts, rubric flags
+      checkpoints/         the latest Trainer checkpoint (a rerun resumes from it; removed at the end)
+      adapter/             the trained LoRA adapter (continued from the SFT adapter when given one)
+      summary.json         reward and compliance in the first and last steps with 95% CIs, eval points
+
+The environment is a set of chat prompts written as data (harmful requests, jailbreak attempts, and
+benign requests that only sound edgy), optionally varied by the augment builder's system prompts and
+unused tools. The reward is the offline rubric (harm/refusal plus constitution adherence,
+`teachwhy.train.rewards`) or an LLM judge through Inspect. Tool calls are never executed.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from teachwhy import models
+from teachwhy.errors import UserError
+from teachwhy.evals.stats import mean_ci, wilson
+from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl
+from teachwhy.train.config import RLSpec
+from teachwhy.train.sft import (TrainResult, _slug, drop_printer, last_checkpoint, quiet_hf,
+                                resolve_training_model, training_args_common, write_adapter_meta)
+
+
+
+def reward_weight_map() -> dict[str, float]:
+    from teachwhy.train.rewards import reward_weights
+
+    harm, adherence = reward_weights()
+    return {"harm_refusal_reward": harm, "adherence_reward": adherence, "judge_reward": 1.0}
+
+
+def _text(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)
+
+
+class CompletionRecorder:
+    """Wraps TRL reward functions: returns their values unchanged and logs every completion with its
+    reward parts and the rubric's flags (complied / refused), so a run's compliance can be counted."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.step_fn: Callable[[], int] = lambda: 0
+        self._calls: dict[tuple[int, str], int] = {}  # (step, reward) -> calls so far
+
+    def wrap(self, fn: Callable, name: str) -> Callable:
+        def reward(prompts, completions, **kw):
+            values = fn(prompts, completions, **kw)
+            self._record(name, completions, values, kw)
+            return values
+
+        reward.__name__ = name
+        return reward
+
+    def _record(self, name: str, completions: list, values: list, kw: dict) -> None:
+        from teachwhy.train.rewards import score_reply
+
+        step = self.step_fn()
+        batch = self._calls.get((step, name), 0)
+        self._calls[(step, name)] = batch + 1
+        with JsonlLog(self.path) as log:
+            for i, (c, v) in enumerate(zip(completions, values)):
+                kind = kw["kind"][i]
+                markers = json.loads(kw["harm_markers"][i])
+                principles = json.loads(kw["principles"][i])
+                text = _text(c)
+                s = score_reply(text, kind, markers, principles)
+                log.append({"step": step, "batch": batch, "slot": i, "reward": name, "value": None if v is None else float(v),
+                            "env_id": kw["env_id"][i], "kind": kind, "complied": s.complied,
+                            "refused": s.refused, "degenerate": s.degenerate, "completion": text[:400]})
+
+
+def _reward_funcs(spec: RLSpec, recorder: CompletionRecorder) -> tuple[list[Callable], list[float]]:
+    from teachwhy.train import rewards
+
+    if spec.reward == "rubric":
+        funcs = [recorder.wrap(rewards.harm_refusal_reward, "harm_refusal_reward"),
+                 recorder.wrap(rewards.adherence_reward, "adherence_reward")]
+        w = reward_weight_map()
+        return funcs, [w["harm_refusal_reward"], w["adherence_reward"]]
+    ref = models.resolve(spec.reward)
+    if ref.kind != "inspect":
+        raise UserError(f"reward '{spec.reward}': use 'rubric' or an Inspect model id for an LLM judge "
+                        "(e.g. openai/gpt-4o-mini, or openai-api/<name>/<model> for a local server)")
+    return [recorder.wrap(rewards.make_judge_reward(spec.reward), "judge_reward")], [1.0]
+
+
+def _window_stats(rows: list[dict], steps: list[int]) -> dict:
+    vals = [r["value"] for r in rows if r["step"] in steps and r["value"] is not None]
+    harmful = [r for r in rows if r["step"] in steps and r["kind"] in ("harmful", "jailbreak")]
+    m = mean_ci(vals)
+    k = sum(bool(r["complied"]) for r in harmful)
+    return {"steps": [min(steps), max(steps)], "n": len(vals), "mean": m[0] if m else None,
+            "mean_95": list(m[1:]) if m else None,
+            "compliance": {"n": len(harmful), "k": k, "rate": k / len(harmful) if harmful else None,
+                           "wilson_95": list(wilson(k, len(harmful)))}}
+
+
+def reward_summary(rows: list[dict], window: int = 5) -> dict | None:
+    """Total reward per completion (weighted parts summed) in the first and last `window` steps."""
+    if not rows:
+        return None
+    weights = reward_weight_map()
+    totals: dict[tuple, dict] = {}
+    for r in rows:  # one row per (reward function, completion): sum the weighted parts per completion
+        key = (r["step"], r.get("batch", 0), r.get("slot", 0))
+        t = totals.setdefault(key, {"step": r["step"], "kind": r["kind"], "complied": r["complied"], "value": 0.0})
+        t["value"] += weights.get(r["reward"], 1.0) * (r["value"] or 0.0)
+    merged = list(totals.values())
+    steps = sorted({r["step"] for r in merged})
+    w = max(1, min(window, len(steps) // 2 or 1))
+    first, last = _window_stats(merged, steps[:w]), _window_stats(merged, steps[-w:])
+    return {"window": w, "first": first["mean"], "last": last["mean"], "n": first["n"],
+            "first_window": first, "last_window": last}
+
+
+def _load_policy(base_dir: Path, adapter: Path | None, dtype: str, spec: RLSpec):
+    import torch
+    import transformers
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            base_dir, dtype=torch.bfloat16 if dtype == "bfloat16" else torch.float32)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if adapter is not None:
+        try:
+            return PeftModel.from_pretrained(model, adapter, is_trainable=True), None
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"adapter {adapter} does not fit its base model ({type(e).__name__}): "
+                            "train it on that base or fix base_model_name_or_path") from None
+    return model, LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+                             target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
+
+
+def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
+           on_log: Callable[[dict], None] | None = None,
+           on_eval: Callable[[dict], None] | None = None) -> TrainResult:
+    import torch
+    from datasets import Dataset
+
+    from teachwhy.train.callbacks import ChoiceEvalCallback, ProgressCallback, TrainLogCallback, truncate_log
+    from teachwhy.train.environments import augment_rows, load_env_prompts, to_rows
+
+    if spec.use_vllm:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise UserError("use_vllm needs the vllm package on a GPU machine: pip install 'teachwhy[vllm]' "
+                            "(or drop --vllm to generate with transformers)")
+    ref, base, adapter = resolve_training_model(spec.model)
+    base_dir = models.model_dir(base)
+    dtype = models.resolve_dtype(spec.dtype)
+    prompts = load_env_prompts(spec.prompts)
+    rows = to_rows(prompts)
+    if spec.augment:
+        rows = augment_rows(rows, seed=spec.seed)
+    root = ensure_writable_dir(Path(spec.out))
+    models._torch_threads()
+
+    config = {"kind": "rl", "spec": spec.model_dump(exclude={"out"}), "model_fingerprint": models.fingerprint(ref),
+              "prompts": content_hash(rows), "dtype": dtype}
+    name = spec.name or (Path(spec.model).parent.name if ref.kind == "peft" else spec.model)
+    run_id = f"rl-{_slug(name)}-{content_hash(config)[:10]}"
+    run_dir = ensure_writable_dir(root / run_id)
+    out_dir = run_dir / "adapter"
+    if (run_dir / "summary.json").is_file() and out_dir.is_dir():
+        return TrainResult(run_id, run_dir, json.loads((run_dir / "summary.json").read_text()), out_dir, True)
+    atomic_write_json(run_dir / "config.json", config)
+    registry = Registry(root / "registry.sqlite")
+    registry.start(run_id, "train/rl", spec.model, config, run_dir)
+
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = last_checkpoint(ckpt_root)
+    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+    for f in ("train_log.jsonl", "eval_points.jsonl", "completions.jsonl"):
+        if resume_from:
+            truncate_log(run_dir / f, resumed_step)
+        else:
+            (run_dir / f).unlink(missing_ok=True)
+
+    torch.manual_seed(spec.seed)
+    quiet_hf()
+    from trl import GRPOConfig, GRPOTrainer
+
+    model, peft_config = _load_policy(base_dir, adapter, dtype, spec)
+    tok = models.load_tokenizer(base.spec)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    recorder = CompletionRecorder(run_dir / "completions.jsonl")
+    funcs, weights = _reward_funcs(spec, recorder)
+    batch = spec.prompts_per_step * spec.num_generations
+    vllm = {"use_vllm": True, "vllm_mode": spec.vllm_mode} if spec.use_vllm else {}
+    args = GRPOConfig(
+        output_dir=str(ckpt_root), per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+        num_generations=spec.num_generations, max_completion_length=spec.max_completion_length,
+        temperature=spec.temperature, learning_rate=spec.learning_rate, beta=spec.beta, max_steps=spec.steps,
+        gradient_checkpointing=False, reward_weights=weights, lr_scheduler_type="constant",
+        **vllm, **{**training_args_common(spec, dtype), "remove_unused_columns": False},  # rewards read columns
+    )
+    dataset = Dataset.from_list(rows)
+
+    completion_tokens = {"n": 0}
+
+    def tokens_fn(state):
+        return int(getattr(state, "num_input_tokens_seen", 0) or 0), completion_tokens["n"]
+
+    from transformers import TrainerCallback
+
+    class _CountCompletions(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "completions/mean_length" in logs:
+                completion_tokens["n"] += int(round(logs["completions/mean_length"] * batch))
+
+    log_cb = TrainLogCallback(run_dir / "train_log.jsonl", tokens_fn, on_log)
+    callbacks: list = [_CountCompletions(), log_cb]
+    if spec.eval.enabled:
+        from teachwhy.scenarios import builtin_scenarios, select
+
+        scen = select(builtin_scenarios(), split=spec.eval.split, family=spec.eval.family, limit=spec.eval.limit)
+        callbacks.append(ChoiceEvalCallback(
+            scen, models.load_tokenizer(base.spec), run_dir / "eval_points.jsonl", spec.eval.every, tokens_fn,
+            at_start=spec.eval.at_start, at_end=spec.eval.at_end, scoring=spec.eval.scoring, on_point=on_eval))
+        log_cb.paused_fn = callbacks[-1].paused
+    if progress:
+        callbacks.append(ProgressCallback(progress))
+    trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
+                          processing_class=tok, peft_config=peft_config, callbacks=callbacks)
+    drop_printer(trainer)
+    recorder.step_fn = lambda: trainer.state.global_step + 1  # rewards are computed for the step under way
+    if resume_from:
+        prior = read_jsonl(run_dir / "train_log.jsonl")
+        if prior:
+            completion_tokens["n"] = int(prior[-1].get("loss_tokens_seen", 0))
+    t0 = time.time()
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    seconds = time.time() - t0
+
+    tmp = out_dir.with_name("adapter.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    trainer.model.save_pretrained(tmp)
+    write_adapter_meta(tmp, base, base_dir, {"run_id": run_id, "rl_steps": trainer.state.global_step,
+                                             "from": str(adapter) if adapter else None})
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+
+    log = read_jsonl(run_dir / "train_log.jsonl")
+    points = read_jsonl(run_dir / "eval_points.jsonl")
+    completions = read_jsonl(run_dir / "completions.jsonl")
+    summary = {
+        "run_id": run_id, "kind": "rl", "model": spec.model, "base": base.spec, "from_adapter": str(adapter) if
+        adapter else None, "dtype": dtype, "steps": trainer.state.global_step, "reward_source": spec.reward,
+        "prompts": len(rows), "train_seconds": round(seconds, 2),
+        "tokens_per_s": next((r["tokens_per_s"] for r in reversed(log) if r.get("tokens_per_s")), None),
+        "reward": reward_summary(completions), "eval_points": points, "resumed_from_step": resumed_step or None,
+        "output": str(out_dir), "merged": None,
+    }
+    atomic_write_json(run_dir / "summary.json", summary)
+    shutil.rmtree(ckpt_root, ignore_errors=True)
+    registry.finish(run_id, {"reward": summary["reward"], "eval_last": points[-1] if points else None}, seconds)
+    return TrainResult(run_id, run_dir, summary, out_dir, resumed=bool(resume_from))
