@@ -324,10 +324,14 @@ def load(spec: str = DEFAULT_MODEL, dtype: str = "auto") -> Loaded:
     finally:
         transformers.logging.set_verbosity(verbosity)
     if ref.kind == "peft":
+        import warnings
+
         from peft import PeftModel
 
         try:
-            model = PeftModel.from_pretrained(model, ref.path)
+            with warnings.catch_warnings():  # a deprecation notice PEFT triggers inside transformers
+                warnings.simplefilter("ignore", FutureWarning)
+                model = PeftModel.from_pretrained(model, ref.path)
         except (RuntimeError, ValueError, KeyError) as e:
             raise UserError(f"adapter {ref.path} does not fit base model {base_ref.spec} "
                             f"({type(e).__name__}): train it on that base or fix base_model_name_or_path") from None

@@ -254,7 +254,7 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
 
     tmp = out_dir.with_name("adapter.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp)
+    trainer.model.save_pretrained(tmp, save_embedding_layers=False)
     write_adapter_meta(tmp, base, base_dir, {"run_id": run_id, "rl_steps": trainer.state.global_step,
                                              "from": str(adapter) if adapter else None})
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -333,7 +333,7 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     tmp = out_dir.with_name(out_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     if spec.method == "lora":
-        trainer.model.save_pretrained(tmp)
+        trainer.model.save_pretrained(tmp, save_embedding_layers=False)
         write_adapter_meta(tmp, base, base_dir, {"run_id": run_id, "tokens": mixture.tokens,
                                                  "loss_tokens": mixture.loss_tokens})
     else:
