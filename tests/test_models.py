@@ -56,7 +56,6 @@ def test_embedded_model_prepared_offline_and_generates(embedded):
     assert (d / ".teachwhy-complete.json").is_file()
     tok = embedded.tokenizer
     assert "<|im_start|>" in tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
-    import torch
 
     ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)

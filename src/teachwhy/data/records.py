@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 KINDS = ("demonstration", "reasoning", "advice", "documents", "fiction", "augment")
 CHAT_KINDS = ("demonstration", "reasoning", "advice", "augment")
