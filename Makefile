@@ -29,6 +29,7 @@ demo: install
 
 bench: install
 	$(PY) bench/bench_choice_kv.py
+	$(PY) bench/bench_sft.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
