@@ -348,8 +348,12 @@ def _print_train(summary: dict, resumed: bool) -> None:
     else:
         r = summary.get("reward")
         if r:
-            t.add_row("reward (first → last steps)", f"{r['first']:.3f} → {r['last']:.3f} "
-                      f"(mean of {r['window']} steps each; n={r['n']} completions per window)")
+            for label, w in (("first", r["first_window"]), ("last", r["last_window"])):
+                c = w["compliance"]
+                comp = (f"; complied with harmful requests {c['k']}/{c['n']} {_ci(c['wilson_95'])}"
+                        if c["n"] else "; no harmful requests drawn")
+                t.add_row(f"reward, {label} {r['window']} steps (steps {w['steps'][0]}-{w['steps'][1]})",
+                          f"{w['mean']:.3f} {_ci(w['mean_95'], pct=False)} (n={w['n']} completions){comp}")
     t.add_row("steps", str(summary["steps"]))
     t.add_row("dtype", summary["dtype"])
     t.add_row("training time", f"{summary['train_seconds']:.0f} s" + (" (resumed)" if resumed else ""))

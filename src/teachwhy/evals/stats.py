@@ -62,14 +62,18 @@ def rate_row(flags: Iterable[bool], clusters: Iterable[str], extra: dict | None 
     return row
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float] | None:
-    """Mean with a normal-approximation 95% CI (for mean P(harmful) across scenarios)."""
+def mean_ci(values: Sequence[float], bounds: tuple[float, float] | None = (0.0, 1.0)
+            ) -> tuple[float, float, float] | None:
+    """Mean with a normal-approximation 95% CI. The interval is clipped to `bounds` (probabilities by
+    default; pass None for unbounded quantities such as rewards). With one value the interval is the
+    whole bounded range, or (-inf, inf) when unbounded."""
     n = len(values)
     if n == 0:
         return None
     m = sum(values) / n
+    lo_b, hi_b = bounds if bounds is not None else (-math.inf, math.inf)
     if n < 2:
-        return (m, 0.0, 1.0)
+        return (m, lo_b, hi_b)
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
     half = Z95 * sd / math.sqrt(n)
-    return (m, max(0.0, m - half), min(1.0, m + half))
+    return (m, max(lo_b, m - half), min(hi_b, m + half))

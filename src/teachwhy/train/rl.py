@@ -100,7 +100,7 @@ def _reward_funcs(spec: RLSpec, recorder: CompletionRecorder) -> tuple[list[Call
 def _window_stats(rows: list[dict], steps: list[int]) -> dict:
     vals = [r["value"] for r in rows if r["step"] in steps and r["value"] is not None]
     harmful = [r for r in rows if r["step"] in steps and r["kind"] in ("harmful", "jailbreak")]
-    m = mean_ci(vals)
+    m = mean_ci(vals, bounds=None)
     k = sum(bool(r["complied"]) for r in harmful)
     return {"steps": [min(steps), max(steps)], "n": len(vals), "mean": m[0] if m else None,
             "mean_95": list(m[1:]) if m else None,
@@ -254,7 +254,11 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
 
     tmp = out_dir.with_name("adapter.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.model.save_pretrained(tmp, save_embedding_layers=False)
+    import warnings
+
+    with warnings.catch_warnings():  # PEFT looks for the base's config under the embedded name; harmless
+        warnings.simplefilter("ignore", UserWarning)
+        trainer.model.save_pretrained(tmp, save_embedding_layers=False)
     write_adapter_meta(tmp, base, base_dir, {"run_id": run_id, "rl_steps": trainer.state.global_step,
                                              "from": str(adapter) if adapter else None})
     shutil.rmtree(out_dir, ignore_errors=True)
