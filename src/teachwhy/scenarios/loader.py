@@ -6,17 +6,16 @@ its id and line when known), the field path (list positions from 0), what is wro
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from teachwhy.errors import UserError
+from teachwhy.itemfiles import read_jsonl_items, read_yaml_items
 from teachwhy.scenarios.expand import SPLITS, expand_split
 from teachwhy.scenarios.schema import FAMILIES, Scenario
 
@@ -87,50 +86,11 @@ def load_scenario_file(path: str | os.PathLike[str]) -> list[Scenario]:
 
 
 def _read_yaml(name: str, text: str) -> list[tuple[Any, int | None]]:
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{name}:{at} not valid YAML ({problem}); fix the syntax there ({SEE_DOCS})") from None
-    if data is None:
-        return []
-    seq = root
-    if isinstance(data, dict) and "scenarios" in data:
-        items = data["scenarios"]
-        seq = next((v for k, v in root.value if k.value == "scenarios"), None)
-    elif isinstance(data, list):
-        items = data
-    else:
-        raise UserError(
-            f"{name}: the top level must be a list of scenarios or a mapping with key 'scenarios', "
-            f"not {_kind(data)}; {SEE_DOCS}"
-        )
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise UserError(f"{name}: 'scenarios' must be a list of scenarios, not {_kind(items)}; {SEE_DOCS}")
-    lines: list[int | None] = [None] * len(items)
-    if isinstance(seq, yaml.SequenceNode) and len(seq.value) == len(items):
-        lines = [node.start_mark.line + 1 for node in seq.value]
-    return list(zip(items, lines))
+    return read_yaml_items(name, text, key="scenarios", noun="scenario", see=SEE_DOCS)
 
 
 def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
-    records: list[tuple[Any, int | None]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((json.loads(line), number))
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                "each line must hold one whole scenario as a JSON object"
-            ) from None
-    return records
+    return read_jsonl_items(name, text, noun="scenario")
 
 
 def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:

@@ -165,3 +165,24 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kw):
         self.fn(state.global_step, state.max_steps)
+
+
+def standard_callbacks(run_dir: Path, eval_spec: Any, tokenizer: Any, tokens_fn: TokensFn,
+                       on_log: Callable[[dict], None] | None, on_eval: Callable[[dict], None] | None,
+                       progress: Callable[[int, int], None] | None) -> list[TrainerCallback]:
+    """The training log, the eval-while-training callback (when `eval_spec.enabled`) and progress,
+    wired so that time spent on eval points stays out of the throughput."""
+    log_cb = TrainLogCallback(Path(run_dir) / "train_log.jsonl", tokens_fn, on_log)
+    callbacks: list[TrainerCallback] = [log_cb]
+    if eval_spec.enabled:
+        from teachwhy.scenarios import builtin_scenarios, select
+
+        scen = select(builtin_scenarios(), split=eval_spec.split, family=eval_spec.family, limit=eval_spec.limit)
+        ev = ChoiceEvalCallback(scen, tokenizer, Path(run_dir) / "eval_points.jsonl", eval_spec.every, tokens_fn,
+                                at_start=eval_spec.at_start, at_end=eval_spec.at_end, scoring=eval_spec.scoring,
+                                on_point=on_eval)
+        log_cb.paused_fn = ev.paused
+        callbacks.append(ev)
+    if progress:
+        callbacks.append(ProgressCallback(progress))
+    return callbacks

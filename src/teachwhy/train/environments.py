@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -29,6 +28,7 @@ from pydantic import (
 
 from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.errors import UserError
+from teachwhy.itemfiles import read_jsonl_items, read_yaml_items
 from teachwhy.scenarios.loader import _describe, _kind
 
 KINDS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
@@ -147,51 +147,11 @@ def load_env_prompts(path: str | os.PathLike[str] | None = None,
 
 
 def _read_yaml(name: str, text: str) -> list[tuple[Any, int | None]]:
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{name}:{at} not valid YAML ({problem}); fix the syntax there") from None
-    if data is None:
-        return []
-    seq = root
-    if isinstance(data, dict) and "prompts" in data:
-        if data.get("version", 1) != 1:
-            raise UserError(f"{name}: 'version' is {data['version']!r}; this teachwhy reads version 1 files")
-        extra = sorted(set(data) - {"prompts", "version"})
-        if extra:
-            raise UserError(f"{name}: unknown top-level key '{extra[0]}'; a file holds only 'version' and 'prompts'")
-        items = data["prompts"]
-        seq = next((v for k, v in root.value if k.value == "prompts"), None)
-    elif isinstance(data, list):
-        items = data
-    else:
-        raise UserError(f"{name}: the top level must be a mapping with key 'prompts' (or a list of prompts), "
-                        f"not {_kind(data)}; {SEE}")
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise UserError(f"{name}: 'prompts' must be a list of prompts, not {_kind(items)}; {SEE}")
-    lines: list[int | None] = [None] * len(items)
-    if isinstance(seq, yaml.SequenceNode) and len(seq.value) == len(items):
-        lines = [node.start_mark.line + 1 for node in seq.value]
-    return list(zip(items, lines))
+    return read_yaml_items(name, text, key="prompts", noun="prompt", top_level={"version": 1})
 
 
 def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
-    records: list[tuple[Any, int | None]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append((json.loads(line), number))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                            "each line must hold one whole prompt as a JSON object") from None
-    return records
+    return read_jsonl_items(name, text, noun="prompt")
 
 
 def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:

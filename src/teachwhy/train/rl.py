@@ -155,7 +155,7 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
     import torch
     from datasets import Dataset
 
-    from teachwhy.train.callbacks import ChoiceEvalCallback, ProgressCallback, TrainLogCallback, truncate_log
+    from teachwhy.train.callbacks import standard_callbacks, truncate_log
     from teachwhy.train.environments import augment_rows, load_env_prompts, to_rows
 
     if spec.use_vllm:
@@ -228,18 +228,8 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
             if logs and "completions/mean_length" in logs:
                 completion_tokens["n"] += int(round(logs["completions/mean_length"] * batch))
 
-    log_cb = TrainLogCallback(run_dir / "train_log.jsonl", tokens_fn, on_log)
-    callbacks: list = [_CountCompletions(), log_cb]
-    if spec.eval.enabled:
-        from teachwhy.scenarios import builtin_scenarios, select
-
-        scen = select(builtin_scenarios(), split=spec.eval.split, family=spec.eval.family, limit=spec.eval.limit)
-        callbacks.append(ChoiceEvalCallback(
-            scen, models.load_tokenizer(base.spec), run_dir / "eval_points.jsonl", spec.eval.every, tokens_fn,
-            at_start=spec.eval.at_start, at_end=spec.eval.at_end, scoring=spec.eval.scoring, on_point=on_eval))
-        log_cb.paused_fn = callbacks[-1].paused
-    if progress:
-        callbacks.append(ProgressCallback(progress))
+    callbacks = [_CountCompletions(), *standard_callbacks(run_dir, spec.eval, models.load_tokenizer(base.spec),
+                                                          tokens_fn, on_log, on_eval, progress)]
     trainer = GRPOTrainer(model=model, reward_funcs=funcs, args=args, train_dataset=dataset,
                           processing_class=tok, peft_config=peft_config, callbacks=callbacks)
     drop_printer(trainer)

@@ -235,7 +235,7 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     from peft import LoraConfig, PeftModel
     from trl import SFTConfig
 
-    from teachwhy.train.callbacks import ChoiceEvalCallback, ProgressCallback, TrainLogCallback, truncate_log
+    from teachwhy.train.callbacks import standard_callbacks, truncate_log
 
     if spec.batch_size % spec.micro_batch_size:
         raise UserError(f"batch_size {spec.batch_size} must be a multiple of micro_batch_size "
@@ -306,18 +306,8 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     def tokens_fn(_state):
         return trainer.tokens_seen, trainer.loss_tokens_seen
 
-    log_cb = TrainLogCallback(run_dir / "train_log.jsonl", tokens_fn, on_log)
-    callbacks: list = [log_cb]
-    if spec.eval.enabled:
-        from teachwhy.scenarios import builtin_scenarios, select
-
-        scen = select(builtin_scenarios(), split=spec.eval.split, family=spec.eval.family, limit=spec.eval.limit)
-        callbacks.append(ChoiceEvalCallback(
-            scen, models.load_tokenizer(base.spec), run_dir / "eval_points.jsonl", spec.eval.every, tokens_fn,
-            at_start=spec.eval.at_start, at_end=spec.eval.at_end, scoring=spec.eval.scoring, on_point=on_eval))
-        log_cb.paused_fn = callbacks[-1].paused
-    if progress:
-        callbacks.append(ProgressCallback(progress))
+    callbacks = standard_callbacks(run_dir, spec.eval, models.load_tokenizer(base.spec), tokens_fn, on_log,
+                                   on_eval, progress)
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config, callbacks=callbacks)
     drop_printer(trainer)

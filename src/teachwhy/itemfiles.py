@@ -1,0 +1,73 @@
+"""Reading user files that hold a list of items (scenarios, environment prompts) as YAML or JSONL,
+keeping each item's line number so errors can point at it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from teachwhy.errors import UserError
+
+Items = list[tuple[Any, "int | None"]]  # (raw item, its line number in the file when known)
+
+
+def kind_of(v: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number",
+            bool: "true/false"}.get(type(v), type(v).__name__)
+
+
+def read_yaml_items(name: str, text: str, key: str, noun: str, see: str = "",
+                    top_level: dict[str, Any] | None = None) -> Items:
+    """Items from a YAML file holding either a list or a mapping with `key` (and, when `top_level` is
+    given, only those other keys, each with its one accepted value)."""
+    hint = f" ({see})" if see else ""
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{name}:{at} not valid YAML ({problem}); fix the syntax there{hint}") from None
+    if data is None:
+        return []
+    seq = root
+    if isinstance(data, dict) and key in data:
+        if top_level is not None:
+            for k, want in top_level.items():
+                if k in data and data[k] != want:
+                    raise UserError(f"{name}: '{k}' is {data[k]!r}; this teachwhy reads {k} {want!r} files")
+            extra = sorted(set(data) - {key, *top_level})
+            if extra:
+                allowed = " and ".join(f"'{k}'" for k in (*top_level, key))
+                raise UserError(f"{name}: unknown top-level key '{extra[0]}'; a file holds only {allowed}")
+        items = data[key]
+        seq = next((v for k, v in root.value if k.value == key), None)
+    elif isinstance(data, list):
+        items = data
+    else:
+        raise UserError(f"{name}: the top level must be a list of {noun}s or a mapping with key '{key}', "
+                        f"not {kind_of(data)}{'; ' + see if see else ''}")
+    if items is None:
+        return []
+    if not isinstance(items, list):
+        raise UserError(f"{name}: '{key}' must be a list of {noun}s, not {kind_of(items)}{'; ' + see if see else ''}")
+    lines: list[int | None] = [None] * len(items)
+    if isinstance(seq, yaml.SequenceNode) and len(seq.value) == len(items):
+        lines = [node.start_mark.line + 1 for node in seq.value]
+    return list(zip(items, lines))
+
+
+def read_jsonl_items(name: str, text: str, noun: str) -> Items:
+    records: Items = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append((json.loads(line), number))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                            f"each line must hold one whole {noun} as a JSON object") from None
+    return records
