@@ -278,3 +278,22 @@ def test_adapter_for_the_wrong_base_model(sft_run, tmp_path):
     (moved / "teachwhy.json").unlink()
     one_error_line(run("eval", "--model", str(moved), "--limit", "1", "--out", str(tmp_path / "r")),
                    "does not fit base model")
+
+
+def test_merged_model_matches_adapter(sft_run, tmp_path):
+    """merge: the adapter folded into the base gives the same next-token distribution, as a plain HF dir."""
+    import torch
+
+    from teachwhy import models
+    from teachwhy.train.sft import merge_adapter
+
+    _, res = sft_run
+    merged = merge_adapter(res.model_path, tmp_path / "merged")
+    assert (merged / "config.json").is_file() and not (merged / "adapter_config.json").exists()
+    a = models.load(str(res.model_path), dtype="float32")
+    m = models.load(str(merged), dtype="float32")
+    assert m.ref.kind == "hf"
+    ids = torch.tensor([a.tokenizer("The agent read the inbox and")["input_ids"]])
+    with torch.no_grad():
+        la, lm = a.model(ids).logits[0, -1], m.model(ids).logits[0, -1]
+    assert torch.allclose(torch.log_softmax(la, -1), torch.log_softmax(lm, -1), atol=1e-3)
