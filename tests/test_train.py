@@ -115,6 +115,7 @@ def test_sft_end_to_end_adapter_saved_reloaded_evaluated(sft_run, tmp_path):
     assert s["tokens_seen"] == s["tokens"]  # every budgeted token went through the model once
     assert 0 < s["loss_tokens_seen"] == s["loss_tokens"] < s["tokens"]
     assert not (res.run_dir / "checkpoints").exists()
+    assert (res.run_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and s["plot"]
 
     log = read_jsonl(res.run_dir / "train_log.jsonl")
     assert [r["step"] for r in log] == [1]
@@ -212,6 +213,7 @@ def test_grpo_from_sft_checkpoint_logs_reward_and_eval_curve(sft_run, tmp_path):
     assert s["reward"]["first_window"]["n"] == 2 and "compliance" in s["reward"]["last_window"]
     meta = json.loads((res.model_path / "teachwhy.json").read_text())
     assert meta["base"] == "smollm2-135m" and meta["rl_steps"] == 2
+    assert (res.run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 # -- configs and errors -----------------------------------------------------------------------------------

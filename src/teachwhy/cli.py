@@ -362,6 +362,8 @@ def _print_train(summary: dict, resumed: bool) -> None:
     out.print(t)
     _print_eval_points(summary.get("eval_points") or [])
     out.print(f"model: {summary['output']}" + (f"; merged: {summary['merged']}" if summary.get("merged") else ""))
+    if summary.get("plot"):
+        out.print(f"curves: {summary['plot']}")
     out.print(f"evaluate it: teachwhy eval --model {summary['output']}")
 
 

@@ -265,6 +265,9 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
         "reward": reward_summary(completions), "eval_points": points, "resumed_from_step": resumed_step or None,
         "output": str(out_dir), "merged": None,
     }
+    from teachwhy.train.plots import plot_run
+
+    summary["plot"] = str(plot_run(run_dir, title=run_id))
     atomic_write_json(run_dir / "summary.json", summary)
     shutil.rmtree(ckpt_root, ignore_errors=True)
     registry.finish(run_id, {"reward": summary["reward"], "eval_last": points[-1] if points else None}, seconds)

@@ -349,6 +349,9 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
         "eval_points": points, "resumed_from_step": resumed_step or None,
         "output": str(out_dir), "merged": str(merged) if merged else None,
     }
+    from teachwhy.train.plots import plot_run
+
+    summary["plot"] = str(plot_run(run_dir, title=run_id))
     atomic_write_json(run_dir / "summary.json", summary)
     shutil.rmtree(ckpt_root, ignore_errors=True)
     registry.finish(run_id, {"loss": summary["loss"], "tokens": mixture.tokens,
