@@ -71,3 +71,13 @@ def read_jsonl_items(name: str, text: str, noun: str) -> Items:
             raise UserError(f"{name}: line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
                             f"each line must hold one whole {noun} as a JSON object") from None
     return records
+
+
+def where(name: str, number: int, raw: Any, line: int | None, jsonl: bool, noun: str) -> str:
+    """How an error names an item: `file: line 3 (prompt 2, id 'x')` or `file: scenario 2 (id 'x', line 9)`."""
+    iid = raw.get("id") if isinstance(raw, dict) else None
+    ident = f"id '{iid}'" if isinstance(iid, str) and iid else ""
+    if jsonl:
+        return f"{name}: line {line} ({noun} {number}{', ' + ident if ident else ''})"
+    extra = ", ".join(x for x in (ident, f"line {line}" if line else "") if x)
+    return f"{name}: {noun} {number}" + (f" ({extra})" if extra else "")

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import read_jsonl_items, read_yaml_items
+from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, where
 from teachwhy.scenarios.expand import SPLITS, expand_split
 from teachwhy.scenarios.schema import FAMILIES, Scenario
 
@@ -94,12 +94,7 @@ def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
 
 
 def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:
-    sid = raw.get("id") if isinstance(raw, dict) else None
-    ident = f"id '{sid}'" if isinstance(sid, str) and sid else ""
-    if jsonl:
-        return f"{name}: line {line} (scenario {number}{', ' + ident if ident else ''})"
-    extra = ", ".join(x for x in (ident, f"line {line}" if line else "") if x)
-    return f"{name}: scenario {number}" + (f" ({extra})" if extra else "")
+    return where(name, number, raw, line, jsonl, noun="scenario")
 
 
 def _kind(value: Any) -> str:

@@ -28,7 +28,7 @@ from pydantic import (
 
 from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import read_jsonl_items, read_yaml_items
+from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, where
 from teachwhy.scenarios.loader import _describe, _kind
 
 KINDS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
@@ -155,12 +155,7 @@ def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
 
 
 def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:
-    pid = raw.get("id") if isinstance(raw, dict) else None
-    ident = f"id '{pid}'" if isinstance(pid, str) and pid else ""
-    if jsonl:
-        return f"{name}: line {line} (prompt {number}{', ' + ident if ident else ''})"
-    extra = ", ".join(x for x in (ident, f"line {line}" if line else "") if x)
-    return f"{name}: prompt {number}" + (f" ({extra})" if extra else "")
+    return where(name, number, raw, line, jsonl, noun="prompt")
 
 
 # ---------------------------------------------------------------------------------------------
