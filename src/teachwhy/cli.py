@@ -367,6 +367,18 @@ def _print_train(summary: dict, resumed: bool) -> None:
     out.print(f"evaluate it: teachwhy eval --model {summary['output']}")
 
 
+def _train_and_print(kind: str, run, spec, as_json: bool) -> None:
+    prog, on_step, on_log, on_eval = _train_progress(f"{kind} · {spec.model}")
+    with prog:
+        res = run(spec, progress=on_step, on_log=on_log, on_eval=on_eval)
+    if as_json:
+        print(json.dumps(res.summary, indent=2))
+        return
+    if res.resumed and not res.summary.get("resumed_from_step"):
+        err.print("this run had finished already; showing its summary")
+    _print_train(res.summary, res.resumed)
+
+
 @train_app.command("sft")
 def train_sft(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML training config (flags override it)."),
@@ -401,16 +413,7 @@ def train_sft(
         "scale.fsdp": fsdp,
         "data": [DataSource.parse(d).model_dump() for d in data] if data else None,
     }
-    spec = load_spec(SFTSpec, config, overrides)
-    prog, on_step, on_log, on_eval = _train_progress(f"sft · {spec.model}")
-    with prog:
-        res = run_sft(spec, progress=on_step, on_log=on_log, on_eval=on_eval)
-    if as_json:
-        print(json.dumps(res.summary, indent=2))
-        return
-    if res.resumed and "resumed_from_step" not in res.summary:
-        err.print("this run had finished already; showing its summary")
-    _print_train(res.summary, res.resumed)
+    _train_and_print("sft", run_sft, load_spec(SFTSpec, config, overrides), as_json)
 
 
 @train_app.command("rl")
@@ -443,14 +446,7 @@ def train_rl(
         "learning_rate": lr, "dtype": dtype, "eval.every": eval_every, "eval.limit": eval_limit, "seed": seed,
         "use_vllm": use_vllm, "scale.deepspeed": deepspeed,
     }
-    spec = load_spec(RLSpec, config, overrides)
-    prog, on_step, on_log, on_eval = _train_progress(f"rl · {spec.model}")
-    with prog:
-        res = run_rl(spec, progress=on_step, on_log=on_log, on_eval=on_eval)
-    if as_json:
-        print(json.dumps(res.summary, indent=2))
-        return
-    _print_train(res.summary, res.resumed)
+    _train_and_print("rl", run_rl, load_spec(RLSpec, config, overrides), as_json)
 
 
 def main() -> None:

@@ -14,8 +14,7 @@ Items = list[tuple[Any, "int | None"]]  # (raw item, its line number in the file
 
 
 def kind_of(v: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "text", int: "a number", float: "a number",
-            bool: "true/false"}.get(type(v), type(v).__name__)
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "empty"}.get(type(v), f"a {type(v).__name__}")
 
 
 def read_yaml_items(name: str, text: str, key: str, noun: str, see: str = "",
@@ -81,3 +80,27 @@ def where(name: str, number: int, raw: Any, line: int | None, jsonl: bool, noun:
         return f"{name}: line {line} ({noun} {number}{', ' + ident if ident else ''})"
     extra = ", ".join(x for x in (ident, f"line {line}" if line else "") if x)
     return f"{name}: {noun} {number}" + (f" ({extra})" if extra else "")
+
+
+def validate_items(records: Items, cls: Any, name: str, jsonl: bool, noun: str, see: str,
+                   describe: Any) -> list[tuple[Any, str]]:
+    """Validate each raw item with the pydantic model `cls`, requiring unique ids; returns (item, where)
+    pairs so callers can add their own checks with the same location in the message."""
+    from pydantic import ValidationError
+
+    out: list[tuple[Any, str]] = []
+    seen: dict[str, int] = {}
+    for number, (raw, line) in enumerate(records, 1):
+        at = where(name, number, raw, line, jsonl, noun)
+        if not isinstance(raw, dict):
+            raise UserError(f"{at}: must be a mapping of {noun} fields, not {kind_of(raw)}; {see}")
+        try:
+            item = cls.model_validate(raw)
+        except ValidationError as exc:
+            raise UserError(f"{at}: {describe(exc)}; {see}") from None
+        if item.id in seen:
+            raise UserError(f"{at}: field 'id': '{item.id}' is already used by {noun} {seen[item.id]}; "
+                            f"give every {noun} a unique id")
+        seen[item.id] = number
+        out.append((item, at))
+    return out

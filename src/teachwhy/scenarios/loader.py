@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, where
+from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, validate_items, where
 from teachwhy.scenarios.expand import SPLITS, expand_split
 from teachwhy.scenarios.schema import FAMILIES, Scenario
 
@@ -65,24 +65,9 @@ def load_scenario_file(path: str | os.PathLike[str]) -> list[Scenario]:
     if not records:
         raise UserError(f"{name}: holds no scenarios; add at least one ({SEE_DOCS})")
 
-    scenarios: list[Scenario] = []
-    seen: dict[str, int] = {}
-    for number, (raw, line) in enumerate(records, 1):
-        where = _where(name, number, raw, line, jsonl=suffix in (".jsonl", ".ndjson"))
-        if not isinstance(raw, dict):
-            raise UserError(f"{where}: must be a mapping of scenario fields, not {_kind(raw)}; {SEE_DOCS}")
-        try:
-            scenario = Scenario.model_validate(raw)
-        except ValidationError as exc:
-            raise UserError(f"{where}: {_describe(exc)}; {SEE_DOCS}") from None
-        if scenario.id in seen:
-            raise UserError(
-                f"{where}: field 'id': '{scenario.id}' is already used by scenario {seen[scenario.id]}; "
-                "give every scenario a unique id"
-            )
-        seen[scenario.id] = number
-        scenarios.append(scenario)
-    return scenarios
+    checked = validate_items(records, Scenario, name, suffix in (".jsonl", ".ndjson"), "scenario", SEE_DOCS,
+                             _describe)
+    return [scenario for scenario, _ in checked]
 
 
 def _read_yaml(name: str, text: str) -> list[tuple[Any, int | None]]:
@@ -95,12 +80,6 @@ def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
 
 def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:
     return where(name, number, raw, line, jsonl, noun="scenario")
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "empty"}.get(
-        type(value), f"a {type(value).__name__}"
-    )
 
 
 def _describe(exc: ValidationError) -> str:

@@ -414,43 +414,14 @@ class LLMTeacher:
         return out
 
     async def _generate_all(self, requests: list[_Request]) -> dict[str, tuple[str, str | None] | str]:
-        from inspect_ai.model import GenerateConfig
-
-        config = GenerateConfig(
-            temperature=self.temperature,
-            max_tokens=self.max_tokens,
-            max_retries=0,  # Inspect's loop waits 3 s, 6 s, ... up to 30 min: ours instead
-            timeout=max(1, int(self.timeout)),
-            # Inspect keeps one connection pool per model for the whole process, sized by whoever
-            # asked first: a fixed, generous size so that it never binds; our semaphore is the limit
-            max_connections=INSPECT_POOL,
-        )
-        model = self._get_model(config)
+        config = generate_config(self.temperature, self.max_tokens, self.timeout)
+        model = inspect_model(self.model, config, self.model_args, role="teacher")
         semaphore = asyncio.Semaphore(self.concurrency)
         try:
             results = await asyncio.gather(*(self._one(model, config, semaphore, r) for r in requests))
         finally:
-            close = getattr(getattr(model, "api", None), "aclose", None)
-            if close is not None:
-                try:
-                    await close()
-                except Exception:  # closing is best effort
-                    pass
+            await close_model(model)
         return {r.key: res for r, res in zip(requests, results)}
-
-    def _get_model(self, config: Any) -> Any:
-        from inspect_ai._util.error import PrerequisiteError
-        from inspect_ai.model import get_model
-
-        if self.model.startswith("teachwhy/"):
-            import teachwhy.evals.inspect_provider  # noqa: F401  (registers the provider)
-        try:
-            # a fresh instance per event loop: a memoized one may hold a client bound to a closed loop
-            return get_model(self.model, config=config, memoize=False, **self.model_args)
-        except (ValueError, PrerequisiteError, ImportError, TypeError) as exc:
-            detail = " ".join(str(exc).split())
-            raise UserError(f"teacher model '{self.model}' cannot be used: {detail} (use an Inspect id "
-                            "such as openai/gpt-4o-mini or openai-api/<service>/<model>)") from None
 
     async def _one(self, model: Any, config: Any, semaphore: asyncio.Semaphore,
                    req: _Request) -> tuple[str, str | None] | str:
@@ -497,6 +468,46 @@ class LLMTeacher:
 
 # ---------------------------------------------------------------------------------------------
 # helpers
+
+
+def generate_config(temperature: float, max_tokens: int, timeout: float) -> Any:
+    """Inspect settings for our own retry loop and concurrency limit."""
+    from inspect_ai.model import GenerateConfig
+
+    return GenerateConfig(
+        temperature=temperature,
+        max_tokens=max_tokens,
+        max_retries=0,  # Inspect's loop waits 3 s, 6 s, ... up to 30 min: ours instead
+        timeout=max(1, int(timeout)),
+        # Inspect keeps one connection pool per model for the whole process, sized by whoever
+        # asked first: a fixed, generous size so that it never binds; our semaphore is the limit
+        max_connections=INSPECT_POOL,
+    )
+
+
+def inspect_model(model_id: str, config: Any, model_args: dict[str, Any], role: str) -> Any:
+    """A fresh Inspect model (a memoized one may hold a client bound to a closed event loop), or a
+    one-line UserError naming the `role` ("teacher", "judge") it was meant for."""
+    from inspect_ai._util.error import PrerequisiteError
+    from inspect_ai.model import get_model
+
+    if model_id.startswith("teachwhy/"):
+        import teachwhy.evals.inspect_provider  # noqa: F401  (registers the provider)
+    try:
+        return get_model(model_id, config=config, memoize=False, **model_args)
+    except (ValueError, PrerequisiteError, ImportError, TypeError) as exc:
+        detail = " ".join(str(exc).split())
+        raise UserError(f"{role} model '{model_id}' cannot be used: {detail} (use an Inspect id "
+                        "such as openai/gpt-4o-mini or openai-api/<service>/<model>)") from None
+
+
+async def close_model(model: Any) -> None:
+    close = getattr(getattr(model, "api", None), "aclose", None)
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # closing is best effort
+            pass
 
 
 def _short(exc: BaseException) -> str:

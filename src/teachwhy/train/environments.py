@@ -21,15 +21,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
 from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, where
-from teachwhy.scenarios.loader import _describe, _kind
+from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, validate_items, where
+from teachwhy.scenarios.loader import _describe
 
 KINDS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
 BUILTIN = "harmlessness.yaml"
@@ -125,22 +124,10 @@ def load_env_prompts(path: str | os.PathLike[str] | None = None,
     constitution = constitution or load_constitution()
     known = constitution.by_id
     prompts: list[EnvPrompt] = []
-    seen: dict[str, int] = {}
-    for number, (raw, line) in enumerate(records, 1):
-        where = _where(name, number, raw, line, jsonl)
-        if not isinstance(raw, dict):
-            raise UserError(f"{where}: must be a mapping of prompt fields, not {_kind(raw)}; {SEE}")
-        try:
-            item = EnvPrompt.model_validate(raw)
-        except ValidationError as exc:
-            raise UserError(f"{where}: {_describe(exc)}; {SEE}") from None
-        if item.id in seen:
-            raise UserError(f"{where}: field 'id': '{item.id}' is already used by prompt {seen[item.id]}; "
-                            "give every prompt a unique id")
-        seen[item.id] = number
+    for item, at in validate_items(records, EnvPrompt, name, jsonl, "prompt", SEE, _describe):
         unknown = [pid for pid in item.principles if pid not in known]
         if unknown:
-            raise UserError(f"{where}: field 'principles': unknown principle id '{unknown[0]}'; use ids from "
+            raise UserError(f"{at}: field 'principles': unknown principle id '{unknown[0]}'; use ids from "
                             f"the {constitution.source}: {', '.join(known)}")
         prompts.append(item)
     return prompts

@@ -29,7 +29,6 @@ prompt in prompts/reward_judge.txt, mapped to [-1, 1].
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -454,34 +453,15 @@ class JudgeReward:
         return rewards
 
     async def _ask_all(self, texts: list[str]) -> list[str | _Failure]:
-        from inspect_ai.model import GenerateConfig
+        from teachwhy.teachers.llm import close_model, generate_config, inspect_model
 
-        from teachwhy.teachers.llm import INSPECT_POOL
-
-        config = GenerateConfig(temperature=0.0, max_tokens=self.max_tokens, max_retries=0,
-                                timeout=max(1, int(self.timeout)), max_connections=INSPECT_POOL)
-        model = self._get_model(config)
+        config = generate_config(0.0, self.max_tokens, self.timeout)
+        model = inspect_model(self.model_id, config, self.model_args, role="judge")
         semaphore = asyncio.Semaphore(self.max_connections)
         try:
             return list(await asyncio.gather(*(self._one(model, config, semaphore, t) for t in texts)))
         finally:
-            close = getattr(getattr(model, "api", None), "aclose", None)
-            if close is not None:
-                with contextlib.suppress(Exception):  # closing is best effort
-                    await close()
-
-    def _get_model(self, config: Any) -> Any:
-        from inspect_ai._util.error import PrerequisiteError
-        from inspect_ai.model import get_model
-
-        if self.model_id.startswith("teachwhy/"):
-            import teachwhy.evals.inspect_provider  # noqa: F401  (registers the provider)
-        try:
-            # a fresh instance per call: every call runs its own event loop
-            return get_model(self.model_id, config=config, memoize=False, **self.model_args)
-        except (ValueError, PrerequisiteError, ImportError, TypeError) as exc:
-            raise UserError(f"judge model '{self.model_id}' cannot be used: {' '.join(str(exc).split())} "
-                            "(use an Inspect id such as openai/gpt-4o-mini or openai-api/<service>/<model>)") from None
+            await close_model(model)
 
     async def _one(self, model: Any, config: Any, semaphore: asyncio.Semaphore, text: str) -> str | _Failure:
         from inspect_ai.model import ChatMessageUser

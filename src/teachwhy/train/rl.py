@@ -26,8 +26,8 @@ from teachwhy.errors import UserError
 from teachwhy.evals.stats import mean_ci, wilson
 from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl
 from teachwhy.train.config import RLSpec
-from teachwhy.train.sft import (TrainResult, _slug, drop_printer, last_checkpoint, quiet_hf,
-                                resolve_training_model, training_args_common, write_adapter_meta)
+from teachwhy.train.sft import (TrainResult, _slug, drop_printer, quiet_hf, resolve_training_model, resume_point,
+                                save_adapter, training_args_common)
 
 
 
@@ -155,7 +155,7 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
     import torch
     from datasets import Dataset
 
-    from teachwhy.train.callbacks import standard_callbacks, truncate_log
+    from teachwhy.train.callbacks import standard_callbacks
     from teachwhy.train.environments import augment_rows, load_env_prompts, to_rows
 
     if spec.use_vllm:
@@ -186,14 +186,8 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
     registry = Registry(root / "registry.sqlite")
     registry.start(run_id, "train/rl", spec.model, config, run_dir)
 
-    ckpt_root = run_dir / "checkpoints"
-    resume_from = last_checkpoint(ckpt_root)
-    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
-    for f in ("train_log.jsonl", "eval_points.jsonl", "completions.jsonl"):
-        if resume_from:
-            truncate_log(run_dir / f, resumed_step)
-        else:
-            (run_dir / f).unlink(missing_ok=True)
+    ckpt_root, resume_from, resumed_step = resume_point(
+        run_dir, ("train_log.jsonl", "eval_points.jsonl", "completions.jsonl"))
 
     torch.manual_seed(spec.seed)
     quiet_hf()
@@ -242,17 +236,8 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
 
-    tmp = out_dir.with_name("adapter.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    import warnings
-
-    with warnings.catch_warnings():  # PEFT looks for the base's config under the embedded name; harmless
-        warnings.simplefilter("ignore", UserWarning)
-        trainer.model.save_pretrained(tmp, save_embedding_layers=False)
-    write_adapter_meta(tmp, base, base_dir, {"run_id": run_id, "rl_steps": trainer.state.global_step,
-                                             "from": str(adapter) if adapter else None})
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": run_id, "rl_steps": trainer.state.global_step,
+                                                          "from": str(adapter) if adapter else None})
 
     log = read_jsonl(run_dir / "train_log.jsonl")
     points = read_jsonl(run_dir / "eval_points.jsonl")

@@ -215,6 +215,44 @@ def last_checkpoint(ckpt_root: Path) -> Path | None:
     return cks[-1] if cks else None
 
 
+def resume_point(run_dir: Path, logs: tuple[str, ...]) -> tuple[Path, Path | None, int]:
+    """(checkpoint root, the checkpoint to resume from or None, its step). Logs are cut back to that
+    step when resuming, and cleared for a fresh start."""
+    from teachwhy.train.callbacks import truncate_log
+
+    ckpt_root = run_dir / "checkpoints"
+    resume_from = last_checkpoint(ckpt_root)
+    step = int(resume_from.name.split("-")[-1]) if resume_from else 0
+    for f in logs:
+        if resume_from:
+            truncate_log(run_dir / f, step)
+        else:
+            (run_dir / f).unlink(missing_ok=True)
+    return ckpt_root, resume_from, step
+
+
+def save_into(out_dir: Path, write: Callable[[Path], None]) -> Path:
+    """Write a directory next to `out_dir` and rename it into place, so `out_dir` is whole or absent."""
+    import warnings
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with warnings.catch_warnings():  # PEFT looks for the base's config under the embedded name; harmless
+        warnings.simplefilter("ignore", UserWarning)
+        write(tmp)
+    shutil.rmtree(out_dir, ignore_errors=True)
+    tmp.rename(out_dir)
+    return out_dir
+
+
+def save_adapter(model: Any, out_dir: Path, base: models.ModelRef, base_dir: Path, meta: dict) -> Path:
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, save_embedding_layers=False)
+        write_adapter_meta(tmp, base, base_dir, meta)
+
+    return save_into(out_dir, write)
+
+
 def loss_change(log: list[dict], window: int = 3) -> dict | None:
     """Mean loss over the first and the last `window` logged steps (the SFT "loss went down" check)."""
     losses = [r["loss"] for r in log if isinstance(r.get("loss"), (int, float))]
@@ -235,7 +273,7 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     from peft import LoraConfig, PeftModel
     from trl import SFTConfig
 
-    from teachwhy.train.callbacks import standard_callbacks, truncate_log
+    from teachwhy.train.callbacks import standard_callbacks
 
     if spec.batch_size % spec.micro_batch_size:
         raise UserError(f"batch_size {spec.batch_size} must be a multiple of micro_batch_size "
@@ -269,14 +307,7 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     registry = Registry(root / "registry.sqlite")
     registry.start(run_id, "train/sft", spec.model, config, run_dir)
 
-    ckpt_root = run_dir / "checkpoints"
-    resume_from = last_checkpoint(ckpt_root)
-    resumed_step = int(resume_from.name.split("-")[-1]) if resume_from else 0
-    for f in ("train_log.jsonl", "eval_points.jsonl"):
-        if resume_from:
-            truncate_log(run_dir / f, resumed_step)
-        else:
-            (run_dir / f).unlink(missing_ok=True)
+    ckpt_root, resume_from, resumed_step = resume_point(run_dir, ("train_log.jsonl", "eval_points.jsonl"))
 
     torch.manual_seed(spec.seed)
     quiet_hf()
@@ -320,17 +351,11 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
 
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     if spec.method == "lora":
-        trainer.model.save_pretrained(tmp, save_embedding_layers=False)
-        write_adapter_meta(tmp, base, base_dir, {"run_id": run_id, "tokens": mixture.tokens,
-                                                 "loss_tokens": mixture.loss_tokens})
+        save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": run_id, "tokens": mixture.tokens,
+                                                             "loss_tokens": mixture.loss_tokens})
     else:
-        trainer.model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+        save_into(out_dir, lambda tmp: (trainer.model.save_pretrained(tmp), tok.save_pretrained(tmp)))
     merged = None
     if spec.merge and spec.method == "lora":
         merged = merge_adapter(out_dir, run_dir / "merged")
@@ -363,10 +388,4 @@ def merge_adapter(adapter_dir: Path, out: Path) -> Path:
     """Write base + adapter merged into one plain Hugging Face directory (float32)."""
     loaded = models.load(str(adapter_dir), dtype="float32")
     merged = loaded.model.merge_and_unload()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(tmp)
-    loaded.tokenizer.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
+    return save_into(out, lambda tmp: (merged.save_pretrained(tmp), loaded.tokenizer.save_pretrained(tmp)))
