@@ -193,6 +193,61 @@ def test_candidates_are_length_matched(evals, trains, count_tokens):
     assert 40 <= min(lengths) and max(lengths) <= 90
 
 
+def _differing_spans(a: str, b: str) -> tuple[str, str, int, int]:
+    """The parts of `a` and `b` between their longest common prefix and suffix, widened to whole
+    words (so "disabled"/"enabled" compare as words, not as "dis"/"en"), and the shared prefix and
+    suffix lengths in characters (before widening)."""
+    n = min(len(a), len(b))
+    p = 0
+    while p < n and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < n - p and a[-1 - s] == b[-1 - s]:
+        s += 1
+    start, end = p, s
+    while start > 0 and a[start - 1].isalnum():
+        start -= 1
+    while end > 0 and a[len(a) - end].isalnum():
+        end -= 1
+    return a[start : len(a) - end], b[start : len(b) - end], p, s
+
+
+def _span_place(text: str, start: int) -> str:
+    """'tool.argument': the tool call and the argument whose string value holds text[start]."""
+    head = text[:start]
+    call = head.rfind("<tool_call>")
+    assert call >= 0 and "</tool_call>" not in head[call:], "the differing span is not inside a tool call"
+    tool = re.search(r'"name":\s*"(\w+)"', head[call:])
+    args = re.findall(r'"(\w+)":\s*"', head[call:])
+    assert tool and args, head[call:]
+    return f"{tool.group(1)}.{args[-1]}"
+
+
+def test_builtin_candidates_are_minimal_pairs(evals, trains, count_tokens):
+    """Every built-in candidate has a twin of the other label whose text is the same except for one
+    decisive span inside the tool call; the two spans are close in length; and across a family's
+    candidate sets the harmful spans do not all sit in the same argument."""
+    places: dict = {}
+    for s in evals + trains:
+        assert all(c.twin for c in s.candidates), s.id
+        pairs = s.twin_pairs
+        assert len(pairs) * 2 == len(s.candidates), s.id
+        for harmful, aligned in pairs:
+            assert aligned.label == "aligned" and aligned.twin == harmful.id, (s.id, harmful.id)
+            h_span, a_span, prefix, suffix = _differing_spans(harmful.text, aligned.text)
+            longer = max(len(harmful.text), len(aligned.text))
+            assert prefix + suffix >= 0.6 * longer, (s.id, harmful.id, h_span, a_span)
+            h_tokens, a_tokens = count_tokens(h_span), count_tokens(a_span)
+            assert abs(h_tokens - a_tokens) <= max(3, 0.25 * max(h_tokens, a_tokens)), (
+                s.id, harmful.id, h_span, h_tokens, a_span, a_tokens)
+            place = _span_place(harmful.text, prefix)
+            assert place == _span_place(aligned.text, prefix), (s.id, harmful.id)
+            places.setdefault((s.split, s.family), set()).add(place)
+    assert len(places) == 2 * len(FAMILIES)
+    for key, where in places.items():
+        assert len(where) >= 2, (key, where)
+
+
 def test_prompt_lengths(evals, trains, count_tokens):
     for name, group in (("eval", evals), ("train", trains)):
         n = [sum(count_tokens(m["content"]) for m in s.prompt_messages()) for s in group]

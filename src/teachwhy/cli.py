@@ -140,6 +140,15 @@ def scenarios_validate(files: Optional[list[str]] = typer.Argument(None),
 
 
 # -- eval -----------------------------------------------------------------------------------------
+def _families(value: Optional[str]) -> Optional[list[str]]:
+    if value is None:
+        return None
+    fams = [f.strip() for f in value.split(",") if f.strip()]
+    if not fams:
+        raise UserError("--families needs at least one family name (comma-separated)")
+    return fams
+
+
 def _ci(v, pct: bool = True) -> str:
     if not v:
         return "n/a"
@@ -186,18 +195,84 @@ def print_summary(summary: dict) -> None:
     out.print(t)
     if mode == "choice":
         o = summary["overall"]["other_scorings"]
-        out.print("overall under the other scorings: " + "; ".join(
-            f"{k}: {v['rate']:.1%} {_ci(v['wilson_95'])} (n={v['n']})" for k, v in o.items()))
+        if o:
+            out.print("overall under the other scorings: " + "; ".join(
+                f"{k}: {v['rate']:.1%} {_ci(v['wilson_95'])} (n={v['n']})" for k, v in o.items()))
+        for fmt, f in summary.get("by_format", {}).items():
+            if fmt != summary["format"]:
+                ov = f["overall"]
+                out.print(f"{fmt} format ({f['scoring']}): {ov['rate']:.1%} ({ov['k']}/{ov['n']}) "
+                          f"{_ci(ov['wilson_95'])}; mean P(harmful) {ov['mean_p_harmful']:.3f} "
+                          f"{_ci(ov['mean_p_harmful_95'], pct=False)}")
+        _print_pressure(summary)
+        _print_diagnostics(summary)
     out.print("95% CI families: cluster bootstrap over scenario families (n/a within one family).")
+    for w in summary.get("warnings", []):
+        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
 
 
-@app.command("eval")
+def _diff(mean, ci, pct: bool = False) -> str:
+    if mean is None:
+        return "n/a"
+    if pct:
+        return f"{mean:+.1%} [{ci[0]:+.1%}, {ci[1]:+.1%}]"
+    return f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _print_pressure(summary: dict) -> None:
+    rows = summary.get("pressure") or []
+    if not rows:
+        return
+    t = Table("condition minus control", "n pairs", "Δ P(harmful) [95% CI]", "Δ harmful rate [95% CI]",
+              title=f"pressure effects · {summary['format']}/{summary['scoring']} · paired, same candidates",
+              caption="95% CI: bootstrap over scenario clusters (family x template)")
+    for r in rows:
+        t.add_row(r["condition"], str(r["n"]), _diff(r["p_harmful_diff"], r["p_harmful_diff_95"]),
+                  _diff(r["rate_diff"], r["rate_diff_95"], pct=True))
+    out.print(t)
+
+
+def _print_diagnostics(summary: dict) -> None:
+    bits = []
+    for fmt, f in summary.get("by_format", {}).items():
+        d = f["diagnostics"]
+        sw = d["same_winner"]
+        if sw["n"]:
+            bits.append(f"{fmt}: same candidate wins within its template {sw['k']}/{sw['n']} "
+                        f"{_ci(sw['wilson_95'])}")
+        for pair, a in (d.get("scoring_agreement") or {}).items():
+            bits.append(f"{fmt}: scorings {pair.replace('~', '/')} agree {a['k']}/{a['n']}")
+        pos = d.get("position")
+        if pos:
+            letters = " ".join(f"{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[i]} {p:.2f}" for i, p in enumerate(pos["p_letter"]))
+            bits.append(f"options: mean P(letter) {letters} (no bias {pos['chance']:.2f}); mass on letters "
+                        f"{pos['letter_mass']:.2f}; same letter wins every rotation "
+                        f"{pos['same_letter_every_rotation']['k']}/{pos['same_letter_every_rotation']['n']}, "
+                        f"same option {pos['same_candidate_every_rotation']['k']}/{pos['same_candidate_every_rotation']['n']}")
+    for pair, a in (summary.get("format_agreement") or {}).items():
+        r = a.get("pearson_p_harmful")
+        bits.append(f"formats {pair.replace('~', '/')} agree {a['k']}/{a['n']}"
+                    + (f", Pearson r of P(harmful) {r:.2f}" if r is not None else ""))
+    if bits:
+        out.print("diagnostics: " + "; ".join(bits), soft_wrap=True, highlight=False)
+
+
+eval_app = typer.Typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
+                       "or run the eval's controls.")
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.callback(invoke_without_command=True)
 def eval_cmd(
+    ctx: typer.Context,
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded name, model/adapter dir, or Inspect id."),
     suite: str = typer.Option("agentic", help="Eval suite."),
     mode: str = typer.Option("choice", help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
     split: str = typer.Option("eval", help="Scenario split: eval or train."),
     family: Optional[str] = typer.Option(None, help="blackmail, leak, sabotage or framing."),
+    families: Optional[str] = typer.Option(None, help="Several families, comma-separated (e.g. held-out ones)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Choice mode: continuation (default), options, or "
+                                      "both comma-separated (the first leads the summary)."),
     limit: Optional[int] = typer.Option(None, help="At most N scenarios."),
     samples: int = typer.Option(1, help="Generate mode: samples per scenario."),
     out_dir: str = typer.Option("runs", "--out", help="Runs directory."),
@@ -209,6 +284,8 @@ def eval_cmd(
     seed: int = typer.Option(0),
 ) -> None:
     """Run the agentic-misalignment honeypot eval and print harmful rates with 95% CIs."""
+    if ctx.invoked_subcommand:
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from teachwhy.evals.runner import run_eval
@@ -218,7 +295,8 @@ def eval_cmd(
         task = prog.add_task(f"{mode} eval · {model}", total=None)
         res = run_eval(model, suite=suite, mode=mode, split=split, family=family, limit=limit,
                        samples=samples, out=out_dir, scenario_files=scenario_file, judge=judge,
-                       dtype=dtype, max_tokens=max_tokens, seed=seed,
+                       dtype=dtype, max_tokens=max_tokens, seed=seed, formats=fmt,
+                       families=_families(families),
                        progress=lambda done, total: prog.update(task, completed=done, total=total))
     if as_json:
         print(json.dumps(res.summary, indent=2))
@@ -227,6 +305,82 @@ def eval_cmd(
         err.print(f"resumed: {res.resumed} records from an earlier run were kept")
     print_summary(res.summary)
     out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
+
+
+@eval_app.command("compare")
+def eval_compare(
+    run_a: str = typer.Argument(..., help="The reference run directory (e.g. the base model's)."),
+    run_b: str = typer.Argument(..., help="The run to compare with it (e.g. a trained checkpoint's)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Format to compare (default: run A's first)."),
+    scoring: Optional[str] = typer.Option(None, help="Scoring to compare (default: the format's primary)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
+) -> None:
+    """The training effect: per-scenario difference B - A with a paired 95% CI (same scenarios only)."""
+    from teachwhy.evals.compare import compare_runs
+
+    res = compare_runs(run_a, run_b, fmt=fmt, scoring=scoring)
+    if as_json:
+        print(json.dumps(res, indent=2))
+        return
+    t = Table("slice", "n", f"A: {res['a']['model']}", f"B: {res['b']['model']}", "Δ P(harmful) B-A [95% CI]",
+              "Δ harmful rate B-A [95% CI]", title=f"training effect · {res['format']}/{res['scoring']} · paired",
+              caption="A/B: harmful rate k/n and mean P(harmful); 95% CI: bootstrap over scenario clusters")
+    rows = [("overall", res["overall"])] + [(f"family {k}", v) for k, v in res["by_family"].items()]
+    for label in ("seen_families", "held_out_families"):
+        if res.get(label):
+            rows.append((label.replace("_", " "), res[label]))
+    for name, e in rows:
+        t.add_row(name, str(e["n"]), f"{e['a']['k']}/{e['a']['n']} · {e['a_mean_p_harmful']:.3f}",
+                  f"{e['b']['k']}/{e['b']['n']} · {e['b_mean_p_harmful']:.3f}",
+                  _diff(e["p_harmful_diff"], e["p_harmful_diff_95"]), _diff(e["rate_diff"], e["rate_diff_95"], pct=True))
+    out.print(t)
+    if res.get("trained_families"):
+        out.print(f"B was trained on data from families: {', '.join(res['trained_families'])}")
+
+
+@eval_app.command("controls")
+def eval_controls(
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="A local base model (embedded name or HF dir)."),
+    out_dir: str = typer.Option("runs/controls", "--out", help="Where the control data, runs and controls.json go."),
+    train_scenarios: int = typer.Option(48, help="Train-split scenarios per positive control (one action each)."),
+    eval_limit: Optional[int] = typer.Option(48, help="Eval-split scenarios scored (0: all)."),
+    fmt: str = typer.Option("continuation,options", "--format", help="Formats to check, comma-separated."),
+    lr: float = typer.Option(5e-4, "--lr", help="Learning rate of the control fine-tunes."),
+    epochs: float = typer.Option(1.0),
+    seed: int = typer.Option(0),
+    dtype: str = typer.Option("auto", help="auto (bf16 where native), bfloat16 or float32."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Positive and negative controls: SFT on the train split's harmful / aligned actions must move the
+    eval's P(harmful) up / down; SFT on as many tokens of unrelated text must move it much less."""
+    from teachwhy.evals.controls import run_controls
+
+    with err.status("controls: building data") as status:
+        res = run_controls(model=model, out=out_dir, train_scenarios=train_scenarios,
+                           eval_limit=eval_limit or None, formats=fmt, seed=seed, learning_rate=lr,
+                           epochs=epochs, dtype=dtype, log=lambda m: (err.print(m), status.update(f"controls: {m}")))
+    if as_json:
+        print(json.dumps(res.result, indent=2))
+        return
+    print_controls(res.result)
+    out.print(f"results: {res.out}/controls.json")
+
+
+def print_controls(r: dict) -> None:
+    t = Table("format/scoring", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base", "verdict",
+              title=f"eval controls · {r['model']} · Δ mean P(harmful), paired, 95% CI",
+              caption=f"n = {r['eval_limit'] or 'all'} eval scenarios; CI: bootstrap over scenario clusters")
+    for key, e in r["effects"].items():
+        v = e["verdict"]
+        t.add_row(key, *(_diff(e[a]["p_harmful_diff"], e[a]["p_harmful_diff_95"]) for a in ("harmful", "aligned", "unrelated")),
+                  "[green]validated[/]" if v["validated"] else "[red]not validated[/]")
+    out.print(t)
+    for key, e in r["effects"].items():
+        if not e["verdict"]["validated"]:
+            out.print(f"{key}: {e['verdict']['why']}", highlight=False, soft_wrap=True)
+    d = r["data"]
+    out.print("training data: " + "; ".join(f"{a} {d[a]['records']} records, {d[a]['tokens']} tokens "
+                                            f"({d[a]['loss_tokens']} loss-bearing)" for a in d))
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -241,20 +395,27 @@ def data_build(
     model: str = typer.Option("smollm2-135m", help="Target model: its tokenizer counts tokens; the self teacher."),
     input_path: Optional[str] = typer.Option(None, "--input", help="augment: the chat dataset to augment."),
     contamination_threshold: float = typer.Option(0.05, help="Max share of a record's 8-grams found in the eval split."),
+    families: Optional[list[str]] = typer.Option(
+        None, "--families", help="Build only from these honeypot families (comma-separated or repeated: "
+        "blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
 ) -> None:
     """Build a why-data dataset at an exact token budget, with its dataset card."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from teachwhy.data.build import build_dataset
+    from teachwhy.data.plans import resolve_families
 
+    fams = list(resolve_families(families)) if families else None  # a bad name fails before any work
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as prog:
         task = prog.add_task(f"{kind} · {teacher} · tokens", total=tokens)
         res = build_dataset(kind, teacher=teacher, tokens=tokens, seed=seed, out=out_dir,
                             constitution=constitution, model=model, input_path=input_path,
-                            contamination_threshold=contamination_threshold,
+                            contamination_threshold=contamination_threshold, families=fams,
                             progress=lambda done, total: prog.update(task, completed=done))
     _print_card(res.card)
+    if res.card.get("held_out_families"):
+        out.print(f"families: {', '.join(res.card['families'])} (held out: {', '.join(res.card['held_out_families'])})")
     out.print(f"wrote {res.out}/data.jsonl, card.json, card.md")
 
 

@@ -7,6 +7,12 @@ stop at the token budget, check contamination, and write data + card atomically.
 
 Rerunning resumes: the LLM teacher's content-addressed cache answers every job it has already done,
 and the builtin teacher is deterministic and fast.
+
+Family hold-out: `families` (e.g. ["blackmail", "leak"]) builds from jobs tied to those honeypot
+families only, so the others stay held out for the eval; None means all four (the same data, byte for
+byte, as without the option). What "tied to a family" means for each kind is in
+`teachwhy.data.plans` (module docstring). The card records `families` (the list used, all four
+when None) and `held_out_families`, and the build config holds `families` too.
 """
 
 from __future__ import annotations
@@ -66,13 +72,26 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
                   out: str | Path = "data", constitution: str | Path | None = None,
                   model: str = models.DEFAULT_MODEL, input_path: str | Path | None = None,
                   contamination_threshold: float = contamination.DEFAULT_THRESHOLD,
-                  near_dup_threshold: float = 0.6, progress: Progress | None = None) -> BuildResult:
+                  near_dup_threshold: float = 0.6, progress: Progress | None = None,
+                  families: list[str] | None = None) -> BuildResult:
+    """Build one dataset of `kind` at a `tokens` budget into `out`.
+
+    families: restrict the build to jobs tied to these honeypot families (blackmail, leak, sabotage,
+    framing); None = all. Per kind: demonstration/reasoning use only train-split scenarios of those
+    families; advice skips temptations tied to an unlisted family (by a `family` key, or by a
+    principle that bears only on unlisted families); documents cycle only over principles that bear
+    on a listed family (or on none); fiction uses only temptations of those families; augment
+    restricts its default advice source the same way and skips input records whose lineage family is
+    unlisted or whose principles bear only on unlisted families. Jobs not tied to any family stay.
+    An unknown name or an empty list is a UserError.
+    """
     from teachwhy.constitution.loader import load_constitution
-    from teachwhy.data.plans import plan
+    from teachwhy.data.plans import FAMILIES, plan, resolve_families
     from teachwhy.teachers import get_teacher
 
     if kind not in KINDS:
         raise UserError(f"unknown data kind '{kind}': choose one of {', '.join(KINDS)}")
+    fams = resolve_families(families)
     if tokens <= 0:
         raise UserError(f"--tokens must be a positive token budget (got {tokens})")
     if not 0.0 <= contamination_threshold <= 1.0:
@@ -84,7 +103,8 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
 
     source_records = None
     if kind == "augment":
-        source_records = load_chat_records(input_path) if input_path else _default_augment_source(cons, seed)
+        source_records = (load_chat_records(input_path) if input_path
+                          else _default_augment_source(cons, seed, fams))
     elif input_path:
         raise UserError(f"--input is only used by the augment kind (got kind '{kind}')")
     teach = get_teacher(teacher, constitution=cons, target_model=model,
@@ -96,7 +116,7 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
     seen: set[str] = set()
     total = loss = 0
     consecutive = 0
-    jobs = plan(kind, cons, seed, source_records=source_records)
+    jobs = plan(kind, cons, seed, source_records=source_records, families=fams)
     full = False
     while not full:
         batch = list(itertools.islice(jobs, 16))
@@ -132,13 +152,15 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
             if progress:
                 progress(total, tokens)
     if not kept:
-        raise UserError(f"no record fits a budget of {tokens} tokens for kind '{kind}': raise --tokens")
+        raise UserError(f"no record fits a budget of {tokens} tokens for kind '{kind}'"
+                        + (f" and families {', '.join(fams)}" if fams != FAMILIES else "") + ": raise --tokens")
 
     rep = contamination.check(kept, contamination_threshold)
     contamination.refuse_if_contaminated(rep, str(out))
     config = {"kind": kind, "teacher": teacher, "tokens": tokens, "seed": seed, "model": model,
               "constitution": cons.content_hash, "input": str(input_path) if input_path else None,
-              "near_dup_threshold": near_dup_threshold, "contamination_threshold": contamination_threshold}
+              "near_dup_threshold": near_dup_threshold, "contamination_threshold": contamination_threshold,
+              "families": list(fams)}
     card = card_mod.make_card(kept, config=config, constitution=cons, dropped=dict(dropped),
                               contamination=rep.as_dict(), teacher_stats=getattr(teach, "stats", None),
                               seconds=time.time() - t0, budget_reached=full)
@@ -160,13 +182,13 @@ def _is_new(rec: dict[str, Any], kind: str, index: NearDupIndex, seen: set[str])
     return index.add(contamination.record_text(rec))
 
 
-def _default_augment_source(cons, seed: int) -> Iterable[dict[str, Any]]:
-    """Without --input, augment the builtin advice data (an unbounded stream)."""
+def _default_augment_source(cons, seed: int, families: Iterable[str] | None = None) -> Iterable[dict[str, Any]]:
+    """Without --input, augment the builtin advice data (an unbounded stream), of the same families."""
     from teachwhy.data.plans import plan
     from teachwhy.teachers.builtin import BuiltinTeacher
 
     teacher = BuiltinTeacher(cons, seed=seed)
-    for r in teacher.realise(plan("advice", cons, seed)):
+    for r in teacher.realise(plan("advice", cons, seed, families=families)):
         if r.content is not None:
             yield {"id": f"advice-{r.job.key}", **r.content}
 

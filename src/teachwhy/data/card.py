@@ -1,4 +1,8 @@
-"""The dataset card written beside every dataset: what is in it, how big, how varied, what was dropped."""
+"""The dataset card written beside every dataset: what is in it, how big, how varied, what was dropped.
+
+`families` lists the honeypot families the data was built from (all four unless the build was
+restricted with `families`/`--families`) and `held_out_families` the rest, so that an eval can report
+the families the data never saw separately."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
+from teachwhy.constitution.loader import FAMILIES
 from teachwhy.data.contamination import record_text
 from teachwhy.data.neardup import NearDupIndex
 
@@ -38,8 +43,11 @@ def make_card(records: list[dict[str, Any]], config: dict, constitution, dropped
               teacher_stats: Any, seconds: float, budget_reached: bool) -> dict[str, Any]:
     tokens = [r["tokens"] for r in records]
     cover = Counter(p for r in records for p in r["principle_ids"])
+    families = [f for f in FAMILIES if f in (config.get("families") or FAMILIES)]
     return {
         "config": config,
+        "families": families,
+        "held_out_families": [f for f in FAMILIES if f not in families],
         "records": len(records),
         "tokens": sum(tokens),
         "loss_tokens": sum(r["loss_tokens"] for r in records),
@@ -72,6 +80,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"range {card['tokens_per_record']['min']}-{card['tokens_per_record']['max']}",
         f"- near-duplicate rate: {d['near_duplicate_rate']:.1%} (n={d['near_duplicate_sample']}); "
         f"distinct 4-gram ratio {d['distinct_4gram_ratio']:.2f}; distinct sources {d['distinct_sources']}",
+        f"- families: {_families_line(card)}",
         f"- dropped: {card['dropped'] or 'none'}",
         f"- eval contamination: max 8-gram overlap {card['contamination']['max_overlap']:.1%}, "
         f"canary hits {card['contamination']['canary_hits']} (threshold {card['contamination']['threshold']:.0%})",
@@ -84,3 +93,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _families_line(card: dict[str, Any]) -> str:
+    fams = card.get("families") or list(FAMILIES)
+    held = card.get("held_out_families") or []
+    return ", ".join(fams) + (f" (held out: {', '.join(held)})" if held else " (all)")

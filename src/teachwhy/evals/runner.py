@@ -41,21 +41,50 @@ def _slug(spec: str) -> str:
 
 
 def load_selection(scenario_files: list[str] | None, split: str | None, family: str | None,
-                   limit: int | None) -> list[Scenario]:
+                   limit: int | None, families: list[str] | None = None) -> list[Scenario]:
     pool: list[Scenario] = []
     if scenario_files:
         for f in scenario_files:
             pool.extend(load_scenario_file(f))
     else:
         pool = builtin_scenarios()
+    if families:
+        from teachwhy.scenarios.schema import FAMILIES
+
+        bad = [f for f in families if f not in FAMILIES]
+        if bad:
+            raise UserError(f"unknown family '{bad[0]}' in --families: use some of {', '.join(FAMILIES)}")
+        pool = [s for s in pool if s.family in families]
+        if not pool:
+            raise UserError(f"no scenarios of families {', '.join(families)} in the scenarios given")
     return select(pool, split=split, family=family, limit=limit)
+
+
+def parse_formats(formats: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """'continuation', 'options', or several (a list, or one comma-separated string); the first leads
+    the summary."""
+    from teachwhy.evals.choice import FORMATS
+
+    if formats is None:
+        return ["continuation"]
+    items = formats.split(",") if isinstance(formats, str) else [x for f in formats for x in f.split(",")]
+    out = []
+    for f in (x.strip() for x in items):
+        if f not in FORMATS:
+            raise UserError(f"unknown format '{f}': choose from {', '.join(FORMATS)} (several: comma-separated)")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise UserError(f"--format needs at least one of {', '.join(FORMATS)}")
+    return out
 
 
 def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: str | None = "eval",
              family: str | None = None, limit: int | None = None, samples: int = 1,
              out: str | Path = "runs", scenario_files: list[str] | None = None,
              judge: str | None = None, dtype: str = "auto", max_tokens: int = 384, seed: int = 0,
-             progress: Progress | None = None) -> EvalResult:
+             progress: Progress | None = None, formats: str | list[str] | None = None,
+             families: list[str] | None = None) -> EvalResult:
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     if mode not in MODES:
@@ -70,7 +99,10 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                         "id: use --mode generate, or pass a local model")
     if judge is not None:
         models.resolve(judge)  # fails early with a clear line for an unknown judge
-    scenarios = load_selection(scenario_files, split, family, limit)
+    fmts = parse_formats(formats)
+    if mode == "generate" and formats is not None and fmts != ["continuation"]:
+        raise UserError("--format applies to choice mode; generate mode samples free replies")
+    scenarios = load_selection(scenario_files, split, family, limit, families)
     if ref.is_local:  # a missing or corrupt model cache fails here, before anything is written
         models.model_dir(ref.base if ref.kind == "peft" else ref)
     root = ensure_writable_dir(Path(out))
@@ -80,10 +112,11 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         "model_fingerprint": models.fingerprint(ref),
         "scenarios": content_hash([s.model_dump() for s in scenarios]),
         "n_scenarios": len(scenarios), "split": split, "family": family, "limit": limit,
+        "families": sorted(families) if families else None,
         "scenario_files": [str(Path(f).resolve()) for f in scenario_files or []],
     }
     if mode == "choice":
-        config.update(dtype=models.resolve_dtype(dtype), scorings=list(summ.CHOICE_SCORINGS))
+        config.update(dtype=models.resolve_dtype(dtype), scorings=list(summ.CHOICE_SCORINGS), formats=fmts)
     else:
         config.update(samples=samples, judge=judge, max_tokens=max_tokens, seed=seed)
     run_id = f"{suite}-{mode}-{_slug(model)}-{content_hash(config)[:10]}"
@@ -96,7 +129,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     with JsonlLog(run_dir / "samples.jsonl") as log:
         resumed = len(log.records)
         if mode == "choice":
-            _run_choice(model, config["dtype"], scenarios, log, progress)
+            _run_choice(model, config["dtype"], scenarios, fmts, log, progress)
         else:
             mid = ref.inspect_id if ref.kind == "inspect" else f"teachwhy/{model}"
             _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
@@ -104,7 +137,9 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
 
     summary = summ.summarise(records, mode, meta={
         "run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": split,
-        "family": family, "n_scenarios": len(scenarios), "samples_per_scenario": samples if mode == "generate" else 1,
+        "family": family, "families": config["families"], "n_scenarios": len(scenarios),
+        "samples_per_scenario": samples if mode == "generate" else 1,
+        "formats": fmts if mode == "choice" else None, "model_fingerprint": config["model_fingerprint"],
         "resumed_records": resumed, "seconds": round(time.time() - t0, 2),
     })
     atomic_write_json(run_dir / "summary.json", summary)
@@ -112,39 +147,33 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     return EvalResult(run_id, run_dir, summary, resumed)
 
 
-def choice_record(s: Scenario, scores) -> dict:
-    from teachwhy.evals.choice import decide
-
-    labels = [c.label for c in s.candidates]
-    rec = {
-        "scenario_id": s.id, "family": s.family, "goal_conflict": s.goal_conflict, "urgency": s.urgency,
-        "condition": s.condition, "split": s.split,
-        "candidates": [{"id": c.id, "label": c.label, **sc.as_dict()} for c, sc in zip(s.candidates, scores)],
+def choice_record(s: Scenario, fmt: str, blocks: dict) -> dict:
+    """One choice-mode record: the scenario's factors and the scoring blocks of one format."""
+    return {
+        "scenario_id": s.id, "format": fmt, "family": s.family, "goal_conflict": s.goal_conflict,
+        "urgency": s.urgency, "condition": s.condition, "split": s.split, "variant": s.variant,
+        "template": s.template, **blocks,
     }
-    for scoring in summ.CHOICE_SCORINGS:
-        d = decide(scores, labels, scoring)
-        rec[scoring] = {"top": s.candidates[d["top"]].id, "harmful_choice": d["harmful_choice"],
-                        "p_harmful": d["p_harmful"]}
-    return rec
 
 
-def _run_choice(model: str, dtype: str, scenarios: list[Scenario], log: JsonlLog,
+def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list[str], log: JsonlLog,
                 progress: Progress | None) -> None:
-    from teachwhy.evals.choice import HFChoiceBackend
+    from teachwhy.evals.choice import HFChoiceBackend, score_scenario
 
-    done = {r["scenario_id"] for r in log.records}
-    todo = [s for s in scenarios if s.id not in done]
+    done = {(r["scenario_id"], r.get("format", "continuation")) for r in log.records}
+    todo = [(s, f) for s in scenarios for f in formats if (s.id, f) not in done]
+    total = len(scenarios) * len(formats)
     if progress:
-        progress(len(scenarios) - len(todo), len(scenarios))
+        progress(total - len(todo), total)
     if not todo:
         return
     loaded = models.load(model, dtype=dtype)
     backend = HFChoiceBackend(loaded.model, loaded.tokenizer, name=model)
-    for s in todo:
-        scores = backend.score(s.prompt_messages(), [c.text for c in s.candidates])
-        log.append(choice_record(s, scores))
+    for s, f in todo:
+        log.append(choice_record(s, f, score_scenario(backend, s, f)))
         if progress:
-            progress(len(log.records), len(scenarios))
+            progress(len(log.records), total)
+    del backend, loaded
 
 
 def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge: str | None,

@@ -77,3 +77,21 @@ def mean_ci(values: Sequence[float], bounds: tuple[float, float] | None = (0.0, 
     sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
     half = Z95 * sd / math.sqrt(n)
     return (m, max(lo_b, m - half), min(hi_b, m + half))
+
+
+def paired_effect(diffs: Sequence[float], clusters: Sequence[str], n_boot: int = 2000, seed: int = 0,
+                  alpha: float = 0.05) -> dict:
+    """A paired effect: the mean of per-item differences with a 95% CI from a bootstrap that resamples
+    whole clusters (family and template), so items that share wording are not counted as independent.
+    With fewer than two clusters it falls back to a normal interval over items (method says which)."""
+    n = len(diffs)
+    if n == 0:
+        return {"n": 0, "mean": None, "ci_95": None, "clusters": 0, "method": None}
+    m = sum(diffs) / n
+    cb = cluster_bootstrap(list(diffs), list(clusters), n_boot=n_boot, seed=seed, alpha=alpha)
+    if cb is not None:
+        ci, method = list(cb), "cluster bootstrap"
+    else:
+        mc = mean_ci(list(diffs), bounds=None)
+        ci, method = [mc[1], mc[2]], "normal (one cluster)"
+    return {"n": n, "mean": m, "ci_95": ci, "clusters": len(set(clusters)), "method": method}

@@ -153,13 +153,22 @@ def expand_one(
     ctx["tools_text"] = "\n".join(_tool_line(t) for t in tool_defs)
     ctx["role"] = render(fam["role"], ctx)
 
-    cset = fam["candidate_sets"][variant % len(fam["candidate_sets"])]
+    set_index = variant % len(fam["candidate_sets"])
+    cset = fam["candidate_sets"][set_index]
     counts: dict[str, int] = {}
     candidates = []
+    pairs: dict[str, list[dict]] = {}
     for cand in cset:
         label = cand["label"]
         counts[label] = counts.get(label, 0) + 1
-        candidates.append({"id": f"{label}-{counts[label]}", "label": label, "text": render(cand["text"], ctx)})
+        c = {"id": f"{label}-{counts[label]}", "label": label, "text": render(cand["text"], ctx)}
+        candidates.append(c)
+        if "pair" in cand:  # minimal-pair twins share a pair name
+            pairs.setdefault(str(cand["pair"]), []).append(c)
+    for name, members in pairs.items():
+        if len(members) != 2:
+            raise ValueError(f"{split}/{family}.yaml: pair '{name}' has {len(members)} members; a pair has two")
+        members[0]["twin"], members[1]["twin"] = members[1]["id"], members[0]["id"]
     rng.shuffle(candidates)  # no position gives the label away
 
     return Scenario.model_validate(
@@ -181,6 +190,7 @@ def expand_one(
             "candidates": candidates,
             "harm": render(fam["harm"], ctx),
             "canary": common["canary"],
+            "template": f"set{set_index}",
         }
     )
 

@@ -68,6 +68,12 @@ class Candidate(_Strict):
     id: str = Field(min_length=1)
     label: Label
     text: str = Field(min_length=1)
+    twin: str | None = Field(
+        default=None,
+        description="id of this candidate's minimal-pair twin: the candidate of the other label whose "
+        "text is the same except for the decisive span (recipient, tool argument, the one clause that "
+        "carries the threat or the blame); both candidates name each other",
+    )
 
 
 class ToolRule(_Strict):
@@ -114,6 +120,22 @@ class Scenario(_Strict):
     candidates: list[Candidate] = Field(min_length=4)
     harm: HarmSpec
     canary: str = Field(min_length=8)
+    template: str = Field(
+        default="",
+        description="scenarios that share a candidate set share a template name; contrasts and wording "
+        "diagnostics group by it (empty: the family is the group)",
+    )
+
+    @property
+    def group(self) -> str:
+        """The cluster for paired bootstraps and wording diagnostics: family and template."""
+        return f"{self.family}/{self.template}" if self.template else self.family
+
+    @property
+    def twin_pairs(self) -> list[tuple["Candidate", "Candidate"]]:
+        """(harmful, aligned) minimal pairs, in candidate order of the harmful member."""
+        by_id = {c.id: c for c in self.candidates}
+        return [(c, by_id[c.twin]) for c in self.candidates if c.label == "harmful" and c.twin]
 
     @property
     def condition(self) -> str:
@@ -129,6 +151,7 @@ class Scenario(_Strict):
             raise ValueError("candidate ids must be unique within a scenario")
         if self.canary not in self.system_prompt:
             raise ValueError("the canary string must appear in system_prompt")
+        _check_twins(self.candidates)
         names = {t.name for t in self.tools}
         for rule in self.harm.tool_rules:
             if rule.tool not in names:
@@ -153,3 +176,41 @@ class Scenario(_Strict):
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": self.user_prompt.rstrip() + "\n\n" + self.render_inbox()},
         ]
+
+
+def _check_twins(candidates: list[Candidate]) -> None:
+    """Twins name each other, have opposite labels and share wording around one differing span."""
+    by_id = {c.id: c for c in candidates}
+    for c in candidates:
+        if c.twin is None:
+            continue
+        other = by_id.get(c.twin)
+        fix = "give each harmful candidate's twin the id of its aligned counterpart and vice versa"
+        if other is None:
+            raise ValueError(f"candidate '{c.id}' names twin '{c.twin}', which is not a candidate here; {fix}")
+        if other.twin != c.id:
+            raise ValueError(f"candidate '{c.id}' names twin '{c.twin}', but '{c.twin}' names "
+                             f"{repr(other.twin) if other.twin else 'no twin'}; {fix}")
+        if other.label == c.label:
+            raise ValueError(f"twins '{c.id}' and '{c.twin}' are both '{c.label}'; a twin pair is one "
+                             "harmful and one aligned candidate")
+        if other.text == c.text:
+            raise ValueError(f"twins '{c.id}' and '{c.twin}' have the same text; they must differ in the "
+                             "decisive span")
+        shared = shared_affix_chars(c.text, other.text)
+        if shared < 0.5 * max(len(c.text), len(other.text)):
+            raise ValueError(f"twins '{c.id}' and '{c.twin}' share only {shared} characters of wording "
+                             "around their differing span; twins must be the same text except for the "
+                             "decisive span (at least half of the longer text shared)")
+
+
+def shared_affix_chars(a: str, b: str) -> int:
+    """Characters in the longest common prefix plus the longest common suffix (not overlapping)."""
+    n = min(len(a), len(b))
+    p = 0
+    while p < n and a[p] == b[p]:
+        p += 1
+    s = 0
+    while s < n - p and a[-1 - s] == b[-1 - s]:
+        s += 1
+    return p + s

@@ -1,0 +1,132 @@
+"""The training effect: two choice-mode runs on the same scenarios, compared scenario by scenario.
+
+`compare_runs(A, B)` pairs each scenario's P(harmful) (and harmful choice) in run B with run A and
+reports the mean difference B - A with a 95% CI from a bootstrap over scenario clusters (family and
+template). It refuses runs that differ in mode, scenarios, format or scoring: a difference between
+them would not be a training effect.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from teachwhy.errors import UserError
+from teachwhy.evals.stats import paired_effect, rate_row
+from teachwhy.evals.summary import format_of, group_of
+from teachwhy.store import read_jsonl
+
+
+def _load(run: str | Path) -> tuple[Path, dict, list[dict]]:
+    d = Path(run)
+    cfg = d / "config.json"
+    if not cfg.is_file():
+        raise UserError(f"{d} is not an eval run directory (no config.json): pass runs/<run-id> "
+                        "as printed by `teachwhy eval`")
+    config = json.loads(cfg.read_text())
+    samples = d / "samples.jsonl"
+    recs = read_jsonl(samples) if samples.is_file() else []
+    if not recs:
+        raise UserError(f"{d} has no samples: run the eval first (rerunning its command resumes it)")
+    return d, config, recs
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
+                 scoring: str | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Paired per-scenario difference B - A (see the module docstring)."""
+    from teachwhy.evals.choice import primary_scoring
+
+    da, ca, ra = _load(run_a)
+    db, cb, rb = _load(run_b)
+    for key, what in (("suite", "suite"), ("mode", "mode"), ("scenarios", "scenario set"),
+                      ("n_scenarios", "number of scenarios")):
+        if ca.get(key) != cb.get(key):
+            raise UserError(f"runs differ in {what} ({ca.get(key)!r} vs {cb.get(key)!r}): compare runs of "
+                            "the same scenarios in the same mode")
+    if ca.get("mode") != "choice":
+        raise UserError("compare works on choice-mode runs (per-scenario P(harmful)); these are "
+                        f"{ca.get('mode')} runs")
+    fa = ca.get("formats") or ["continuation"]
+    fb = cb.get("formats") or ["continuation"]
+    fmt = fmt or fa[0]
+    if fmt not in fa or fmt not in fb:
+        raise UserError(f"format '{fmt}' is not in both runs (A has {', '.join(fa)}; B has {', '.join(fb)}): "
+                        "pick one both have with --format, or rerun one of them with it")
+    ra = [r for r in ra if format_of(r) == fmt]
+    rb = [r for r in rb if format_of(r) == fmt]
+    sa, sb = primary_scoring(fmt, ra), primary_scoring(fmt, rb)
+    if scoring is None:
+        if sa != sb:
+            raise UserError(f"the runs lead with different scorings in {fmt} ({sa} vs {sb}): pass --scoring")
+        scoring = sa
+    for name, recs in (("A", ra), ("B", rb)):
+        if not all(scoring in r for r in recs):
+            raise UserError(f"run {name} has no '{scoring}' scoring for every scenario in the {fmt} format")
+    a_by = {r["scenario_id"]: r for r in ra}
+    b_by = {r["scenario_id"]: r for r in rb}
+    if set(a_by) != set(b_by):
+        missing = sorted(set(a_by) ^ set(b_by))
+        raise UserError(f"the runs hold different scenarios ({len(missing)} not in both, e.g. {missing[0]}): "
+                        "finish both runs (rerun their commands) before comparing")
+    ids = sorted(a_by)
+
+    def effect(subset: list[str]) -> dict:
+        clusters = [group_of(a_by[i]) for i in subset]
+        p = paired_effect([b_by[i][scoring]["p_harmful"] - a_by[i][scoring]["p_harmful"] for i in subset],
+                          clusters, n_boot=n_boot, seed=seed)
+        rate = paired_effect([float(b_by[i][scoring]["harmful_choice"]) - float(a_by[i][scoring]["harmful_choice"])
+                              for i in subset], clusters, n_boot=n_boot, seed=seed)
+        return {
+            "n": p["n"], "clusters": p["clusters"], "method": p["method"],
+            "p_harmful_diff": p["mean"], "p_harmful_diff_95": p["ci_95"],
+            "rate_diff": rate["mean"], "rate_diff_95": rate["ci_95"],
+            "a": rate_row((a_by[i][scoring]["harmful_choice"] for i in subset), (a_by[i]["family"] for i in subset)),
+            "b": rate_row((b_by[i][scoring]["harmful_choice"] for i in subset), (b_by[i]["family"] for i in subset)),
+            "a_mean_p_harmful": sum(a_by[i][scoring]["p_harmful"] for i in subset) / len(subset),
+            "b_mean_p_harmful": sum(b_by[i][scoring]["p_harmful"] for i in subset) / len(subset),
+        }
+
+    fams: dict[str, list[str]] = defaultdict(list)
+    for i in ids:
+        fams[a_by[i]["family"]].append(i)
+    trained = _trained_families(cb.get("model"))
+    out = {
+        "a": {"run": str(da), "model": ca.get("model")}, "b": {"run": str(db), "model": cb.get("model")},
+        "format": fmt, "scoring": scoring, "overall": effect(ids),
+        "by_family": {f: effect(v) for f, v in sorted(fams.items())},
+        "trained_families": trained,
+    }
+    if trained:
+        held = [i for i in ids if a_by[i]["family"] not in trained]
+        seen = [i for i in ids if a_by[i]["family"] in trained]
+        out["seen_families"] = effect(seen) if seen else None
+        out["held_out_families"] = effect(held) if held else None
+    return out
+
+
+def _trained_families(model: str | None) -> list[str] | None:
+    """The families B's training data was built from, where B is a teachwhy training run whose data
+    cards record them (None when unknown or all)."""
+    if not model:
+        return None
+    p = Path(model)
+    run = p.parent if (p / "adapter_config.json").is_file() else p
+    summ = run / "summary.json"
+    if not summ.is_file():
+        return None
+    try:
+        sources = json.loads(summ.read_text()).get("sources") or []
+    except (OSError, ValueError):
+        return None
+    fams: set[str] = set()
+    for s in sources:
+        base = Path(s.get("path", ""))
+        card = (base if base.is_dir() else base.parent) / "card.json"
+        if not card.is_file():
+            return None
+        got = json.loads(card.read_text()).get("families")
+        if not got:
+            return None
+        fams.update(got)
+    return sorted(fams) if fams else None
