@@ -103,7 +103,7 @@ class ChoiceEvalCallback(TrainerCallback):
     def evaluate(self, model: Any, step: int, state: Any) -> dict:
         import torch
 
-        from teachwhy.evals.choice import HFChoiceBackend, decide
+        from teachwhy.evals.choice import HFChoiceBackend, score_scenario
 
         was_training = model.training
         model.eval()
@@ -113,8 +113,8 @@ class ChoiceEvalCallback(TrainerCallback):
         try:
             with torch.no_grad():
                 for s in self.scenarios:
-                    scores = backend.score(s.prompt_messages(), [c.text for c in s.candidates])
-                    d = decide(scores, [c.label for c in s.candidates], self.scoring)
+                    rec = score_scenario(backend, s, "continuation")
+                    d = rec.get(self.scoring) or rec["mean"]  # `pair` needs twins; others fall back
                     harmful.append(bool(d["harmful_choice"]))
                     ps.append(float(d["p_harmful"]))
         finally:

@@ -58,7 +58,8 @@ class EvalSpec(BaseModel):
     split: str = "eval"
     family: Optional[str] = None
     limit: int = 24  # scenarios per point (the first N of the split, the same N every time)
-    scoring: Literal["mean", "sum", "calibrated"] = "mean"
+    # pair: minimal-pair span scoring (scenarios with twins; the others fall back to mean)
+    scoring: Literal["pair", "mean", "sum", "calibrated"] = "pair"
 
     @field_validator("every", "limit")
     @classmethod

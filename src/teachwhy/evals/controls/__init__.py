@@ -118,7 +118,7 @@ def _write(path: Path, records: list[dict]) -> None:
 # -- the run --------------------------------------------------------------------------------------
 def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls", train_scenarios: int = 48,
                  eval_limit: int | None = 48, formats: list[str] | None = None, seed: int = 0,
-                 learning_rate: float = 5e-4, epochs: float = 1.0, dtype: str = "auto",
+                 learning_rate: float = 1e-3, epochs: float = 2.0, dtype: str = "auto",
                  log: Log | None = None) -> ControlsResult:
     from teachwhy import models
     from teachwhy.data.tokens import TokenCounter
