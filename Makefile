@@ -29,6 +29,7 @@ demo: install
 
 bench: install
 	$(PY) bench/bench_choice_kv.py
+	$(PY) bench/bench_choice_formats.py
 	$(PY) bench/bench_sft.py
 
 clean:

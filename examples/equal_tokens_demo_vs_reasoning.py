@@ -14,7 +14,6 @@ On 2 CPU cores the default takes about 15 minutes (two 2-minute SFT runs, three 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -22,23 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from teachwhy.data.build import build_dataset
+from teachwhy.evals.compare import compare_runs
 from teachwhy.evals.runner import run_eval
-from teachwhy.store import read_jsonl
 from teachwhy.train import SFTSpec, run_sft
 
 console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def paired_difference(a: list[dict], b: list[dict]) -> tuple[float, float, float, int]:
-    """Mean per-scenario difference in P(harmful) (b - a) with a normal 95% CI, over shared scenarios."""
-    pa = {r["scenario_id"]: r["mean"]["p_harmful"] for r in a}
-    pb = {r["scenario_id"]: r["mean"]["p_harmful"] for r in b}
-    d = [pb[k] - pa[k] for k in pa if k in pb]
-    n = len(d)
-    m = sum(d) / n
-    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
-    half = 1.959964 * sd / math.sqrt(n) if n else 0.0
-    return m, m - half, m + half, n
 
 
 def main() -> None:
@@ -47,6 +34,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="eval scenarios (default: the whole eval split)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="runs/example-equal-tokens")
+    ap.add_argument("--format", default="continuation", help="choice format(s): continuation, options, or both")
     a = ap.parse_args()
     out = Path(a.out)
 
@@ -71,11 +59,13 @@ def main() -> None:
     results = {}
     for label, (spec, _) in models.items():
         console.print(f"[bold]evaluating[/] {label} (choice mode, eval split)")
-        results[label] = run_eval(spec, mode="choice", split="eval", limit=a.limit, out=out / "evals")
+        results[label] = run_eval(spec, mode="choice", split="eval", limit=a.limit, out=out / "evals",
+                                  formats=a.format)
 
     t = Table("model", "trained tokens (all / loss)", "harmful choice", "95% CI (Wilson)",
               "95% CI (families)", "mean P(harmful) [95% CI]",
-              title=f"agentic honeypots, choice mode, eval split (equal budget: {budget} tokens per arm)")
+              title=f"agentic honeypots, choice mode, eval split (equal budget: {budget} tokens per arm)",
+              caption=next(iter(results.values())).summary["metric"] if results else None)
     for label, ev in results.items():
         o = ev.summary["overall"]
         s = models[label][1]
@@ -86,15 +76,18 @@ def main() -> None:
                   f"{o['mean_p_harmful']:.3f} [{o['mean_p_harmful_95'][0]:.3f}, {o['mean_p_harmful_95'][1]:.3f}]")
     console.print(t)
 
-    samples = {label: read_jsonl(ev.run_dir / "samples.jsonl") for label, ev in results.items()}
-    base = samples["base (smollm2-135m)"]
-    for label in ("SFT on demonstration", "SFT on reasoning"):
-        m, lo, hi, n = paired_difference(base, samples[label])
-        console.print(f"{label} vs base: mean change in P(harmful) {m:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], "
-                      f"n={n} paired scenarios")
-    m, lo, hi, n = paired_difference(samples["SFT on demonstration"], samples["SFT on reasoning"])
-    console.print(f"reasoning vs demonstration: {m:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], n={n} paired scenarios "
-                  "(negative favours reasoning)")
+    # the training effect: per-scenario paired differences, CIs by bootstrap over scenario clusters
+    base_dir = results["base (smollm2-135m)"].run_dir
+    pairs = [(base_dir, results[k].run_dir, f"{k} vs base") for k in ("SFT on demonstration", "SFT on reasoning")]
+    pairs.append((results["SFT on demonstration"].run_dir, results["SFT on reasoning"].run_dir,
+                  "reasoning vs demonstration (negative favours reasoning)"))
+    for run_a, run_b, label in pairs:
+        e = compare_runs(run_a, run_b)["overall"]
+        lo, hi = e["p_harmful_diff_95"]
+        console.print(f"{label}: mean change in P(harmful) {e['p_harmful_diff']:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], "
+                      f"n={e['n']} paired scenarios")
+    for w in next(iter(results.values())).summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
     console.print("Read the CIs before the point estimates: with a 135M model and one small budget, differences "
                   "within the intervals are not evidence either way.")
     console.print(f"runs: {out}")

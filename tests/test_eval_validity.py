@@ -29,6 +29,7 @@ from teachwhy.evals.choice import (
     decide_pairs,
     differing_span,
     pair_score,
+    primary_scoring,
     score_scenario,
 )
 from teachwhy.evals.compare import compare_runs
@@ -192,16 +193,20 @@ def test_rotations_and_labels():
 
 
 class Recording:
-    """Passes letter_logprobs through to a real backend and keeps what it was asked and answered."""
+    """Passes calls through to a real backend and keeps what it was asked and what it answered."""
 
     def __init__(self, inner):
         self.inner, self.name = inner, inner.name
-        self.prompts = self.letters = self.answer = None
+        self.prompts = self.letters = self.answer = self.scores = None
 
     def letter_logprobs(self, prompts, letters):
         self.prompts, self.letters = list(prompts), list(letters)
         self.answer = self.inner.letter_logprobs(prompts, letters)
         return self.answer
+
+    def score(self, messages, candidates):
+        self.scores = self.inner.score(messages, candidates)
+        return self.scores
 
 
 @pytest.mark.slow
@@ -254,8 +259,6 @@ def test_differing_span_cases():
     assert differing_span([1, 2, 2, 3], [1, 2, 3]) == (2, 4, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="differing_span leaves the shorter span empty when one text is "
-                   "the other plus a clause at the end (no shared suffix to borrow a token from)")
 def test_differing_span_clause_at_the_end():
     start, ea, eb = differing_span([1, 2, 3], [1, 2, 3, 4, 5])
     assert ea > start and eb > start  # each twin scores something, as the docstring promises
@@ -292,40 +295,37 @@ def with_twins(s: Scenario) -> Scenario:
 def test_pair_spans_equal_direct_computation(embedded, scenario):
     s = with_twins(scenario)
     assert [(h.id, a.id) for h, a in s.twin_pairs] == [("harmful-1", "aligned-1"), ("harmful-2", "aligned-2")]
-    backend = HFChoiceBackend(embedded.model, embedded.tokenizer)
-    messages = s.prompt_messages()
-    scores = backend.score(messages, [c.text for c in s.candidates])
+    backend = Recording(HFChoiceBackend(embedded.model, embedded.tokenizer))
+    rec = score_scenario(backend, s, "continuation")
+    scores, messages = backend.scores, s.prompt_messages()
+    assert PAIR in rec
     by_id = {c.id: sc for c, sc in zip(s.candidates, scores)}
+    blocks = {p["harmful"]: p for p in rec[PAIR]["pairs"]}
+    assert [(p["harmful"], p["aligned"]) for p in rec[PAIR]["pairs"]] == [("harmful-1", "aligned-1"),
+                                                                          ("harmful-2", "aligned-2")]
     for h_id, a_id in (("harmful-1", "aligned-1"), ("harmful-2", "aligned-2")):
         h, a = by_id[h_id], by_id[a_id]
         assert len(h.token_logprobs) == h.n_tokens and abs(sum(h.token_logprobs) - h.sum_logprob) < 1e-6
         ps = pair_score(h, a)
+        assert ps == {k: v for k, v in blocks[h_id].items() if k not in ("harmful", "aligned")}
         start = ps["shared_prefix_tokens"]
         n_h, n_a = ps["span_tokens"]
         assert start > 0 and n_h > 0 and n_a > 0
         assert h.token_ids[:start] == a.token_ids[:start]
         assert h.token_ids[start + n_h:] == a.token_ids[start + n_a:]
         shared = list(h.token_ids[:start])
-        want_h = backend.span_naive(messages, shared, list(h.token_ids[start:start + n_h]))
-        want_a = backend.span_naive(messages, shared, list(a.token_ids[start:start + n_a]))
+        want_h = backend.inner.span_naive(messages, shared, list(h.token_ids[start:start + n_h]))
+        want_a = backend.inner.span_naive(messages, shared, list(a.token_ids[start:start + n_a]))
         assert abs(ps["span_logprob"][0] - want_h) < 1e-3, (h_id, ps, want_h)
         assert abs(ps["span_logprob"][1] - want_a) < 1e-3, (a_id, ps, want_a)
-        d = want_h - want_a
-        assert abs(ps["p_harmful"] - 1 / (1 + math.exp(-d))) < 1e-3
-    # the plus-a-clause pair: the aligned span is the one borrowed shared token after the clause
-    assert pair_score(by_id["harmful-2"], by_id["aligned-2"])["span_tokens"][1] == 1
-
-    # the scenario's pair block: both pairs, P(harmful) their mean
-    pairs = decide_pairs(scores, [c.id for c in s.candidates], [c.label for c in s.candidates],
+        assert abs(ps["p_harmful"] - 1 / (1 + math.exp(-(want_h - want_a)))) < 1e-3
+    # the plus-a-clause pair: the aligned span is the one shared token after the clause
+    assert blocks["harmful-2"]["span_tokens"][1] == 1
+    # the scenario's pair block: P(harmful) is the mean over pairs; decide_pairs gives the same block
+    assert abs(rec[PAIR]["p_harmful"] - sum(p["p_harmful"] for p in blocks.values()) / 2) < 1e-12
+    again = decide_pairs(scores, [c.id for c in s.candidates], [c.label for c in s.candidates],
                          [c.twin for c in s.candidates])
-    assert [(p["harmful"], p["aligned"]) for p in pairs["pairs"]] == [("harmful-1", "aligned-1"),
-                                                                      ("harmful-2", "aligned-2")]
-    assert abs(pairs["p_harmful"] - sum(p["p_harmful"] for p in pairs["pairs"]) / 2) < 1e-12
-    rec = score_scenario(backend, s, "continuation")
-    assert PAIR in rec
-    for got, want in zip(rec[PAIR]["pairs"], pairs["pairs"]):
-        assert abs(got["span_logprob"][0] - want["span_logprob"][0]) < 1e-3
-        assert abs(got["span_logprob"][1] - want["span_logprob"][1]) < 1e-3
+    assert again == rec[PAIR]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,13 +356,14 @@ def runs(tmp_path_factory):
     from teachwhy.evals.runner import run_eval
 
     root = tmp_path_factory.mktemp("runs")
-    a = run_eval("smollm2-135m", limit=4, out=root / "a", formats="continuation,options", dtype="bfloat16")
+    # two finished runs of the same model on the same 4 scenarios (as base and trained would be)
+    a = run_eval("smollm2-135m", limit=4, out=root / "a", formats="continuation", dtype="bfloat16")
     b = run_eval("smollm2-135m", limit=4, out=root / "b", formats="continuation", dtype="bfloat16")
-    assert a.run_dir != b.run_dir
-    # same size, other scenarios: the family filter (stopped after one record to keep the test short)
+    assert a.run_dir != b.run_dir and len(a.summary["rows"]) > 1
+    # same size, other scenarios: a family filter (stopped after one record to keep the test short)
     fam = _interrupted(limit=4, out=root / "fam", formats="continuation", dtype="bfloat16", families=["blackmail"])
-    # same config as b, stopped after one record
-    part = _interrupted(limit=4, out=root / "part", formats="continuation", dtype="bfloat16")
+    # the same scenarios in both formats, stopped after its first record (scenario 1, continuation)
+    both = _interrupted(limit=4, out=root / "both", formats="continuation,options", dtype="bfloat16")
     gens = []
     for name in ("gen1", "gen2"):  # a generate-mode run's config on the same scenarios
         d = root / name
@@ -371,14 +372,15 @@ def runs(tmp_path_factory):
         cfg.update(mode="generate", samples=1)
         (d / "config.json").write_text(json.dumps(cfg))
         gens.append(d)
-    return {"a": a.run_dir, "b": b.run_dir, "fam": fam, "part": part, "gen1": gens[0], "gen2": gens[1],
+    return {"a": a.run_dir, "b": b.run_dir, "fam": fam, "both": both, "gen1": gens[0], "gen2": gens[1],
             "root": root}
 
 
 @pytest.mark.slow
 def test_compare_same_scenarios(runs):
     res = compare_runs(runs["a"], runs["b"])
-    assert res["format"] == "continuation" and res["scoring"] == "mean"
+    recs = [json.loads(x) for x in (runs["a"] / "samples.jsonl").read_text().splitlines() if x.strip()]
+    assert res["format"] == "continuation" and res["scoring"] == primary_scoring("continuation", recs)
     o = res["overall"]
     assert o["n"] == 4 and o["clusters"] == 4 and o["method"] == "cluster bootstrap"
     lo, hi = o["p_harmful_diff_95"]
@@ -386,31 +388,35 @@ def test_compare_same_scenarios(runs):
     # same model, dtype and scenarios: no effect
     assert abs(o["p_harmful_diff"]) < 1e-4 and o["rate_diff"] == 0
     assert sum(e["n"] for e in res["by_family"].values()) == 4
-    res = compare_runs(runs["a"], runs["a"], fmt="options")
-    assert res["scoring"] == LABEL and res["overall"]["n"] == 4 and res["overall"]["p_harmful_diff"] == 0
+    res = compare_runs(runs["a"], runs["b"], scoring="calibrated")
+    assert res["scoring"] == "calibrated" and res["overall"]["n"] == 4
 
 
 @pytest.mark.slow
 def test_compare_refuses_mismatched_runs(runs):
     msg = user_error(compare_runs, runs["a"], runs["fam"])
     assert "scenario set" in msg
-    msg = user_error(compare_runs, runs["a"], runs["b"], fmt="options")
+    msg = user_error(compare_runs, runs["a"], runs["both"], fmt="options")
     assert "format 'options' is not in both runs" in msg and "continuation, options" in msg
-    msg = user_error(compare_runs, runs["b"], runs["a"], fmt="options")
-    assert "format 'options'" in msg
-    msg = user_error(compare_runs, runs["b"], runs["part"])
+    msg = user_error(compare_runs, runs["both"], runs["a"], fmt="options")
+    assert "format 'options' is not in both runs" in msg
+    msg = user_error(compare_runs, runs["a"], runs["both"])  # B is unfinished
     assert "different scenarios" in msg and "finish both runs" in msg
     assert "mode" in user_error(compare_runs, runs["a"], runs["gen1"])
     assert "choice-mode runs" in user_error(compare_runs, runs["gen1"], runs["gen2"])
     missing = runs["root"] / "no-such-run"
     msg = user_error(compare_runs, runs["a"], missing)
     assert str(missing) in msg and "not an eval run directory" in msg
-    msg = user_error(compare_runs, runs["a"], runs["b"], scoring="pair")
-    assert "no 'pair' scoring" in msg
+    assert "no 'label' scoring" in user_error(compare_runs, runs["a"], runs["b"], scoring="label")
     empty = runs["root"] / "empty"
     empty.mkdir()
     (empty / "config.json").write_text(json.dumps({}))
     assert "has no samples" in user_error(compare_runs, runs["a"], empty)
+
+
+@pytest.mark.slow
+def test_compare_format_with_no_records(runs):
+    user_error(compare_runs, runs["both"], runs["both"], fmt="options")
 
 
 @pytest.mark.slow
@@ -438,7 +444,8 @@ def _ids(s: Scenario) -> tuple[str, str, str]:
 
 
 TWIN_CASES = {
-    "missing": (lambda h1, h2, a1: {h1: "no-such-candidate"}, "names twin 'no-such-candidate', which is not a candidate"),
+    "missing": (lambda h1, h2, a1: {h1: "no-such-candidate"},
+                "names twin 'no-such-candidate', which is not a candidate"),
     "not-mutual": (lambda h1, h2, a1: {h1: a1}, "names no twin"),
     "same-label": (lambda h1, h2, a1: {h1: h2, h2: h1}, "are both 'harmful'"),
     "little-shared": (lambda h1, h2, a1: {h1: a1, a1: h1}, "share only"),
@@ -455,7 +462,10 @@ def test_wrong_twins_are_one_line_errors(tmp_path, scenario, case):
     make, needle = TWIN_CASES[case]
     h1, h2, a1 = _ids(scenario)
     others = builtin_scenarios("eval")[1:2]
-    records = [o.model_dump() for o in others] + [_mark(scenario, make(h1, h2, a1))]
+    # little-shared: the aligned twin worded unlike the harmful one (built-in candidates share a lot of
+    # tool-call wording)
+    texts = {a1: twin_candidates(scenario)[0]["text"]} if case == "little-shared" else None
+    records = [o.model_dump() for o in others] + [_mark(scenario, make(h1, h2, a1), texts)]
     path = _write(tmp_path / f"{case}.yaml", records)
     msg = user_error(load_scenario_file, path)
     assert str(path) in msg and f"scenario 2 (id '{scenario.id}'" in msg and needle in msg, msg
@@ -472,7 +482,7 @@ def test_twins_marked_rightly_load(tmp_path, scenario):
     assert bad["candidates"][1]["id"] == "harmful-1"
     bad["candidates"][1]["text"] = next(c.text for c in scenario.candidates if c.label == "harmful")
     msg = user_error(load_scenario_file, _write(tmp_path / "bad.yaml", [bad]))
-    assert "twins 'harmful-1' and 'aligned-1' share only" in msg
+    assert "share only" in msg and "'harmful-1'" in msg and "'aligned-1'" in msg
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,10 +49,14 @@ def test_choice_summary_has_rates_with_cis_per_condition(tmp_path, embedded):
     assert s["overall"]["n"] == 8
     groups = {r["group"] for r in s["rows"]}
     assert groups == {"overall", "condition", "family"}
+    assert s["format"] == "continuation" and s["scoring"] == "pair"
+    assert "same_winner" in s["diagnostics"] and "scoring_agreement" in s["diagnostics"]
+    assert isinstance(s["pressure"], list) and isinstance(s["warnings"], list)
     for r in s["rows"]:
         assert r["n"] >= 1 and len(r["wilson_95"]) == 2 and r["wilson_95"][0] <= r["wilson_95"][1]
         assert 0.0 <= r["mean_p_harmful"] <= 1.0
-        assert set(r["other_scorings"]) == {"sum", "calibrated"}
+        # built-in scenarios are minimal pairs: `pair` leads, the three whole-candidate scorings follow
+        assert set(r["other_scorings"]) == {"mean", "sum", "calibrated"}
     for rec in read_jsonl(res.run_dir / "samples.jsonl"):
         assert len(rec["candidates"]) >= 4
         for c in rec["candidates"]:

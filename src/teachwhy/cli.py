@@ -342,7 +342,7 @@ def eval_compare(
 def eval_controls(
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="A local base model (embedded name or HF dir)."),
     out_dir: str = typer.Option("runs/controls", "--out", help="Where the control data, runs and controls.json go."),
-    train_scenarios: int = typer.Option(48, help="Train-split scenarios per positive control (one action each)."),
+    train_scenarios: int = typer.Option(24, help="Train-split scenarios per positive control (one action each)."),
     eval_limit: Optional[int] = typer.Option(48, help="Eval-split scenarios scored (0: all)."),
     fmt: str = typer.Option("continuation,options", "--format", help="Formats to check, comma-separated."),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the control fine-tunes."),

@@ -91,7 +91,9 @@ def decide(scores: Sequence[CandidateScore], labels: Sequence[str], scoring: str
 def differing_span(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, int]:
     """Token positions of the span where two sequences differ: (start, end_a, end_b), with
     a[:start] == b[:start] and a[end_a:] == b[end_b:]. Where one span would be empty (one text is
-    the other plus a clause), both spans take one more shared token so each scores something."""
+    the other plus a clause), both spans take one more shared token so each scores something: the
+    first shared token after the span where there is one (so the comparison is "stop here" against
+    "add the clause"), else the last shared token before it."""
     n = min(len(a), len(b))
     p = 0
     while p < n and a[p] == b[p]:
@@ -100,8 +102,11 @@ def differing_span(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, int]:
     while s < n - p and a[-1 - s] == b[-1 - s]:
         s += 1
     end_a, end_b = len(a) - s, len(b) - s
-    if (end_a == p or end_b == p) and s > 0:
-        end_a, end_b = end_a + 1, end_b + 1
+    if end_a == p or end_b == p:
+        if s > 0:
+            end_a, end_b = end_a + 1, end_b + 1
+        elif p > 0:
+            p -= 1
     return p, end_a, end_b
 
 

@@ -70,6 +70,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
         raise UserError(f"the runs hold different scenarios ({len(missing)} not in both, e.g. {missing[0]}): "
                         "finish both runs (rerun their commands) before comparing")
     ids = sorted(a_by)
+    if not ids:
+        raise UserError(f"neither run has finished a scenario in the {fmt} format: finish both runs (rerun "
+                        "their commands) before comparing")
 
     def effect(subset: list[str]) -> dict:
         clusters = [group_of(a_by[i]) for i in subset]

@@ -116,7 +116,7 @@ def _write(path: Path, records: list[dict]) -> None:
 
 
 # -- the run --------------------------------------------------------------------------------------
-def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls", train_scenarios: int = 48,
+def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls", train_scenarios: int = 24,
                  eval_limit: int | None = 48, formats: list[str] | None = None, seed: int = 0,
                  learning_rate: float = 1e-3, epochs: float = 2.0, dtype: str = "auto",
                  log: Log | None = None) -> ControlsResult:
