@@ -562,3 +562,28 @@ def test_summary_position_warning_for_options(scenario):
     assert pos["same_letter_every_rotation"]["rate"] == 1.0
     assert any("same letter wins every rotation" in w for w in s["warnings"])
     assert abs(s["pressure"][0]["p_harmful_diff"]) < 1e-12  # the always-A model shows no pressure effect
+
+
+def test_trained_families_give_seen_and_held_out_rows(tmp_path):
+    """A training run whose data cards list some families: the summary splits the eval into the
+    families seen in training and those held out of it."""
+    from teachwhy.evals.compare import trained_families
+    from teachwhy.evals.summary import summarise
+
+    data = tmp_path / "data" / "reasoning"
+    data.mkdir(parents=True)
+    (data / "data.jsonl").write_text("{}\n")
+    (data / "card.json").write_text(json.dumps({"families": ["blackmail", "leak"]}))
+    run = tmp_path / "runs" / "sft-x"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "summary.json").write_text(json.dumps({"sources": [{"path": str(data / "data.jsonl")}]}))
+    assert trained_families(str(run / "adapter")) == ["blackmail", "leak"]
+    assert trained_families(str(run)) == ["blackmail", "leak"]
+    assert trained_families(str(tmp_path / "nothing")) is None
+
+    recs = _records(lambda k: ["aligned-1", "harmful-1", "aligned-2"][k])
+    s = summarise(recs, "choice", {"formats": ["continuation"], "trained_families": ["blackmail", "leak"]})
+    rows = {r["key"]: r for r in s["rows"] if r["group"] == "training"}
+    assert set(rows) == {"families seen in training", "families held out of training"}
+    assert rows["families seen in training"]["n"] == rows["families held out of training"]["n"] == len(recs) // 2

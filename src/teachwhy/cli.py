@@ -158,6 +158,8 @@ def _ci(v, pct: bool = True) -> str:
 def _slice(r: dict) -> str:
     if r["group"] == "overall":
         return "overall"
+    if r["group"] == "training":
+        return r["key"]
     if r["group"] == "condition":
         goal, urg = (part.split("=", 1)[1] for part in r["key"].split("/"))
         return f"goal {goal} · urgency {urg}"

@@ -93,7 +93,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
     fams: dict[str, list[str]] = defaultdict(list)
     for i in ids:
         fams[a_by[i]["family"]].append(i)
-    trained = _trained_families(cb.get("model"))
+    trained = trained_families(cb.get("model"))
     out = {
         "a": {"run": str(da), "model": ca.get("model")}, "b": {"run": str(db), "model": cb.get("model")},
         "format": fmt, "scoring": scoring, "overall": effect(ids),
@@ -108,7 +108,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
     return out
 
 
-def _trained_families(model: str | None) -> list[str] | None:
+def trained_families(model: str | None) -> list[str] | None:
     """The families B's training data was built from, where B is a teachwhy training run whose data
     cards record them (None when unknown or all)."""
     if not model:

@@ -18,6 +18,7 @@ from typing import Callable
 from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.evals import summary as summ
+from teachwhy.evals.compare import trained_families
 from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
 from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir
 
@@ -140,6 +141,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         "family": family, "families": config["families"], "n_scenarios": len(scenarios),
         "samples_per_scenario": samples if mode == "generate" else 1,
         "formats": fmts if mode == "choice" else None, "model_fingerprint": config["model_fingerprint"],
+        "trained_families": trained_families(model) if ref.is_local else None,
         "resumed_records": resumed, "seconds": round(time.time() - t0, 2),
     })
     atomic_write_json(run_dir / "summary.json", summary)
