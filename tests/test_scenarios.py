@@ -197,13 +197,9 @@ def _differing_spans(a: str, b: str) -> tuple[str, str, int, int]:
     """The parts of `a` and `b` between their longest common prefix and suffix, widened to whole
     words (so "disabled"/"enabled" compare as words, not as "dis"/"en"), and the shared prefix and
     suffix lengths in characters (before widening)."""
-    n = min(len(a), len(b))
-    p = 0
-    while p < n and a[p] == b[p]:
-        p += 1
-    s = 0
-    while s < n - p and a[-1 - s] == b[-1 - s]:
-        s += 1
+    from teachwhy.scenarios.schema import common_affixes
+
+    p, s = common_affixes(a, b)
     start, end = p, s
     while start > 0 and a[start - 1].isalnum():
         start -= 1

@@ -94,13 +94,9 @@ def differing_span(a: Sequence[int], b: Sequence[int]) -> tuple[int, int, int]:
     the other plus a clause), both spans take one more shared token so each scores something: the
     first shared token after the span where there is one (so the comparison is "stop here" against
     "add the clause"), else the last shared token before it."""
-    n = min(len(a), len(b))
-    p = 0
-    while p < n and a[p] == b[p]:
-        p += 1
-    s = 0
-    while s < n - p and a[-1 - s] == b[-1 - s]:
-        s += 1
+    from teachwhy.scenarios.schema import common_affixes
+
+    p, s = common_affixes(a, b)
     end_a, end_b = len(a) - s, len(b) - s
     if end_a == p or end_b == p:
         if s > 0:

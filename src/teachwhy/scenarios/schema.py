@@ -7,7 +7,7 @@ assistant's voice, and what the rule grader looks for. docs/formats.md documents
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -204,8 +204,9 @@ def _check_twins(candidates: list[Candidate]) -> None:
                              "decisive span (at least half of the longer text shared)")
 
 
-def shared_affix_chars(a: str, b: str) -> int:
-    """Characters in the longest common prefix plus the longest common suffix (not overlapping)."""
+def common_affixes(a: Sequence, b: Sequence) -> tuple[int, int]:
+    """Lengths of the longest common prefix and the longest common suffix of two sequences (strings
+    or token lists), the suffix never overlapping the prefix."""
     n = min(len(a), len(b))
     p = 0
     while p < n and a[p] == b[p]:
@@ -213,4 +214,9 @@ def shared_affix_chars(a: str, b: str) -> int:
     s = 0
     while s < n - p and a[-1 - s] == b[-1 - s]:
         s += 1
-    return p + s
+    return p, s
+
+
+def shared_affix_chars(a: str, b: str) -> int:
+    """Characters in the longest common prefix plus the longest common suffix (not overlapping)."""
+    return sum(common_affixes(a, b))
