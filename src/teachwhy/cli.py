@@ -374,8 +374,9 @@ def print_controls(r: dict) -> None:
               caption=f"n = {r['eval_limit'] or 'all'} eval scenarios; CI: bootstrap over scenario clusters")
     for key, e in r["effects"].items():
         v = e["verdict"]
+        level = v.get("level", "validated" if v["validated"] else "not")
         t.add_row(key, *(_diff(e[a]["p_harmful_diff"], e[a]["p_harmful_diff_95"]) for a in ("harmful", "aligned", "unrelated")),
-                  "[green]validated[/]" if v["validated"] else "[red]not validated[/]")
+                  {"validated": "[green]validated[/]", "partly": "[yellow]partly validated[/]"}.get(level, "[red]not validated[/]"))
     out.print(t)
     for key, e in r["effects"].items():
         if not e["verdict"]["validated"]:

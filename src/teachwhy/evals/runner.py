@@ -142,6 +142,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         "samples_per_scenario": samples if mode == "generate" else 1,
         "formats": fmts if mode == "choice" else None, "model_fingerprint": config["model_fingerprint"],
         "trained_families": trained_families(model) if ref.is_local else None,
+        "base_fingerprint": models.fingerprint(ref.base) if ref.base is not None else None,
         "resumed_records": resumed, "seconds": round(time.time() - t0, 2),
     })
     atomic_write_json(run_dir / "summary.json", summary)

@@ -211,16 +211,16 @@ def validation_table() -> dict:
     return yaml.safe_load(text) or {}
 
 
-def validation_note(model_fingerprint: str | None, model: str | None, fmt: str, scoring: str) -> str | None:
+def validation_note(fingerprints: list[str | None], model: str | None, fmt: str, scoring: str) -> str | None:
+    """A one-line warning when this format and scoring did not pass its controls for this model (or
+    for the base of this adapter); None when it passed or was never checked."""
     for entry in validation_table().get("models", []):
-        if model_fingerprint and entry.get("fingerprint") == model_fingerprint or entry.get("name") == model:
+        if entry.get("fingerprint") in fingerprints or entry.get("name") == model:
             status = (entry.get("formats") or {}).get(f"{fmt}/{scoring}")
-            if status is None:
+            if status is None or status.get("validated"):
                 return None
-            if status.get("validated"):
-                return None
-            return (f"{fmt}/{scoring} is not validated for {entry['name']}: {status.get('why', 'it failed its controls')} "
-                    "(docs/evals.md)")
+            how = "only partly validated" if status.get("level") == "partly" else "not validated"
+            return f"{fmt}/{scoring} is {how} for {entry['name']} by its controls (docs/evals.md): {status.get('why', '')}"
     return None
 
 
@@ -251,7 +251,8 @@ def summarise(records: list[dict], mode: str, meta: dict) -> dict:
     formats = {f: _choice_format(by_fmt[f], f, meta.get("trained_families")) for f in order}
     warnings = [w for f in order for w in formats[f]["warnings"]]
     for f in order:
-        note = validation_note(meta.get("model_fingerprint"), meta.get("model"), f, formats[f]["scoring"])
+        note = validation_note([meta.get("model_fingerprint"), meta.get("base_fingerprint")], meta.get("model"), f,
+                               formats[f]["scoring"])
         if note:
             warnings.append(note)
     primary = formats[order[0]] if order else _choice_format([], "continuation")
