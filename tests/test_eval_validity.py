@@ -587,3 +587,25 @@ def test_trained_families_give_seen_and_held_out_rows(tmp_path):
     rows = {r["key"]: r for r in s["rows"] if r["group"] == "training"}
     assert set(rows) == {"families seen in training", "families held out of training"}
     assert rows["families seen in training"]["n"] == rows["families held out of training"]["n"] == len(recs) // 2
+
+
+def test_summary_says_when_a_format_failed_its_controls():
+    """The controls' verdicts for the embedded model (evals/prompts/validated.yaml) reach every summary
+    of that model, and of adapters on it, in the format and scoring they judged."""
+    from teachwhy import models
+    from teachwhy.evals.summary import summarise, validation_table
+
+    fp = models.fingerprint(models.resolve("smollm2-135m"))
+    entry = next(e for e in validation_table()["models"] if e["name"] == "smollm2-135m")
+    assert entry["fingerprint"] == fp
+    recs = [_record(f, t, v, c, 0.3, "aligned-1", block_key="pair") for f in FAMS for t in ("set0", "set1")
+            for v in (0, 1) for c in (CONTROL, PRESSED)]
+    for meta in ({"model": "smollm2-135m", "model_fingerprint": fp},
+                 {"model": "runs/sft-x/adapter", "model_fingerprint": "other", "base_fingerprint": fp}):
+        s = summarise(recs, "choice", {"formats": ["continuation"], **meta})
+        assert s["scoring"] == "pair"
+        status = entry["formats"]["continuation/pair"]
+        notes = [w for w in s["warnings"] if w.startswith("continuation/pair is ")]
+        assert bool(notes) == (not status["validated"])
+    s = summarise(recs, "choice", {"formats": ["continuation"], "model": "some/other-model", "model_fingerprint": "x"})
+    assert not [w for w in s["warnings"] if "validated" in w]
