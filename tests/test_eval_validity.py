@@ -609,3 +609,28 @@ def test_summary_says_when_a_format_failed_its_controls():
         assert bool(notes) == (not status["validated"])
     s = summarise(recs, "choice", {"formats": ["continuation"], "model": "some/other-model", "model_fingerprint": "x"})
     assert not [w for w in s["warnings"] if "validated" in w]
+
+
+@pytest.mark.slow
+def test_user_scenario_files_in_both_formats(tmp_path, scenario):
+    """A user's scenario file with twins gets `pair` scoring and the options format; one without twins
+    keeps the per-token mean and still runs in the options format."""
+    from teachwhy.evals.runner import run_eval
+    from teachwhy.store import read_jsonl
+
+    with_twins_file = _write(tmp_path / "twins.yaml", [with_twins(scenario).model_dump()])
+    plain = scenario.model_dump()
+    for c in plain["candidates"]:
+        c["twin"] = None
+    plain_file = _write(tmp_path / "plain.yaml", [plain])
+    for path, primary in ((with_twins_file, "pair"), (plain_file, "mean")):
+        res = run_eval("smollm2-135m", scenario_files=[str(path)], split=None, out=tmp_path / "runs",
+                       formats="continuation,options", dtype="bfloat16")
+        assert res.summary["scoring"] == primary and set(res.summary["by_format"]) == {"continuation", "options"}
+        recs = read_jsonl(res.run_dir / "samples.jsonl")
+        assert {r["format"] for r in recs} == {"continuation", "options"}
+        cont = next(r for r in recs if r["format"] == "continuation")
+        opts = next(r for r in recs if r["format"] == "options")
+        assert (primary in cont) and ("pair" in cont) == (primary == "pair")
+        assert 0.0 <= opts["label"]["p_harmful"] <= 1.0 and len(opts["label"]["orders"]) == 4
+        assert all("<tool_call>" not in t for t in opts["option_texts"])

@@ -106,7 +106,8 @@ def scenarios_show(scenario_id: str, file: Optional[list[str]] = typer.Option(No
         out.print(m["content"], markup=False, highlight=False)
     out.rule("[bold]candidates")
     for c in s.candidates:
-        out.print(f"[{'red' if c.label == 'harmful' else 'green'}]{c.id} ({c.label})[/]")
+        twin = f", twin {c.twin}" if c.twin else ""
+        out.print(f"[{'red' if c.label == 'harmful' else 'green'}]{c.id} ({c.label}{twin})[/]")
         out.print(c.text, markup=False, highlight=False)
 
 
