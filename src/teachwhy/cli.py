@@ -58,13 +58,18 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @models_app.command("prepare")
 def models_prepare(name: str = typer.Argument("smollm2-135m"),
-                   force: bool = typer.Option(False, "--force", help="Rebuild the cache.")) -> None:
+                   force: bool = typer.Option(False, "--force", help="Rebuild the cache."),
+                   verify: bool = typer.Option(False, "--verify",
+                                               help="Check every cached file against its recorded sha256.")) -> None:
     """Build the cached Hugging Face directory for an embedded model (once; offline)."""
     from teachwhy import models
 
     with err.status(f"preparing {name} (dequantizing GGUF, once)"):
-        d = models.prepare_embedded(name, force=force)
-    out.print(f"{name}: {d}")
+        d = models.prepare_embedded(name, force=force, verify=verify)
+    note = {"verified": " (every file matches its recorded sha256)", "built": " (built; sha256 recorded)",
+            "recorded": " (prepared before content hashes were kept: sha256 recorded now; use --force to rebuild "
+                        "from the GGUF if you doubt it)"}
+    out.print(f"{name}: {d}" + (note.get(models.last_check(d) or "", "") if verify else ""))
 
 
 # -- scenarios ------------------------------------------------------------------------------------
@@ -115,16 +120,20 @@ def scenarios_show(scenario_id: str, file: Optional[list[str]] = typer.Option(No
 def scenarios_validate(files: Optional[list[str]] = typer.Argument(None),
                        tolerance: float = typer.Option(0.2, help="Allowed candidate length spread.")) -> None:
     """Validate scenario files (or the built-in set): schema, candidate length matching under the
-    embedded tokenizer, and (for the built-in set) eval/train disjointness."""
+    embedded tokenizer, that the rule grader flags every harmful candidate and no aligned one, and
+    (for the built-in set) eval/train disjointness."""
     from teachwhy import models
     from teachwhy.scenarios import check_length_matched, split_overlap
 
     sc = _scenarios(files, None, None)
     tok = models.load_tokenizer()
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    from teachwhy.scenarios.consistency import label_problems
+
     problems = []
     for s in sc:
         problems += check_length_matched(s, count, tolerance=tolerance)
+        problems += label_problems(s)
     ev = [s for s in sc if s.split == "eval"]
     tr = [s for s in sc if s.split == "train"]
     if ev and tr:
@@ -137,7 +146,8 @@ def scenarios_validate(files: Optional[list[str]] = typer.Argument(None),
         for p in problems:
             err.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    out.print("[green]ok[/]: schema, candidate length matching" + (", split disjointness" if ev and tr else ""))
+    out.print("[green]ok[/]: schema, candidate length matching, grader agrees with every label"
+              + (", split disjointness" if ev and tr else ""))
 
 
 # -- eval -----------------------------------------------------------------------------------------
@@ -449,11 +459,23 @@ def data_stats(path: str = typer.Argument(..., help="A dataset directory built b
     card_path = Path(path) / "card.json"
     if not card_path.is_file():
         raise UserError(f"{path} has no card.json: build it with `teachwhy data build KIND --out {path}`")
-    card = json.loads(card_path.read_text())
+    rebuild = f"rebuild it with `teachwhy data build KIND --out {path}`"
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{card_path} is not valid JSON (line {e.lineno}: {e.msg}): {rebuild}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{card_path} is not UTF-8 text: {rebuild}") from None
+    if not isinstance(card, dict):
+        raise UserError(f"{card_path} is not a dataset card (a JSON object): {rebuild}")
     if as_json:
         print(json.dumps(card, indent=2))
         return
-    _print_card(card)
+    try:
+        _print_card(card)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        missing = f"field {e}" if isinstance(e, KeyError) else "a field of the wrong type"
+        raise UserError(f"{card_path} is not a complete dataset card ({missing}): {rebuild}") from None
 
 
 # -- train ----------------------------------------------------------------------------------------
@@ -616,7 +638,10 @@ def train_rl(
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        # without standalone mode click returns a typer.Exit's code instead of exiting with it
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as e:
         if _state["debug"]:
             raise

@@ -95,23 +95,62 @@ def _gguf_path(em: EmbeddedModel) -> Path:
     return path
 
 
-def _check_cache(name: str, d: Path) -> None:
-    """A finished cache has a completion record; every file it lists must exist with its size."""
+_VERIFIED: set[str] = set()  # cache directories whose content hashes this process has checked
+_LAST_CHECK: dict[str, str] = {}  # directory -> how its hashes were last checked (for `prepare --verify`)
+
+
+def last_check(d: Path) -> str | None:
+    """"verified", "recorded" (a cache from before content hashes: recorded now), "built", or None."""
+    return _LAST_CHECK.get(str(Path(d).resolve()))
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()  # ~0.4 s for the 538 MB model file
+
+
+def _check_cache(name: str, d: Path, verify: bool = False) -> str:
+    """A finished cache has a completion record; every file it lists must exist with its size (checked
+    on every use) and its sha256 (checked once per process per directory, or always with `verify`).
+
+    Returns "ok", "verified", or "recorded" for a cache prepared before content hashes were kept: its
+    hashes are computed now and written into the record, so later runs check against them."""
     record = json.loads((d / _COMPLETE).read_text())
+    fix = f"run `teachwhy models prepare {name} --force` to rebuild it"
     for fname, size in record.get("files", {}).items():
         f = d / fname
         if not f.is_file() or f.stat().st_size != size:
-            raise UserError(
-                f"model cache {d} is corrupt ({fname} is missing or truncated): run "
-                f"`teachwhy models prepare {name} --force` to rebuild it"
-            )
+            raise UserError(f"model cache {d} is corrupt ({fname} is missing or truncated): {fix}")
+    key = str(d.resolve())
+    if key in _VERIFIED and not verify:
+        return "ok"
+    hashes = record.get("sha256")
+    if not isinstance(hashes, dict) or set(hashes) != set(record.get("files", {})):
+        record["sha256"] = {fname: _sha256(d / fname) for fname in record.get("files", {})}
+        try:
+            from teachwhy.store import atomic_write_json
+
+            atomic_write_json(d / _COMPLETE, record)
+        except OSError:
+            pass  # a read-only cache: checked by size only, hashed again next process
+        _VERIFIED.add(key)
+        _LAST_CHECK[key] = "recorded"
+        return "recorded"
+    for fname, want in hashes.items():
+        if _sha256(d / fname) != want:
+            raise UserError(f"model cache file {d / fname} does not match the sha256 recorded when it was "
+                            f"prepared (corrupted on disk): {fix}")
+    _VERIFIED.add(key)
+    _LAST_CHECK[key] = "verified"
+    return "verified"
 
 
-def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False) -> Path:
+def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: bool = False) -> Path:
     """Return the cached HF directory for an embedded model, building it from the GGUF if needed.
 
     The directory is written to a temporary sibling and renamed into place, so an interrupted
-    prepare leaves nothing half-written; a later call simply builds it again.
+    prepare leaves nothing half-written; a later call simply builds it again. `verify` re-hashes
+    every file against the record even if this process has checked it already.
     """
     if name not in EMBEDDED:
         raise UserError(f"unknown embedded model '{name}': choose one of {', '.join(EMBEDDED)}")
@@ -120,8 +159,8 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False) -> Path:
     if d.exists() and not force:
         if (d / _COMPLETE).is_file():
             try:
-                _check_cache(name, d)
-            except (json.JSONDecodeError, OSError):
+                _check_cache(name, d, verify=verify)
+            except (json.JSONDecodeError, AttributeError, OSError):
                 raise UserError(f"model cache {d} is corrupt (unreadable completion record): run "
                                 f"`teachwhy models prepare {name} --force` to rebuild it") from None
             return d
@@ -149,11 +188,13 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False) -> Path:
         tok.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
         record = {"name": name, "source": str(gguf), "source_bytes": gguf.stat().st_size,
-                  "files": files}
+                  "files": files, "sha256": {f: _sha256(tmp / f) for f in files}}
         (tmp / _COMPLETE).write_text(json.dumps(record, indent=2))
         if d.exists():
             shutil.rmtree(d)
         os.replace(tmp, d)
+        _VERIFIED.add(str(d.resolve()))
+        _LAST_CHECK[str(d.resolve())] = "built"
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

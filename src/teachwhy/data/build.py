@@ -28,10 +28,11 @@ from teachwhy import models
 from teachwhy.data import card as card_mod
 from teachwhy.data import contamination
 from teachwhy.data.neardup import NearDupIndex
-from teachwhy.data.records import KINDS, make_record
+from teachwhy.data.records import KINDS, make_record, record_problem
 from teachwhy.data.tokens import TokenCounter
 from teachwhy.errors import UserError
-from teachwhy.store import atomic_write_json, atomic_write_text, content_hash, ensure_writable_dir, read_jsonl
+from teachwhy.store import (atomic_write_json, atomic_write_text, content_hash, ensure_writable_dir,
+                            read_jsonl_lines)
 
 Progress = Callable[[int, int], None]  # (tokens so far, budget)
 MAX_CONSECUTIVE_DROPS = 500
@@ -51,13 +52,15 @@ def load_chat_records(path: str | Path) -> list[dict[str, Any]]:
     if not f.is_file():
         raise UserError(f"input dataset {f} does not exist: pass a directory built by `teachwhy data build` "
                         "or a JSONL file of chat records")
-    recs = read_jsonl(f)
-    for i, r in enumerate(recs, 1):
-        if not isinstance(r.get("messages"), list) or not r["messages"]:
-            raise UserError(f"{f}: line {i}: a chat record needs a non-empty 'messages' list")
+    recs = []
+    for i, r in read_jsonl_lines(f):  # every line, strictly: a bad one is an error naming it
+        problem = record_problem(r, chat_only=True)
+        if problem:
+            raise UserError(f"{f}: line {i}: {problem}; fix that line or pass another --input")
         r.setdefault("id", f"input-{i}")
+        recs.append(r)
     if not recs:
-        raise UserError(f"{f}: no records")
+        raise UserError(f"{f}: no records (the file is empty or blank): pass a JSONL file of chat records")
     return recs
 
 

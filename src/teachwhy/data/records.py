@@ -73,3 +73,42 @@ def tools_of(record: dict[str, Any]) -> list[dict[str, Any]]:
 def response_of(record: dict[str, Any]) -> str:
     """The final assistant message of a chat record."""
     return next(m["content"] for m in reversed(record["messages"]) if m["role"] == "assistant")
+
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def record_problem(rec: Any, chat_only: bool = False) -> str | None:
+    """What is wrong with one dataset record against the schema above, or None when it is fine.
+
+    A chat needs `messages`: a non-empty list of {"role", "content"} objects, role one of ROLES and
+    content a string; `tools`, when present, a JSON string of a list or a list. A document needs a
+    non-empty string `text`. chat_only: a document is a problem too."""
+    if not isinstance(rec, dict):
+        return f"a record must be a JSON object, not {type(rec).__name__}"
+    if "messages" not in rec:
+        if chat_only:
+            return "a chat record needs a non-empty 'messages' list of {role, content} objects"
+        if not isinstance(rec.get("text"), str) or not rec["text"].strip():
+            return "a record needs 'messages' (a chat) or a non-empty 'text' (a document)"
+        return None
+    msgs = rec["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        return "'messages' must be a non-empty list of {role, content} objects"
+    for i, m in enumerate(msgs, 1):
+        if not isinstance(m, dict):
+            return f"message {i} must be a {{role, content}} object, not {type(m).__name__}"
+        if m.get("role") not in ROLES:
+            return f"message {i} has role {json.dumps(m.get('role'))}: use one of {', '.join(ROLES)}"
+        if not isinstance(m.get("content"), str):
+            got = "missing" if "content" not in m else f"{type(m['content']).__name__}, not a string"
+            return f"message {i} ({m['role']}) has content {got}: content must be a string"
+    tools = rec.get("tools")
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError as e:
+            return f"'tools' is a string but not valid JSON ({e.msg}): give a JSON list of function schemas"
+    if tools is not None and not (isinstance(tools, list) and all(isinstance(t, dict) for t in tools)):
+        return "'tools' must be a list of function schemas (or that list as a JSON string)"
+    return None

@@ -25,8 +25,10 @@ from teachwhy.evals import inspect_provider  # noqa: F401  (registers the "teach
 from teachwhy.evals.graders import GradingContext, grade_text
 from teachwhy.evals.judge import judge_reply, reply_for_judge
 from teachwhy.scenarios.schema import Scenario
+from teachwhy.teachers.llm import api_deadline, unreachable_error
 
 TASK_NAME = "teachwhy_agentic"
+TARGET_MAX_RETRIES = 3  # Inspect's retries per target call (its default: retry for up to 30 min)
 SCORER_NAME = "harm_scorer"
 
 
@@ -109,6 +111,10 @@ def harm_scorer(judge: str | None = None) -> Scorer:
                 judge_model = judge_model or get_model(judge, memoize=False)
                 verdict = await judge_reply(judge_model, context, reply_for_judge(text, result.actions))
                 judge_verdict, judge_explanation = verdict.verdict, verdict.explanation
+            except UserError as exc:
+                if "cannot connect to" in str(exc):
+                    raise  # a dead judge endpoint fails the run with its one line (see run_generate)
+                judge_explanation = f"judge failed: {exc}"
             except Exception as exc:  # the rule verdict stands; record why the judge has none
                 judge_explanation = f"judge failed: {type(exc).__name__}: {exc}"
         return Score(
@@ -132,6 +138,7 @@ def agentic_task(
     max_tokens: int = 384,
     *,
     offer_tools: bool = False,
+    deadline: float | None = None,
 ) -> Task:
     """The Inspect Task: one Sample per scenario, `samples` epochs, graded by harm_scorer."""
     ids = [s.id for s in scenarios]
@@ -146,7 +153,9 @@ def agentic_task(
         solver=[*solvers, generate(tool_calls="none")],
         scorer=harm_scorer(judge=judge),
         epochs=samples,
-        config=GenerateConfig(max_tokens=max_tokens),
+        # every target call, retries included, ends within the API deadline (Inspect's `timeout`)
+        config=GenerateConfig(max_tokens=max_tokens, max_retries=TARGET_MAX_RETRIES,
+                              timeout=max(1, int(api_deadline(deadline)))),
         name=TASK_NAME,
     )
 
@@ -180,11 +189,17 @@ def run_generate(
     offer_tools: bool = False,
     model_args: dict[str, Any] | None = None,
     max_connections: int | None = None,
+    deadline: float | None = None,
 ) -> list[dict]:
-    """Run the task with Inspect and return one plain record per (scenario, epoch)."""
+    """Run the task with Inspect and return one plain record per (scenario, epoch). Each target and
+    judge call (retries included) and each sample is bounded by the API deadline (`deadline`, else
+    $TEACHWHY_API_DEADLINE, else 600 s); a target or judge that refuses connections fails the run
+    with one line."""
     if not scenarios:
         return []
-    task = agentic_task(scenarios, samples=samples, judge=judge, max_tokens=max_tokens, offer_tools=offer_tools)
+    limit = api_deadline(deadline)
+    task = agentic_task(scenarios, samples=samples, judge=judge, max_tokens=max_tokens, offer_tools=offer_tools,
+                        deadline=limit)
     target_model = inspect_model(model, **(model_args or {}))
     if judge:
         inspect_model(judge, memoize=False)  # fail early, before any generation, on an unknown judge
@@ -196,10 +211,18 @@ def run_generate(
         seed=seed,
         max_connections=max_connections,
         score_display=False,
+        time_limit=max(1, int(limit)),
     )
     log = logs[0]
     if log.status != "success":
         why = log.error.message if log.error else log.status
+        detail = f"{why} {log.error.traceback if log.error else ''}"
+        for line in str(detail).splitlines():  # the judge's own one-line error, raised in the scorer
+            if "cannot connect to" in line and "judge model" in line:
+                raise UserError(line[line.index("judge model"):].strip())
+        if any(k in detail for k in ("ConnectError", "ConnectionRefusedError", "Connection refused",
+                                     "APIConnectionError")):
+            raise unreachable_error("target", model, target_model)
         raise UserError(f"the generate run did not finish ({' '.join(str(why).split())}); "
                         f"details in the Inspect log {log.location}")
     return [_record(sample, log.location) for sample in log.samples or []]

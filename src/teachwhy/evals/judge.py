@@ -101,15 +101,36 @@ def reply_for_judge(text: str | None, actions: list[Action]) -> str:
     return "\n".join([(text or "").strip(), *calls]).strip()
 
 
-async def judge_reply(model: "Model | str", scenario: Graded, reply: str) -> JudgeResult:
+JUDGE_MAX_RETRIES = 3  # Inspect's retries per judge call (its default is to retry for up to 30 min)
+
+
+async def judge_reply(model: "Model | str", scenario: Graded, reply: str,
+                      deadline: float | None = None) -> JudgeResult:
     """Ask the judge model: an Inspect Model, or a model id (then a fresh, unmemoized instance is made
-    for this call, so pass a Model when judging many replies)."""
+    for this call, so pass a Model when judging many replies). The call, retries included, must end
+    within `deadline` seconds (default $TEACHWHY_API_DEADLINE, else 600); a judge that refuses
+    connections, or misses the deadline, raises a one-line UserError."""
+    import asyncio
+
     from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 
+    from teachwhy.errors import UserError
+    from teachwhy.teachers.llm import API_DEADLINE_ENV, _at, api_deadline, is_unreachable, unreachable_error
+
+    limit = api_deadline(deadline)
     judge = get_model(model, memoize=False) if isinstance(model, str) else model
-    output = await judge.generate(
-        [ChatMessageUser(content=judge_prompt(scenario, reply))],
-        config=GenerateConfig(temperature=0.0),
-    )
+    name = model if isinstance(model, str) else str(judge)
+    try:
+        output = await asyncio.wait_for(judge.generate(
+            [ChatMessageUser(content=judge_prompt(scenario, reply))],
+            config=GenerateConfig(temperature=0.0, max_retries=JUDGE_MAX_RETRIES, timeout=max(1, int(limit))),
+        ), limit)
+    except asyncio.TimeoutError:
+        raise UserError(f"judge model '{name}'{_at(judge)} did not answer within the API deadline of "
+                        f"{limit:g} s; check the endpoint, or raise {API_DEADLINE_ENV}") from None
+    except Exception as exc:  # noqa: BLE001
+        if is_unreachable(exc):
+            raise unreachable_error("judge", name, judge, exc) from None
+        raise
     text = output.completion or ""
     return JudgeResult(verdict=parse_verdict(text), explanation=_explanation(text) or text.strip())

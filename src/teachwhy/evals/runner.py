@@ -20,7 +20,7 @@ from teachwhy.errors import UserError
 from teachwhy.evals import summary as summ
 from teachwhy.evals.compare import trained_families
 from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
-from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir
+from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, run_dir_lock
 
 MODES = ("choice", "generate")
 SUITES = ("agentic",)
@@ -106,7 +106,10 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     scenarios = load_selection(scenario_files, split, family, limit, families)
     if ref.is_local:  # a missing or corrupt model cache fails here, before anything is written
         models.model_dir(ref.base if ref.kind == "peft" else ref)
+        if ref.kind == "peft":  # so does an adapter trained on another base
+            models.check_adapter_base(ref.path, ref.base)
     root = ensure_writable_dir(Path(out))
+    registry = Registry(root / "registry.sqlite")  # a corrupt registry fails before the run directory
 
     config = {
         "suite": suite, "mode": mode, "model": model, "model_kind": ref.kind,
@@ -122,31 +125,31 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         config.update(samples=samples, judge=judge, max_tokens=max_tokens, seed=seed)
     run_id = f"{suite}-{mode}-{_slug(model)}-{content_hash(config)[:10]}"
     run_dir = ensure_writable_dir(root / run_id)
-    atomic_write_json(run_dir / "config.json", config)
-    registry = Registry(root / "registry.sqlite")
-    registry.start(run_id, f"eval/{suite}/{mode}", model, config, run_dir)
+    with run_dir_lock(run_dir):
+        atomic_write_json(run_dir / "config.json", config)
+        registry.start(run_id, f"eval/{suite}/{mode}", model, config, run_dir)
+        with registry.failure_recorded(run_id):
+            t0 = time.time()
+            with JsonlLog(run_dir / "samples.jsonl") as log:
+                resumed = len(log.records)
+                if mode == "choice":
+                    _run_choice(model, config["dtype"], scenarios, fmts, log, progress)
+                else:
+                    mid = ref.inspect_id if ref.kind == "inspect" else f"teachwhy/{model}"
+                    _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
+                records = list(log.records)
 
-    t0 = time.time()
-    with JsonlLog(run_dir / "samples.jsonl") as log:
-        resumed = len(log.records)
-        if mode == "choice":
-            _run_choice(model, config["dtype"], scenarios, fmts, log, progress)
-        else:
-            mid = ref.inspect_id if ref.kind == "inspect" else f"teachwhy/{model}"
-            _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
-        records = list(log.records)
-
-    summary = summ.summarise(records, mode, meta={
-        "run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": split,
-        "family": family, "families": config["families"], "n_scenarios": len(scenarios),
-        "samples_per_scenario": samples if mode == "generate" else 1,
-        "formats": fmts if mode == "choice" else None, "model_fingerprint": config["model_fingerprint"],
-        "trained_families": trained_families(model) if ref.is_local else None,
-        "base_fingerprint": models.fingerprint(ref.base) if ref.base is not None else None,
-        "resumed_records": resumed, "seconds": round(time.time() - t0, 2),
-    })
-    atomic_write_json(run_dir / "summary.json", summary)
-    registry.finish(run_id, {"overall": summary["overall"]}, time.time() - t0)
+            summary = summ.summarise(records, mode, meta={
+                "run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": split,
+                "family": family, "families": config["families"], "n_scenarios": len(scenarios),
+                "samples_per_scenario": samples if mode == "generate" else 1,
+                "formats": fmts if mode == "choice" else None, "model_fingerprint": config["model_fingerprint"],
+                "trained_families": trained_families(model) if ref.is_local else None,
+                "base_fingerprint": models.fingerprint(ref.base) if ref.base is not None else None,
+                "resumed_records": resumed, "seconds": round(time.time() - t0, 2),
+            })
+            atomic_write_json(run_dir / "summary.json", summary)
+            registry.finish(run_id, {"overall": summary["overall"]}, time.time() - t0)
     return EvalResult(run_id, run_dir, summary, resumed)
 
 

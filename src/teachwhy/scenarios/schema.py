@@ -84,6 +84,74 @@ class ToolRule(_Strict):
     argument: str
     pattern: str
 
+    @field_validator("pattern")
+    @classmethod
+    def _not_catastrophic(cls, v: str) -> str:
+        problem = catastrophic_pattern(v)
+        if problem:
+            raise ValueError(f"pattern {v!r} can backtrack catastrophically ({problem}); rewrite it "
+                             "without a repeated group that itself repeats, e.g. 'a+' instead of '(a+)+'")
+        return v
+
+
+def catastrophic_pattern(pattern: str) -> str | None:
+    """A simple structural check for regexes that backtrack exponentially: a group holding a
+    unbounded quantifier (+, *, {n,}) that is itself repeated without bound, as in (a+)+ or (a*)*, or a repeated group with
+    two identical alternatives, as in (a|a)*. Returns what was found, or None. (The grader also
+    bounds every match in time, for the patterns this check cannot see.)"""
+    stack: list[dict[str, Any]] = []  # open groups: {"quant": bool, "alts": [str], "start": int}
+    i, n = 0, len(pattern)
+
+    def repeats_at(j: int) -> bool:
+        if j >= n:
+            return False
+        if pattern[j] in "*+":
+            return True
+        if pattern[j] == "{":
+            close = pattern.find("}", j)
+            body = pattern[j + 1:close] if close > j else ""
+            return body.endswith(",") and body[:-1].isdigit()  # {n,}: unbounded
+        return False
+
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "[":  # a character class: skip to its end
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+            continue
+        if c == "(":
+            stack.append({"quant": False, "start": i + 1, "bars": []})
+            i += 1
+            continue
+        if c == "|" and stack:
+            stack[-1]["bars"].append(i)
+        elif c == ")" and stack:
+            group = stack.pop()
+            body = pattern[group["start"]:i]
+            if repeats_at(i + 1):
+                if group["quant"]:
+                    return f"nested quantifier in ({body})"
+                cuts = [group["start"] - 1, *group["bars"], i]
+                alts = [pattern[a + 1:b] for a, b in zip(cuts, cuts[1:])]
+                if len(alts) != len(set(alts)):
+                    return f"repeated alternatives in ({body})"
+            if stack and (group["quant"] or repeats_at(i + 1)):
+                stack[-1]["quant"] = True
+        elif c in "*+" or (c == "{" and repeats_at(i)):
+            if stack and i > 0 and pattern[i - 1] != "(":
+                stack[-1]["quant"] = True
+        i += 1
+    return None
+
 
 class HarmSpec(_Strict):
     """What the offline rule grader checks; it judges actions actually taken, never reasoning.

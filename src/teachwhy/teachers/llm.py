@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import random
 import re
 import sqlite3
@@ -58,6 +59,11 @@ REFUSAL = re.compile(
 TOOL_CALL = re.compile(r"<tool_call>|<function_call>|\"(?:name|function)\"\s*:\s*\"[^\"]+\"\s*,\s*\"(?:arguments|parameters)\"",
                        re.IGNORECASE)
 INSPECT_POOL = 1024
+# every API path (teacher, judges, generate-mode target) has an overall deadline, in seconds
+API_DEADLINE_ENV = "TEACHWHY_API_DEADLINE"
+DEFAULT_API_DEADLINE = 600.0
+# a refused connection is not a rate limit: this many attempts in all, then one clear error
+UNREACHABLE_ATTEMPTS = 3
 CACHE_SCHEMA = """CREATE TABLE IF NOT EXISTS completions (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT NOT NULL, stop_reason TEXT,
     created REAL NOT NULL)"""
@@ -306,6 +312,7 @@ class LLMTeacher:
         prompts_dir: Path | str | None = None,
         seed: int | None = None,
         chunk_size: int = 256,
+        deadline: float | None = None,
     ):
         if concurrency < 1:
             raise UserError(f"teacher concurrency must be at least 1 (got {concurrency})")
@@ -322,6 +329,8 @@ class LLMTeacher:
         self.prompts = Prompts(Path(prompts_dir) if prompts_dir else PROMPTS_DIR)
         self.chunk_size = chunk_size
         self.stats = TeacherStats()
+        self.deadline = api_deadline(deadline)  # for the whole command (all realise() calls)
+        self._started: float | None = None
         self._rng = random.Random(seed)
         provider = model.split("/", 1)[0]
         self.model_args = dict(model_args or {})
@@ -394,6 +403,8 @@ class LLMTeacher:
                     texts[it.key] = "pending"
                     missing.append(it)
         if missing:
+            if self._started is None:
+                self._started = time.monotonic()
             texts.update(_run_sync(lambda: self._generate_all(missing)))
         out: list[Realised] = []
         for it in items:
@@ -417,8 +428,14 @@ class LLMTeacher:
         config = generate_config(self.temperature, self.max_tokens, self.timeout)
         model = inspect_model(self.model, config, self.model_args, role="teacher")
         semaphore = asyncio.Semaphore(self.concurrency)
+        left = self.deadline - (time.monotonic() - (self._started or time.monotonic()))
         try:
-            results = await asyncio.gather(*(self._one(model, config, semaphore, r) for r in requests))
+            results = await asyncio.wait_for(
+                asyncio.gather(*(self._one(model, config, semaphore, r) for r in requests)), max(0.01, left))
+        except asyncio.TimeoutError:
+            raise UserError(f"teacher model '{self.model}'{_at(model)} did not finish within the API "
+                            f"deadline of {self.deadline:g} s; check that the endpoint is up and not "
+                            f"overloaded, or raise {API_DEADLINE_ENV}") from None
         finally:
             await close_model(model)
         return {r.key: res for r, res in zip(requests, results)}
@@ -439,6 +456,8 @@ class LLMTeacher:
                     detail = _short(exc)
                     if cause is None:
                         raise UserError(f"teacher model '{self.model}' failed: {detail}") from None
+                    if cause == "unreachable" and attempt + 1 >= min(UNREACHABLE_ATTEMPTS, self.max_retries + 1):
+                        raise unreachable_error("teacher", self.model, model, exc)
                     if attempt >= self.max_retries:
                         self.stats.failures += 1
                         return f"model error after {self.max_retries} retries ({cause})"
@@ -545,9 +564,58 @@ def _retry_after(exc: BaseException) -> float | None:
             return None
 
 
+def api_deadline(value: float | None = None) -> float:
+    """The overall deadline (seconds) of an API path: `value`, else $TEACHWHY_API_DEADLINE, else 600."""
+    if value is None:
+        raw = os.environ.get(API_DEADLINE_ENV, "").strip()
+        if not raw:
+            return DEFAULT_API_DEADLINE
+        try:
+            value = float(raw)
+        except ValueError:
+            raise UserError(f"{API_DEADLINE_ENV}={raw!r} is not a number of seconds (e.g. 600)") from None
+    if value <= 0:
+        raise UserError(f"the API deadline must be a positive number of seconds (got {value:g}; "
+                        f"set {API_DEADLINE_ENV}, default {DEFAULT_API_DEADLINE:g})")
+    return float(value)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True when `exc` is (or was caused by) a refused or failed connection: nobody is listening."""
+    seen: set[int] = set()
+    cur: BaseException | None = _unwrap(exc)
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ConnectionRefusedError) or type(cur).__name__ in ("ConnectError", "ConnectionRefusedError"):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def base_url_of(model: Any) -> str | None:
+    url = getattr(getattr(model, "api", None), "base_url", None)
+    return str(url) if url else None
+
+
+def _at(model: Any) -> str:
+    url = base_url_of(model)
+    return f" at {url}" if url else ""
+
+
+def unreachable_error(role: str, model_id: str, model: Any, exc: BaseException | None = None) -> UserError:
+    """The one-line error for an endpoint that refuses connections."""
+    url = base_url_of(model) or "its base URL"
+    return UserError(f"{role} model '{model_id}': cannot connect to {url} (connection refused, "
+                     "retried briefly); check that the server is running and that the "
+                     "base URL (e.g. OPENAI_BASE_URL or <SERVICE>_BASE_URL) and port are right")
+
+
 def classify_error(model: Any, exc: BaseException) -> tuple[str | None, float | None]:
-    """('rate_limit' | 'server_error' | 'timeout' | 'transient', retry_after seconds) for an error
-    worth another try; (None, None) for one that is not (bad request, auth, unknown model)."""
+    """('rate_limit' | 'server_error' | 'timeout' | 'transient' | 'unreachable', retry_after seconds)
+    for an error worth another try; (None, None) for one that is not (bad request, auth, unknown model).
+    'unreachable' (connection refused) is worth only a few quick tries (UNREACHABLE_ATTEMPTS)."""
+    if is_unreachable(exc):
+        return "unreachable", None
     exc = _unwrap(exc)
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or "timeout" in type(exc).__name__.lower():
         return "timeout", None

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from teachwhy.data.records import tools_of
+from teachwhy.data.records import record_problem, tools_of
 from teachwhy.data.tokens import training_chat_template
 from teachwhy.errors import UserError
-from teachwhy.store import read_jsonl
+from teachwhy.store import read_jsonl_lines
 from teachwhy.train.config import DataSource
 
 
@@ -96,32 +96,38 @@ def encode_record(record: dict[str, Any], tokenizer: Any) -> tuple[list[int], li
 
 
 def _check_record(rec: Any, f: Path, line: int) -> None:
-    if not isinstance(rec, dict):
-        raise UserError(f"{f}: line {line}: a record must be a JSON object")
-    if "messages" in rec:
-        msgs = rec["messages"]
-        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
-            raise UserError(f"{f}: line {line}: 'messages' must be a non-empty list of {{role, content}} objects")
-        if not any(m["role"] == "assistant" for m in msgs):
-            raise UserError(f"{f}: line {line}: a chat record needs an assistant turn to learn from")
-    elif not isinstance(rec.get("text"), str) or not rec["text"].strip():
-        raise UserError(f"{f}: line {line}: a record needs 'messages' (a chat) or a non-empty 'text' (a document)")
+    """The record schema of teachwhy.data.records, checked before anything is tokenized."""
+    problem = record_problem(rec)
+    if problem:
+        raise UserError(f"{f}: line {line}: {problem}; fix that line or rebuild the dataset")
+    if "messages" in rec and not any(m["role"] == "assistant" for m in rec["messages"]):
+        raise UserError(f"{f}: line {line}: a chat record needs an assistant turn to learn from")
 
 
-def load_mixture(sources: list[DataSource], tokenizer: Any, seed: int = 0) -> Mixture:
-    """Tokenize every source up to its budget and shuffle the union with `seed`."""
+def load_mixture(sources: list[DataSource], tokenizer: Any, seed: int = 0,
+                 max_length: int | None = None) -> Mixture:
+    """Tokenize every source up to its budget and shuffle the union with `seed`.
+
+    Every line of every source is read and checked first (a bad one is a UserError naming its file
+    and line). max_length: the trainer truncates records to it and drops those left without a
+    loss-bearing token; when that would leave nothing to train on, this is a UserError instead."""
     if not sources:
         raise UserError("no training data: pass --data DIR[:TOKENS] (a directory built by `teachwhy data build`)")
     rows: list[dict[str, Any]] = []
+    earliest_loss = 1 << 62  # the earliest position of a loss-bearing token in any record taken
+    shortest: tuple[int, Path, int] | None = None  # (tokens, file, line) of the shortest record taken
     reports: list[SourceReport] = []
     names: set[str] = set()
     for src in sources:
         if src.tokens is not None and src.tokens <= 0:
             raise UserError(f"--data {src.path}: the token budget must be positive (got {src.tokens})")
         f = data_file(src)
-        records = read_jsonl(f)
-        if not records:
-            raise UserError(f"{f}: no records; rebuild the dataset with `teachwhy data build`")
+        numbered = read_jsonl_lines(f)
+        if not numbered:
+            raise UserError(f"{f}: no records (the file is empty or blank); rebuild the dataset with `teachwhy data build`")
+        for line, rec in numbered:
+            _check_record(rec, f, line)
+        records = [rec for _, rec in numbered]
         name = f.parent.name if f.name == "data.jsonl" else f.stem
         while name in names:
             name += "'"
@@ -130,8 +136,7 @@ def load_mixture(sources: list[DataSource], tokenizer: Any, seed: int = 0) -> Mi
                            budget=src.tokens, records_available=len(records),
                            tokens_available=0, content_hash=_file_hash(f))
         taking = True
-        for line, rec in enumerate(records, 1):
-            _check_record(rec, f, line)
+        for line, rec in numbered:
             if not taking and isinstance(rec.get("tokens"), int):
                 rep.tokens_available += rec["tokens"]  # past the budget: the builder's count is enough
                 continue
@@ -147,6 +152,9 @@ def load_mixture(sources: list[DataSource], tokenizer: Any, seed: int = 0) -> Mi
                                 "(no assistant reply survives the chat template)")
             rows.append({"input_ids": ids, "assistant_masks": mask, "source": name,
                          "record_id": str(rec.get("id", f"{name}-{line}"))})
+            earliest_loss = min(earliest_loss, mask.index(1))
+            if shortest is None or len(ids) < shortest[0]:
+                shortest = (len(ids), f, line)
             rep.records += 1
             rep.tokens += len(ids)
             rep.loss_tokens += sum(mask)
@@ -154,5 +162,10 @@ def load_mixture(sources: list[DataSource], tokenizer: Any, seed: int = 0) -> Mi
             raise UserError(f"--data {src.path}: budget {src.tokens} tokens is smaller than the first record "
                             f"({len(encode_record(records[0], tokenizer)[0])} tokens); raise the budget")
         reports.append(rep)
+    if max_length is not None and shortest is not None and earliest_loss >= max_length:
+        length, f, line = shortest
+        raise UserError(f"--max-length {max_length} leaves nothing to train on: every record is cut before its "
+                        f"first loss-bearing token (the shortest record, {f}: line {line}, has {length} "
+                        f"tokens); pass --max-length {length} or more")
     random.Random(seed).shuffle(rows)
     return Mixture(rows=rows, sources=reports)

@@ -401,7 +401,7 @@ class JudgeReward:
 
     def __init__(self, model_id: str, *, max_connections: int = 8, timeout: float = 60, retries: int = 2,
                  max_tokens: int = 400, model_args: dict[str, Any] | None = None,
-                 constitution: Constitution | None = None):
+                 constitution: Constitution | None = None, deadline: float | None = None):
         if max_connections < 1:
             raise UserError(f"judge max_connections must be at least 1 (got {max_connections})")
         self.__name__ = "judge_reward"
@@ -409,6 +409,7 @@ class JudgeReward:
         self.max_connections = max_connections
         self.timeout = timeout
         self.retries = retries
+        self.deadline = deadline  # per call set; None: $TEACHWHY_API_DEADLINE, else 600 s
         self.max_tokens = max_tokens
         self.constitution = constitution
         self.model_args = dict(model_args or {})
@@ -453,20 +454,26 @@ class JudgeReward:
         return rewards
 
     async def _ask_all(self, texts: list[str]) -> list[str | _Failure]:
-        from teachwhy.teachers.llm import close_model, generate_config, inspect_model
+        from teachwhy.teachers.llm import (API_DEADLINE_ENV, _at, api_deadline, close_model, generate_config,
+                                           inspect_model)
 
         config = generate_config(0.0, self.max_tokens, self.timeout)
         model = inspect_model(self.model_id, config, self.model_args, role="judge")
         semaphore = asyncio.Semaphore(self.max_connections)
-        try:
-            return list(await asyncio.gather(*(self._one(model, config, semaphore, t) for t in texts)))
+        limit = api_deadline(self.deadline)
+        try:  # the whole call set (one batch of replies), retries included, within the API deadline
+            return list(await asyncio.wait_for(
+                asyncio.gather(*(self._one(model, config, semaphore, t) for t in texts)), limit))
+        except asyncio.TimeoutError:
+            raise UserError(f"judge model '{self.model_id}'{_at(model)} did not score a batch within the API "
+                            f"deadline of {limit:g} s; check the endpoint, or raise {API_DEADLINE_ENV}") from None
         finally:
             await close_model(model)
 
     async def _one(self, model: Any, config: Any, semaphore: asyncio.Semaphore, text: str) -> str | _Failure:
         from inspect_ai.model import ChatMessageUser
 
-        from teachwhy.teachers.llm import _short, classify_error
+        from teachwhy.teachers.llm import UNREACHABLE_ATTEMPTS, _short, classify_error, unreachable_error
 
         async with semaphore:
             for attempt in range(self.retries + 1):
@@ -477,6 +484,8 @@ class JudgeReward:
                     return output.completion or ""
                 except Exception as exc:  # noqa: BLE001 (classified below)
                     cause, retry_after = classify_error(model, exc)
+                    if cause == "unreachable" and attempt + 1 >= min(UNREACHABLE_ATTEMPTS, self.retries + 1):
+                        raise unreachable_error("judge", self.model_id, model, exc)
                     if cause is None or attempt >= self.retries:
                         return _Failure(_short(exc), retryable=cause is not None)
                     await asyncio.sleep(min(4.0, retry_after if retry_after is not None else 0.25 * 2 ** attempt))

@@ -24,7 +24,8 @@ from typing import Any, Callable
 from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.evals.stats import mean_ci, wilson
-from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl
+from teachwhy.store import (JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl,
+                            run_dir_lock)
 from teachwhy.train.config import RLSpec
 from teachwhy.train.sft import (TrainResult, _slug, drop_printer, quiet_hf, resolve_training_model, resume_point,
                                 save_adapter, training_args_common)
@@ -152,10 +153,6 @@ def _load_policy(base_dir: Path, adapter: Path | None, dtype: str, spec: RLSpec)
 def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
            on_log: Callable[[dict], None] | None = None,
            on_eval: Callable[[dict], None] | None = None) -> TrainResult:
-    import torch
-    from datasets import Dataset
-
-    from teachwhy.train.callbacks import standard_callbacks
     from teachwhy.train.environments import augment_rows, load_env_prompts, to_rows
 
     if spec.use_vllm:
@@ -171,7 +168,10 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
     rows = to_rows(prompts)
     if spec.augment:
         rows = augment_rows(rows, seed=spec.seed)
+    if spec.reward != "rubric" and models.resolve(spec.reward).kind != "inspect":
+        _reward_funcs(spec, CompletionRecorder(Path("completions.jsonl")))  # raises its one line, before any run dir
     root = ensure_writable_dir(Path(spec.out))
+    registry = Registry(root / "registry.sqlite")  # a corrupt registry fails before the run directory
     models._torch_threads()
 
     config = {"kind": "rl", "spec": spec.model_dump(exclude={"out"}), "model_fingerprint": models.fingerprint(ref),
@@ -179,12 +179,23 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
     name = spec.name or (Path(spec.model).parent.name if ref.kind == "peft" else spec.model)
     run_id = f"rl-{_slug(name)}-{content_hash(config)[:10]}"
     run_dir = ensure_writable_dir(root / run_id)
-    out_dir = run_dir / "adapter"
-    if (run_dir / "summary.json").is_file() and out_dir.is_dir():
-        return TrainResult(run_id, run_dir, json.loads((run_dir / "summary.json").read_text()), out_dir, True)
-    atomic_write_json(run_dir / "config.json", config)
-    registry = Registry(root / "registry.sqlite")
-    registry.start(run_id, "train/rl", spec.model, config, run_dir)
+    with run_dir_lock(run_dir):
+        out_dir = run_dir / "adapter"
+        if (run_dir / "summary.json").is_file() and out_dir.is_dir():
+            return TrainResult(run_id, run_dir, json.loads((run_dir / "summary.json").read_text()), out_dir, True)
+        atomic_write_json(run_dir / "config.json", config)
+        registry.start(run_id, "train/rl", spec.model, config, run_dir)
+        with registry.failure_recorded(run_id):
+            return _train_rl(spec, run_id, run_dir, registry, base, base_dir, adapter, dtype, rows, out_dir,
+                             progress, on_log, on_eval)
+
+
+def _train_rl(spec, run_id, run_dir, registry, base, base_dir, adapter, dtype, rows, out_dir, progress, on_log,
+              on_eval) -> TrainResult:
+    import torch
+    from datasets import Dataset
+
+    from teachwhy.train.callbacks import standard_callbacks
 
     ckpt_root, resume_from, resumed_step = resume_point(
         run_dir, ("train_log.jsonl", "eval_points.jsonl", "completions.jsonl"))

@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 from teachwhy import models
 from teachwhy.errors import UserError
-from teachwhy.store import Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl
+from teachwhy.store import (Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl,
+                            run_dir_lock)
 from teachwhy.train.config import SFTSpec
 from teachwhy.train.mixture import Mixture, load_mixture
 
@@ -265,16 +266,22 @@ def loss_change(log: list[dict], window: int = 3) -> dict | None:
 
 # -- the run ---------------------------------------------------------------------------------------
 
+def check_max_length(spec: SFTSpec, mixture: Mixture) -> None:
+    """Refuse, before any run directory exists, a max_length that cuts off every record's answer
+    (nothing left to learn; the loss would be empty)."""
+    if _packing(spec, mixture):
+        return  # packed blocks keep every token
+    if any(any(r["assistant_masks"][1:spec.max_length]) for r in mixture.rows):
+        return
+    need = min(next((i for i, m in enumerate(r["assistant_masks"]) if m), len(r["input_ids"]))
+               for r in mixture.rows) + 1
+    raise UserError(f"max_length {spec.max_length} cuts off the answer of every training record (the shortest "
+                    f"prompt needs {need} tokens): raise --max-length (the default is 2048)")
+
+
 def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
             on_log: Callable[[dict], None] | None = None,
             on_eval: Callable[[dict], None] | None = None) -> TrainResult:
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig, PeftModel
-    from trl import SFTConfig
-
-    from teachwhy.train.callbacks import standard_callbacks
-
     if spec.batch_size % spec.micro_batch_size:
         raise UserError(f"batch_size {spec.batch_size} must be a multiple of micro_batch_size "
                         f"{spec.micro_batch_size}")
@@ -286,7 +293,9 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     dtype = models.resolve_dtype(spec.dtype)
     tok = models.load_tokenizer(base.spec)
     mixture = load_mixture(spec.data, tok, spec.seed)
+    check_max_length(spec, mixture)
     root = ensure_writable_dir(Path(spec.out))
+    registry = Registry(root / "registry.sqlite")  # a corrupt registry fails before the run directory
     models._torch_threads()
 
     config = {
@@ -297,6 +306,14 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     name = spec.name or "+".join(s.name for s in mixture.sources)
     run_id = f"sft-{_slug(name)}-{content_hash(config)[:10]}"
     run_dir = ensure_writable_dir(root / run_id)
+    with run_dir_lock(run_dir):
+        return _run_sft_locked(spec, run_id, run_dir, registry, config, ref, base, base_dir, init_adapter,
+                               dtype, tok, mixture, progress, on_log, on_eval)
+
+
+def _run_sft_locked(spec, run_id, run_dir, registry, config, ref, base, base_dir, init_adapter, dtype,
+                    tok, mixture, progress, on_log, on_eval) -> TrainResult:
+    """Holding the run directory's lock: resume or start the run; a failure after start is recorded."""
     out_dir = run_dir / ("adapter" if spec.method == "lora" else "model")
     if (run_dir / "summary.json").is_file() and out_dir.is_dir():
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -304,8 +321,20 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     atomic_write_json(run_dir / "config.json", config)
     atomic_write_json(run_dir / "mixture.json", {"tokens": mixture.tokens, "loss_tokens": mixture.loss_tokens,
                                                  "records": len(mixture.rows), "sources": mixture.report()})
-    registry = Registry(root / "registry.sqlite")
     registry.start(run_id, "train/sft", spec.model, config, run_dir)
+    with registry.failure_recorded(run_id):
+        return _train_sft(spec, run_id, run_dir, registry, ref, base, base_dir, init_adapter, dtype, tok, mixture,
+                          out_dir, progress, on_log, on_eval)
+
+
+def _train_sft(spec, run_id, run_dir, registry, ref, base, base_dir, init_adapter, dtype, tok, mixture, out_dir,
+               progress, on_log, on_eval) -> TrainResult:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig, PeftModel
+    from trl import SFTConfig
+
+    from teachwhy.train.callbacks import standard_callbacks
 
     ckpt_root, resume_from, resumed_step = resume_point(run_dir, ("train_log.jsonl", "eval_points.jsonl"))
 

@@ -1,0 +1,51 @@
+"""`teachwhy scenarios validate` checks that the rule grader agrees with every candidate's label, and
+its exit code says so (a problem found is exit 1, not 0)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from teachwhy.scenarios import builtin_scenarios
+from teachwhy.scenarios.consistency import label_problems
+
+TEACHWHY = [sys.executable, "-m", "teachwhy"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([*TEACHWHY, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_builtin_labels_agree_with_the_grader():
+    for s in builtin_scenarios("eval")[:8] + builtin_scenarios("train")[:8]:
+        assert label_problems(s) == []
+
+
+def test_a_harm_spec_that_flags_nothing_fails_validation(tmp_path: Path):
+    s = builtin_scenarios("eval")[0].model_dump()
+    s["harm"] = {"watched_recipients": [], "protected_terms": [], "requires_pressure": False, "tool_rules": []}
+    f = tmp_path / "noflag.yaml"
+    f.write_text(yaml.safe_dump([s], sort_keys=False))
+    p = _run("scenarios", "validate", str(f))
+    assert p.returncode == 1, p.stdout + p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 2 and all("labelled harmful but the rule grader finds it aligned" in ln for ln in lines)
+
+
+def test_an_aligned_candidate_the_grader_flags_fails_validation(tmp_path: Path):
+    s = builtin_scenarios("eval")[0].model_dump()
+    harmful = next(c for c in s["candidates"] if c["label"] == "harmful")
+    aligned = next(c for c in s["candidates"] if c["label"] == "aligned")
+    aligned["text"] = harmful["text"]  # an "aligned" candidate that takes the harmful action
+    for c in s["candidates"]:
+        c["twin"] = None
+    f = tmp_path / "flagged.yaml"
+    f.write_text(yaml.safe_dump([s], sort_keys=False))
+    p = _run("scenarios", "validate", str(f))
+    assert p.returncode == 1
+    assert f"candidate '{aligned['id']}' is labelled aligned but the rule grader finds it harmful" in p.stderr
