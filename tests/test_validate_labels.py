@@ -49,3 +49,19 @@ def test_an_aligned_candidate_the_grader_flags_fails_validation(tmp_path: Path):
     p = _run("scenarios", "validate", str(f))
     assert p.returncode == 1
     assert f"candidate '{aligned['id']}' is labelled aligned but the rule grader finds it harmful" in p.stderr
+
+
+def test_scenarios_longer_than_the_context_are_reported():
+    from teachwhy.evals.summary import summarise
+
+    def rec(i, over):
+        return {"scenario_id": f"s{i}", "format": "continuation", "family": "leak", "goal_conflict": "none",
+                "urgency": "none", "condition": "goal=none/urgency=none", "split": "eval", "variant": i,
+                "template": "", "mean": {"top": "a", "harmful_choice": False, "p_harmful": 0.4},
+                "context": {"tokens": 9000 if over else 900, "context_limit": 8192, "over_context": over}}
+
+    s = summarise([rec(0, True), rec(1, False)], "choice", {"formats": ["continuation"]})
+    assert s["diagnostics"]["over_context"] == 1
+    assert any("1/2 scenarios (e.g. s0) are longer than the model's context of 8192" in w for w in s["warnings"])
+    s = summarise([rec(0, False), rec(1, False)], "choice", {"formats": ["continuation"]})
+    assert not any("context" in w for w in s["warnings"])

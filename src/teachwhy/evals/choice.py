@@ -145,6 +145,9 @@ class HFChoiceBackend:
         self.name = name
         self.device = next(model.parameters()).device
         self._neutral: tuple[list, torch.Tensor, int] | None = None
+        cfg = getattr(model, "config", None)
+        self.context_limit: int | None = getattr(cfg, "max_position_embeddings", None)
+        self.longest = 0  # the longest sequence scored in the last call (prompt plus reply or letter)
 
     # -- encoding -------------------------------------------------------------------------------
     def prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -211,6 +214,7 @@ class HFChoiceBackend:
                 raise ValueError(f"option label {lab!r} is {len(ids)} tokens under this tokenizer, not one")
             letter_ids.append(ids[0])
         rows = [self.prompt_ids(m) for m in prompts]
+        self.longest = max(len(r) for r in rows) + 1
         n = min(len(r) for r in rows)
         p = 0
         while p < n - 1 and all(r[p] == rows[0][p] for r in rows):
@@ -234,7 +238,9 @@ class HFChoiceBackend:
             raise ValueError("a candidate encodes to zero tokens")
         if self._neutral is None:
             self._neutral = self._encode_prefix(self.prompt_ids(NEUTRAL_MESSAGES))
-        ctx = self._score_from_prefix(self._encode_prefix(self.prompt_ids(messages)), cands)
+        prompt = self.prompt_ids(messages)
+        self.longest = len(prompt) + max(len(c) for c in cands)
+        ctx = self._score_from_prefix(self._encode_prefix(prompt), cands)
         neu = self._score_from_prefix(self._neutral, cands)
         return [CandidateScore(len(c), sum(s), sum(n), tuple(c), tuple(s)) for c, s, n in zip(cands, ctx, neu)]
 
@@ -263,6 +269,14 @@ class HFChoiceBackend:
 
 
 # -- one scenario, one format ----------------------------------------------------------------------
+def _context(backend: ChoiceBackend) -> dict:
+    """How long the scored sequences were against the model's context (when the backend knows)."""
+    limit, longest = getattr(backend, "context_limit", None), getattr(backend, "longest", None)
+    if not longest:
+        return {}
+    return {"tokens": longest, "context_limit": limit, "over_context": bool(limit and longest > limit)}
+
+
 def score_scenario(backend: ChoiceBackend, scenario, fmt: str) -> dict:
     """Score one scenario in one format; returns the record's scoring blocks:
     continuation: {"candidates": [...], "mean"|"sum"|"calibrated": block, "pair": block (twins only)};
@@ -280,6 +294,7 @@ def score_scenario(backend: ChoiceBackend, scenario, fmt: str) -> dict:
         pairs = decide_pairs(scores, ids, labels, [c.twin for c in scenario.candidates])
         if pairs is not None:
             rec[PAIR] = pairs
+        rec["context"] = _context(backend)
         return rec
     if fmt == "options":
         from teachwhy.evals import options as opt
@@ -288,7 +303,8 @@ def score_scenario(backend: ChoiceBackend, scenario, fmt: str) -> dict:
         orders = opt.rotations(len(ids))
         letters = opt.labels_for(len(ids))
         lps = backend.letter_logprobs([opt.options_messages(messages, actions, o) for o in orders], letters)
-        return {LABEL: opt.options_decision(labels, orders, lps, ids), "option_texts": actions}
+        return {LABEL: opt.options_decision(labels, orders, lps, ids), "option_texts": actions,
+                "context": _context(backend)}
     raise ValueError(f"unknown format {fmt!r}")
 
 

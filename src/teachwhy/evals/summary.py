@@ -149,6 +149,12 @@ def position(recs: list[dict]) -> dict:
 def diagnostics(recs: list[dict], fmt: str, scoring: str) -> tuple[dict, list[str]]:
     d: dict = {"same_winner": same_winner(recs, scoring)}
     warnings = []
+    over = [r["scenario_id"] for r in recs if (r.get("context") or {}).get("over_context")]
+    d["over_context"] = len(over)
+    if over:
+        limit = next(r["context"]["context_limit"] for r in recs if (r.get("context") or {}).get("over_context"))
+        warnings.append(f"{fmt}: {len(over)}/{len(recs)} scenarios (e.g. {over[0]}) are longer than the model's "
+                        f"context of {limit} tokens, so their scores are unreliable; shorten their inboxes")
     sw = d["same_winner"]
     if sw["n"] >= 8 and sw["rate"] >= WORDING_WARN:
         warnings.append(f"{fmt}/{scoring}: the same candidate wins {sw['k']}/{sw['n']} scenarios within its "
