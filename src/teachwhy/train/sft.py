@@ -210,10 +210,26 @@ def training_args_common(spec: Any, dtype: str) -> dict[str, Any]:
     return args
 
 
+# what the Trainer writes into a checkpoint; trainer_state.json comes last, so a checkpoint without
+# any of these was cut off while being written (kill -9, full disk) and cannot be resumed from
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def checkpoint_complete(ck: Path) -> bool:
+    return all((ck / f).is_file() for f in CHECKPOINT_FILES) and any(
+        f.suffix in (".safetensors", ".bin") for f in ck.iterdir() if f.is_file() and f.name != "training_args.bin")
+
+
 def last_checkpoint(ckpt_root: Path) -> Path | None:
-    cks = sorted(ckpt_root.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]) if
-                 p.name.split("-")[-1].isdigit() else -1)
-    return cks[-1] if cks else None
+    """The latest complete checkpoint. Incomplete ones (cut off while being written) are removed, so
+    the rerun resumes from the one before and later saves never mix with their leftovers."""
+    cks = sorted((p for p in ckpt_root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                 key=lambda p: int(p.name.split("-")[-1]))
+    complete = [ck for ck in cks if checkpoint_complete(ck)]
+    for ck in cks:
+        if ck not in complete:
+            shutil.rmtree(ck, ignore_errors=True)
+    return complete[-1] if complete else None
 
 
 def resume_point(run_dir: Path, logs: tuple[str, ...]) -> tuple[Path, Path | None, int]:
