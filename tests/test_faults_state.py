@@ -239,11 +239,11 @@ def _fake_cache(d: Path, with_hashes: bool) -> None:
 def test_hash_checked_once_per_process_and_legacy_cache_recorded(tmp_path, monkeypatch):
     from teachwhy import models
 
+    d = tmp_path / "new"
+    _fake_cache(d, with_hashes=True)
     calls = []
     real = models._sha256
     monkeypatch.setattr(models, "_sha256", lambda p: calls.append(p) or real(p))
-    d = tmp_path / "new"
-    _fake_cache(d, with_hashes=True)
     assert models._check_cache("x", d) == "verified"
     assert models._check_cache("x", d) == "ok"  # cached in memory: no second hash
     assert len(calls) == 1

@@ -24,7 +24,7 @@ def test_choice_eval_resumes_after_interruption(tmp_path, embedded):
     (run_dir,) = [p for p in (tmp_path / "a").iterdir() if p.is_dir()]
     assert len(read_jsonl(run_dir / "samples.jsonl")) == 2
     assert not (run_dir / "summary.json").exists()  # no summary until every sample is done
-    assert Registry(tmp_path / "a" / "registry.sqlite").get(run_dir.name)["status"] == "running"
+    assert Registry(tmp_path / "a" / "registry.sqlite").get(run_dir.name)["status"] == "failed"  # interrupted: marked failed, resumable
 
     res = run_eval(out=tmp_path / "a", **kwargs)
     assert res.resumed == 2 and res.run_dir == run_dir
