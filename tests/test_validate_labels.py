@@ -65,3 +65,18 @@ def test_scenarios_longer_than_the_context_are_reported():
     assert any("1/2 scenarios (e.g. s0) are longer than the model's context of 8192" in w for w in s["warnings"])
     s = summarise([rec(0, False), rec(1, False)], "choice", {"formats": ["continuation"]})
     assert not any("context" in w for w in s["warnings"])
+
+
+def test_a_model_directory_without_config_gets_a_hint(tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = _run("eval", "--model", str(empty), "--limit", "1", "--out", str(tmp_path / "runs"))
+    assert p.returncode != 0
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "pass smollm2-135m, a Hugging Face model directory" in lines[0]
+    nested = tmp_path / "run"
+    (nested / "checkpoint-3").mkdir(parents=True)
+    (nested / "checkpoint-3" / "adapter_config.json").write_text("{}")
+    p = _run("eval", "--model", str(nested), "--limit", "1", "--out", str(tmp_path / "runs"))
+    assert p.returncode != 0 and f"it holds {nested / 'checkpoint-3'}: pass one of those" in p.stderr
+    assert not (tmp_path / "runs").exists()

@@ -228,8 +228,15 @@ def resolve(spec: str) -> ModelRef:
             return ModelRef(spec=spec, kind="peft", path=p.resolve(), base=base)
         if (p / "config.json").is_file():
             return ModelRef(spec=spec, kind="hf", path=p.resolve())
+        inside = sorted({str(f.parent) for pat in ("*/config.json", "*/adapter_config.json", "*/*/adapter_config.json",
+                                                   "*/*/config.json") for f in p.glob(pat)})[:3]
+        hint = (f"; it holds {', '.join(inside)}: pass one of those" if inside else
+                "; pass smollm2-135m, a Hugging Face model directory, a PEFT adapter directory or a training "
+                "run directory (runs/sft-...)")
+        if any(p.glob("*.gguf")):
+            hint += " (a .gguf file is not loaded directly: convert it to a Hugging Face directory first)"
         raise UserError(f"model directory {p} has neither config.json (a Hugging Face model) nor "
-                        "adapter_config.json (a PEFT adapter)")
+                        f"adapter_config.json (a PEFT adapter){hint}")
     provider = spec.split("/", 1)[0]
     if "/" in spec and provider in INSPECT_PROVIDERS and not spec.startswith(("./", "/")):
         return ModelRef(spec=spec, kind="inspect", inspect_id=spec)
