@@ -126,12 +126,6 @@ def test_max_length_that_cuts_every_reply_is_an_error_before_training(tmp_path):
     assert len(mix.rows) == 3
 
 
-def _sft_passes_max_length() -> bool:
-    src = (ROOT / "src/teachwhy/train/sft.py").read_text()
-    return bool(re.search(r"load_mixture\([^)]*max_length", src))
-
-
-@pytest.mark.skipif(not _sft_passes_max_length(), reason="run_sft does not pass max_length to load_mixture yet")
 def test_train_sft_max_length_8_cli(tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", _records(3))
     runs = tmp_path / "runs"

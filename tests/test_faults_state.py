@@ -136,7 +136,7 @@ def test_sft_max_length_too_small_fails_before_any_run_directory(tmp_path):
     build_dataset("reasoning", teacher="builtin", tokens=1500, seed=0, out=tmp_path / "data")
     out = tmp_path / "runs"
     one_error_line(run("train", "sft", "--data", str(tmp_path / "data"), "--max-length", "8", "--out", str(out)),
-                   "max_length 8", "--max-length")
+                   "--max-length 8", "leaves nothing to train on")
     assert run_dirs(out) == []
 
 

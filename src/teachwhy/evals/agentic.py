@@ -9,7 +9,9 @@ tools (offer_tools=True) generate runs with tool_calls="none", so a call is reco
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from inspect_ai import Task
@@ -108,7 +110,8 @@ def harm_scorer(judge: str | None = None) -> Scorer:
             try:
                 # made inside the eval's event loop, once per scorer (a memoized instance could hold
                 # an HTTP client bound to another, closed loop)
-                judge_model = judge_model or get_model(judge, memoize=False)
+                judge_model = judge_model or get_model(judge, memoize=False, **(
+                    {"max_retries": 0} if judge.split("/", 1)[0] in ("openai", "openai-api") else {}))
                 verdict = await judge_reply(judge_model, context, reply_for_judge(text, result.actions))
                 judge_verdict, judge_explanation = verdict.verdict, verdict.explanation
             except UserError as exc:
@@ -200,7 +203,10 @@ def run_generate(
     limit = api_deadline(deadline)
     task = agentic_task(scenarios, samples=samples, judge=judge, max_tokens=max_tokens, offer_tools=offer_tools,
                         deadline=limit)
-    target_model = inspect_model(model, **(model_args or {}))
+    model_args = dict(model_args or {})
+    if model.split("/", 1)[0] in ("openai", "openai-api"):
+        model_args.setdefault("max_retries", 0)  # the OpenAI SDK's own retries would multiply Inspect's
+    target_model = inspect_model(model, **model_args)
     if judge:
         inspect_model(judge, memoize=False)  # fail early, before any generation, on an unknown judge
     logs = inspect_eval(
@@ -217,9 +223,10 @@ def run_generate(
     if log.status != "success":
         why = log.error.message if log.error else log.status
         detail = f"{why} {log.error.traceback if log.error else ''}"
-        for line in str(detail).splitlines():  # the judge's own one-line error, raised in the scorer
-            if "cannot connect to" in line and "judge model" in line:
-                raise UserError(line[line.index("judge model"):].strip())
+        dead_judge = re.search(r"judge model '([^']+)': cannot connect to (\S+) \(", str(detail))
+        if dead_judge:  # the judge's own one-line error, raised in the scorer
+            raise unreachable_error("judge", dead_judge.group(1),
+                                    SimpleNamespace(api=SimpleNamespace(base_url=dead_judge.group(2))))
         if any(k in detail for k in ("ConnectError", "ConnectionRefusedError", "Connection refused",
                                      "APIConnectionError")):
             raise unreachable_error("target", model, target_model)

@@ -282,19 +282,6 @@ def loss_change(log: list[dict], window: int = 3) -> dict | None:
 
 # -- the run ---------------------------------------------------------------------------------------
 
-def check_max_length(spec: SFTSpec, mixture: Mixture) -> None:
-    """Refuse, before any run directory exists, a max_length that cuts off every record's answer
-    (nothing left to learn; the loss would be empty)."""
-    if _packing(spec, mixture):
-        return  # packed blocks keep every token
-    if any(any(r["assistant_masks"][1:spec.max_length]) for r in mixture.rows):
-        return
-    need = min(next((i for i, m in enumerate(r["assistant_masks"]) if m), len(r["input_ids"]))
-               for r in mixture.rows) + 1
-    raise UserError(f"max_length {spec.max_length} cuts off the answer of every training record (the shortest "
-                    f"prompt needs {need} tokens): raise --max-length (the default is 2048)")
-
-
 def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
             on_log: Callable[[dict], None] | None = None,
             on_eval: Callable[[dict], None] | None = None) -> TrainResult:
@@ -308,8 +295,8 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     base_dir = models.model_dir(base)
     dtype = models.resolve_dtype(spec.dtype)
     tok = models.load_tokenizer(base.spec)
-    mixture = load_mixture(spec.data, tok, spec.seed)
-    check_max_length(spec, mixture)
+    # packing keeps every token; otherwise a max_length that cuts off every answer is refused here
+    mixture = load_mixture(spec.data, tok, spec.seed, max_length=None if spec.packing == "on" else spec.max_length)
     root = ensure_writable_dir(Path(spec.out))
     registry = Registry(root / "registry.sqlite")  # a corrupt registry fails before the run directory
     models._torch_threads()
