@@ -1,32 +1,20 @@
 """The real `teachwhy` command, run as a user would: exit codes and one-line errors."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-BIN = Path(sys.executable).parent / "teachwhy"
+from cliutil import one_error_line as _one_error_line
+from cliutil import run_cli
 
 
 def run(*args, env=None, cwd=None):
-    e = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
-    e.update(env or {})
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, env=e, cwd=cwd, timeout=600)
+    return run_cli(*args, env=env, cwd=cwd)
 
 
 def one_error_line(p, *needles):
-    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+    return _one_error_line(p, *needles, code=2)
 
 
 @pytest.fixture(scope="module")

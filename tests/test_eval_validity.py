@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -37,24 +34,13 @@ from teachwhy.evals.summary import CONTROL, summarise
 from teachwhy.scenarios import builtin_scenarios, load_scenario_file
 from teachwhy.scenarios.schema import Scenario
 
-BIN = Path(sys.executable).parent / "teachwhy"
+from cliutil import one_error_line, run_cli  # noqa: E402
 LETTERS = ["A", "B", "C", "D"]
 OPTION_LINE = re.compile(r"^([A-Z])\. (.*)$", re.MULTILINE)
 
 
 def cli(*args):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, env=env, timeout=600)
-
-
-def one_error_line(p, *needles) -> str:
-    assert p.returncode != 0, (p.returncode, p.stdout, p.stderr)
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+    return run_cli(*args)
 
 
 def user_error(fn, *args, **kwargs) -> str:

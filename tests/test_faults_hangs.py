@@ -6,7 +6,6 @@ hanging the run."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -147,44 +146,39 @@ sc = make_scenario("sabotage", tool_rules=[{"tool": "update_config", "argument":
 """
 
 
-def test_generate_target_at_closed_port_fails_bounded(tmp_path):
+def fails_at_closed_port(code: str, who: str, limit: float) -> None:
+    """Run `code` (after SCENARIO_CODE, with PORT set to a closed port) in a fresh interpreter: it
+    must end within `limit` seconds with one error line naming `who`, the URL and the refusal."""
     port = closed_port()
-    code = SCENARIO_CODE + f"""
+    t0 = time.monotonic()
+    proc = run_python(SCENARIO_CODE + f"PORT = {port}\n" + code, env_for(port), timeout=limit + 30)
+    one_line_error(proc, f"127.0.0.1:{port}", who, "cannot connect")
+    assert time.monotonic() - t0 < limit
+
+
+def test_generate_target_at_closed_port_fails_bounded(tmp_path):
+    fails_at_closed_port(f"""
 from teachwhy.evals.agentic import run_generate
 run_generate([sc], "openai-api/scripted/target", 1, {str(tmp_path)!r})
-"""
-    t0 = time.monotonic()
-    proc = run_python(code, env_for(port), timeout=150)
-    one_line_error(proc, f"127.0.0.1:{port}", "target model 'openai-api/scripted/target'", "cannot connect")
-    assert time.monotonic() - t0 < 120
+""", "target model 'openai-api/scripted/target'", 120)
 
 
 def test_judge_at_closed_port_fails_fast(tmp_path):
-    port = closed_port()
-    code = SCENARIO_CODE + """
+    fails_at_closed_port("""
 import asyncio
 from teachwhy.evals.judge import judge_reply
 asyncio.run(judge_reply("openai-api/scripted/judge", sc, "hello"))
-"""
-    t0 = time.monotonic()
-    proc = run_python(code, env_for(port), timeout=120)
-    one_line_error(proc, f"127.0.0.1:{port}", "judge model 'openai-api/scripted/judge'", "cannot connect")
-    assert time.monotonic() - t0 < 90
+""", "judge model 'openai-api/scripted/judge'", 90)
 
 
 def test_generate_judge_at_closed_port_fails_bounded(tmp_path):
     """Generate mode with a working (scripted) target and the LLM judge at a closed port: the run
     fails with the judge's one line instead of recording "judge failed" on every sample."""
-    port = closed_port()
-    code = SCENARIO_CODE + f"""
+    fails_at_closed_port(f"""
 import test_agentic_generate  # registers the scriptedagent model API
 from teachwhy.evals.agentic import run_generate
 run_generate([sc], "scriptedagent/x", 1, {str(tmp_path)!r}, judge="openai-api/scripted/judge")
-"""
-    t0 = time.monotonic()
-    proc = run_python(code, env_for(port), timeout=150)
-    one_line_error(proc, f"127.0.0.1:{port}", "judge model 'openai-api/scripted/judge'", "cannot connect")
-    assert time.monotonic() - t0 < 120
+""", "judge model 'openai-api/scripted/judge'", 120)
 
 
 def test_reward_judge_at_closed_port_fails_fast(monkeypatch):

@@ -6,7 +6,6 @@ The `train sft` cases all fail at data loading, before a run directory exists: n
 
 import json
 import logging
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -16,25 +15,17 @@ import pytest
 from teachwhy.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
+
+from cliutil import one_error_line, run_cli  # noqa: E402
 GOOD = {"messages": [{"role": "user", "content": "Should I read my colleague's private mail?"},
                      {"role": "assistant", "content": "No: ask her openly, because reading it in secret breaks trust."}]}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run([str(ROOT / ".venv/bin/teachwhy"), *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=300)
+    return run_cli(*args, cwd=ROOT, timeout=300)
 
 
-def _one_line_error(res: subprocess.CompletedProcess, *needles: str) -> str:
-    """A non-zero exit, exactly one non-empty stderr line, no traceback, and every needle in it."""
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert res.returncode != 0, res.stdout + res.stderr
-    assert len(lines) == 1, res.stderr
-    assert "Traceback" not in res.stderr and lines[0].startswith("error: ")
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+_one_line_error = one_error_line
 
 
 def _write_jsonl(path: Path, lines: list[str]) -> Path:

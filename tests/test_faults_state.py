@@ -22,23 +22,11 @@ import pytest
 from teachwhy.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = ROOT / ".venv" / "bin" / "teachwhy"
+from cliutil import one_error_line, run_cli  # noqa: E402
 
 
 def run(*args, env=None, timeout=600):
-    e = dict(os.environ, HF_HUB_OFFLINE="1", COLUMNS="200")
-    e.update(env or {})
-    return subprocess.run([str(BIN), *args], capture_output=True, text=True, env=e, timeout=timeout)
-
-
-def one_error_line(p, *needles) -> str:
-    assert p.returncode != 0, (p.returncode, p.stdout, p.stderr)
-    lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, p.stderr
-    assert lines[0].startswith("error: ") and "Traceback" not in p.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
-    return lines[0]
+    return run_cli(*args, env=env, timeout=timeout)
 
 
 def run_dirs(out: Path) -> list[Path]:
