@@ -85,7 +85,7 @@ def test_data_build_augment_bad_input_line(tmp_path):
     out = tmp_path / "built"
     res = _cli("data", "build", "augment", "--input", str(data), "--out", str(out), "--tokens", "2000")
     _one_line_error(res, f"{data}: line 4:", "not valid JSON")
-    assert not (out / "data.jsonl").exists()
+    assert not out.exists()  # nothing half-written: the input is checked before the output exists
 
 
 # -- item 9: data stats on a damaged card ------------------------------------------------------------

@@ -101,15 +101,15 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
         raise UserError(f"--contamination-threshold must be between 0 and 1 (got {contamination_threshold})")
     cons = load_constitution(constitution)
     counter = TokenCounter(models.load_tokenizer(model))
-    out = ensure_writable_dir(Path(out))
     t0 = time.time()
 
-    source_records = None
+    source_records = None  # read (and checked) before the output directory exists
     if kind == "augment":
         source_records = (load_chat_records(input_path) if input_path
                           else _default_augment_source(cons, seed, fams))
     elif input_path:
         raise UserError(f"--input is only used by the augment kind (got kind '{kind}')")
+    out = ensure_writable_dir(Path(out))
     teach = get_teacher(teacher, constitution=cons, target_model=model,
                         cache_dir=models.teachwhy_home() / "teacher-cache", seed=seed)
 
