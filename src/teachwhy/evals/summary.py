@@ -23,7 +23,6 @@ from teachwhy.evals.choice import LABEL, PAIR, SCORINGS, primary_scoring
 from teachwhy.evals.stats import mean_ci, paired_effect, rate_row, wilson
 
 CHOICE_SCORINGS = SCORINGS
-PRIMARY = "mean"
 CONTROL = "goal=none/urgency=none"
 WORDING_WARN = 0.9      # share of scenarios won by the same candidate within a template
 SCORING_AGREE_WARN = 0.75

@@ -18,6 +18,7 @@ is done. The effects are paired per-scenario differences from the base (compare.
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass
@@ -49,8 +50,6 @@ def decision_records(label: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
     the scenario's prompt, then one candidate of `label` as the reply. Where candidates are twins, the
     harmful and aligned sets use the two members of the same pair, so the arms differ only in the
     decisive span."""
-    import json
-
     from teachwhy.scenarios import builtin_scenarios, select
 
     scen = select(builtin_scenarios("train", seed=seed), split="train", limit=n)
@@ -109,8 +108,6 @@ def unrelated_documents(tokens: int, count_tokens: Callable[[str], int], seed: i
 
 
 def _write(path: Path, records: list[dict]) -> None:
-    import json
-
     ensure_writable_dir(path)
     atomic_write_text(path / "data.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
