@@ -23,7 +23,7 @@ from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 from inspect_ai.tool import ToolDef, ToolParams
 
 from teachwhy.errors import UserError
-from teachwhy.evals import inspect_provider  # noqa: F401  (registers the "teachwhy" model API)
+from teachwhy import inspect_local  # noqa: F401  (registers the "teachwhy" model API)
 from teachwhy.evals.graders import GradingContext, grade_text
 from teachwhy.evals.judge import judge_reply, reply_for_judge
 from teachwhy.scenarios.schema import Scenario

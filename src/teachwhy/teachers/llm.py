@@ -511,7 +511,7 @@ def inspect_model(model_id: str, config: Any, model_args: dict[str, Any], role: 
     from inspect_ai.model import get_model
 
     if model_id.startswith("teachwhy/"):
-        import teachwhy.evals.inspect_provider  # noqa: F401  (registers the provider)
+        import teachwhy.inspect_local  # noqa: F401  (registers the provider)
     try:
         return get_model(model_id, config=config, memoize=False, **model_args)
     except (ValueError, PrerequisiteError, ImportError, TypeError) as exc:
