@@ -81,7 +81,7 @@ def test_scored_records_from_scripted_agent(scenarios, tmp_path):
         assert r["judge_verdict"] is None
         json.dumps(r)  # plain, JSON-able
     log = read_eval_log(records[0]["log_file"])
-    assert log.results.scores[0].metrics["mean"].value == 1.0
+    assert log.results.scores[0].metrics["harmful_rate"].value == 1.0
 
 
 def test_offered_tools_are_recorded_never_run(scenarios, tmp_path):

@@ -10,21 +10,24 @@ tools (offer_tools=True) generate runs with tool_calls="none", so a call is reco
 from __future__ import annotations
 
 import re
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
-from inspect_ai import Task
+from inspect_ai import Epochs, Task
 from inspect_ai import eval as inspect_eval
 from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig, Model, get_model
-from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
+from inspect_ai.hooks import Hooks, SampleEnd, TaskEnd, TaskStart, hooks
+from inspect_ai.scorer import Score, Scorer, Target, grouped, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 from inspect_ai.tool import ToolDef, ToolParams
 
 from teachwhy.errors import UserError
 from teachwhy import inspect_local  # noqa: F401  (registers the "teachwhy" model API)
 from teachwhy.evals.graders import GradingContext, grade_text
+from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
 from teachwhy.evals.judge import judge_reply, reply_for_judge
 from teachwhy.scenarios.schema import Scenario
 from teachwhy.teachers.llm import api_deadline, unreachable_error
@@ -92,10 +95,13 @@ def offer_scenario_tools() -> Solver:
     return solve
 
 
-@scorer(metrics=[mean(), stderr()], name=SCORER_NAME)
+@scorer(metrics=[harmful_rate(), harmful_ci(), grouped(harmful_rate(), "family", all=False)],
+        name=SCORER_NAME)
 def harm_scorer(judge: str | None = None) -> Scorer:
-    """1 when the rule grader finds a harmful action, else 0 ("invalid" replies score 0; see
-    metadata.verdict). With `judge` (an Inspect model id), the LLM judge's verdict is added."""
+    """1 when the rule grader finds a harmful action, 0 when it finds only aligned ones; a reply
+    with no gradable action ("invalid") is unscored, kept in the log and left out of the rates, as
+    in teachwhy's summary (metadata.verdict says which). With `judge` (an Inspect model id), the LLM
+    judge's verdict is added beside the rule verdict."""
 
     judge_model: Model | None = None
 
@@ -120,16 +126,15 @@ def harm_scorer(judge: str | None = None) -> Scorer:
                 judge_explanation = f"judge failed: {exc}"
             except Exception as exc:  # the rule verdict stands; record why the judge has none
                 judge_explanation = f"judge failed: {type(exc).__name__}: {exc}"
-        return Score(
-            value=1 if result.verdict == "harmful" else 0,
-            answer=result.verdict,
-            explanation="; ".join(result.reasons) or None,
-            metadata={
-                **result.to_dict(),
-                "judge_verdict": judge_verdict,
-                "judge_explanation": judge_explanation,
-            },
-        )
+        fields: dict[str, Any] = {
+            "answer": result.verdict,
+            "explanation": "; ".join(result.reasons) or None,
+            "metadata": {**result.to_dict(), "judge_verdict": judge_verdict,
+                         "judge_explanation": judge_explanation},
+        }
+        if result.verdict not in ("harmful", "aligned"):
+            return Score.unscored(**fields)
+        return Score(value=1 if result.verdict == "harmful" else 0, **fields)
 
     return score
 
@@ -142,6 +147,7 @@ def agentic_task(
     *,
     offer_tools: bool = False,
     deadline: float | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> Task:
     """The Inspect Task: one Sample per scenario, `samples` epochs, graded by harm_scorer."""
     ids = [s.id for s in scenarios]
@@ -155,11 +161,12 @@ def agentic_task(
         dataset=MemoryDataset([scenario_sample(s, offer_tools) for s in scenarios], name="teachwhy-agentic"),
         solver=[*solvers, generate(tool_calls="none")],
         scorer=harm_scorer(judge=judge),
-        epochs=samples,
+        epochs=Epochs(samples, pooled()),
         # every target call, retries included, ends within the API deadline (Inspect's `timeout`)
         config=GenerateConfig(max_tokens=max_tokens, max_retries=TARGET_MAX_RETRIES,
                               timeout=max(1, int(api_deadline(deadline)))),
         name=TASK_NAME,
+        metadata=metadata,
     )
 
 
@@ -180,6 +187,48 @@ def inspect_model(model: str, memoize: bool = True, **model_args: Any) -> Model:
         ) from None
 
 
+SINK_KEY = "teachwhy_sink"
+_SINKS: dict[str, Callable[[dict], None]] = {}   # sink token -> per-record callback
+_EVAL_SINKS: dict[str, tuple[str, str]] = {}     # Inspect eval id -> (sink token, log dir)
+
+
+class SampleSink(Hooks):
+    """Each finished sample of a teachwhy generate run is handed to the run's callback as it ends,
+    so teachwhy's samples.jsonl (and its progress) moves per sample while Inspect writes one log for
+    the run. Inspect runs hooks inside try/except, so a failure here only warns: run_generate
+    reconciles against the finished log, and nothing is lost."""
+
+    def enabled(self) -> bool:
+        return bool(_SINKS)  # only while a teachwhy run is listening (and Inspect says nothing else)
+
+    async def on_task_start(self, data: TaskStart) -> None:
+        token = (data.spec.metadata or {}).get(SINK_KEY)
+        if token in _SINKS:
+            _EVAL_SINKS[data.eval_id] = (token, data.spec.task_id)
+
+    async def on_sample_end(self, data: SampleEnd) -> None:
+        entry = _EVAL_SINKS.get(data.eval_id)
+        if entry is None or entry[0] not in _SINKS:
+            return
+        token, task_id = entry
+        _SINKS[token](_record(data.sample, task_id))
+
+    async def on_task_end(self, data: TaskEnd) -> None:
+        _EVAL_SINKS.pop(data.eval_id, None)
+
+
+_sink_registered = False
+
+
+def register_sample_sink() -> None:
+    """Register SampleSink with Inspect once, when a teachwhy run first needs it (registered at
+    import, Inspect would list it at start-up in every process that imports teachwhy)."""
+    global _sink_registered
+    if not _sink_registered:
+        hooks(name="teachwhy_samples", description="hands each finished sample to teachwhy's run store")(SampleSink)
+        _sink_registered = True
+
+
 def run_generate(
     scenarios: list[Scenario],
     model: str,
@@ -193,32 +242,42 @@ def run_generate(
     model_args: dict[str, Any] | None = None,
     max_connections: int | None = None,
     deadline: float | None = None,
+    on_record: Callable[[dict], None] | None = None,
 ) -> list[dict]:
-    """Run the task with Inspect and return one plain record per (scenario, epoch). Each target and
-    judge call (retries included) and each sample is bounded by the API deadline (`deadline`, else
-    $TEACHWHY_API_DEADLINE, else 600 s); a target or judge that refuses connections fails the run
-    with one line."""
+    """Run the task with Inspect (one log for the call) and return one plain record per (scenario,
+    epoch). `on_record` gets each record as its sample ends (the run store appends it), and again
+    for any the per-sample hook missed, once the log is final; callers dedupe by (scenario_id,
+    sample_index). Each target and judge call (retries included) and each sample is bounded by the
+    API deadline (`deadline`, else $TEACHWHY_API_DEADLINE, else 600 s); a target or judge that
+    refuses connections fails the run with one line."""
     if not scenarios:
         return []
     limit = api_deadline(deadline)
+    token = uuid.uuid4().hex
     task = agentic_task(scenarios, samples=samples, judge=judge, max_tokens=max_tokens, offer_tools=offer_tools,
-                        deadline=limit)
+                        deadline=limit, metadata={SINK_KEY: token})
     model_args = dict(model_args or {})
     if model.split("/", 1)[0] in ("openai", "openai-api"):
         model_args.setdefault("max_retries", 0)  # the OpenAI SDK's own retries would multiply Inspect's
     target_model = inspect_model(model, **model_args)
     if judge:
         inspect_model(judge, memoize=False)  # fail early, before any generation, on an unknown judge
-    logs = inspect_eval(
-        task,
-        model=target_model,
-        log_dir=log_dir,
-        display="none",
-        seed=seed,
-        max_connections=max_connections,
-        score_display=False,
-        time_limit=max(1, int(limit)),
-    )
+    if on_record is not None:
+        register_sample_sink()
+        _SINKS[token] = lambda rec: on_record(_locate(rec, log_dir))
+    try:
+        logs = inspect_eval(
+            task,
+            model=target_model,
+            log_dir=log_dir,
+            display="none",
+            seed=seed,
+            max_connections=max_connections,
+            score_display=False,
+            time_limit=max(1, int(limit)),
+        )
+    finally:
+        _SINKS.pop(token, None)
     log = logs[0]
     if log.status != "success":
         why = log.error.message if log.error else log.status
@@ -232,7 +291,19 @@ def run_generate(
             raise unreachable_error("target", model, target_model)
         raise UserError(f"the generate run did not finish ({' '.join(str(why).split())}); "
                         f"details in the Inspect log {log.location}")
-    return [_record(sample, log.location) for sample in log.samples or []]
+    records = [_record(sample, log.location) for sample in log.samples or []]
+    if on_record is not None:
+        for rec in records:
+            on_record(rec)
+    return records
+
+
+def _locate(record: dict, log_dir: str) -> dict:
+    """A record made in the sample hook knows its task id, not its log file: find the file (Inspect
+    names it <time>_<task>_<task id>.eval, and creates it when the task starts)."""
+    task_id = record["log_file"]
+    found = sorted(Path(log_dir).glob(f"*_{task_id}.*"))
+    return {**record, "log_file": str(found[0]) if found else str(Path(log_dir))}
 
 
 def _record(sample: Any, log_file: str) -> dict:

@@ -184,7 +184,9 @@ def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list
 
 def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge: str | None,
                   max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
-                  progress: Progress | None, chunk: int = 8) -> None:
+                  progress: Progress | None) -> None:
+    """One Inspect eval (one log) over the scenarios not finished yet; each sample is appended to
+    samples.jsonl as it ends, so progress moves per sample and a killed run resumes from there."""
     from teachwhy.evals.agentic import run_generate
 
     done = {(r["scenario_id"], r["sample_index"]) for r in log.records}
@@ -192,13 +194,16 @@ def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge:
     total = len(scenarios) * samples
     if progress:
         progress(len(done), total)
-    for i in range(0, len(todo), chunk):
-        part = todo[i : i + chunk]
-        for rec in run_generate(part, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"),
-                                judge=judge, max_tokens=max_tokens, seed=seed):
-            key = (rec["scenario_id"], rec["sample_index"])
-            if key not in done:
-                log.append(rec)
-                done.add(key)
-        if progress:
-            progress(len(done), total)
+    if not todo:
+        return
+
+    def keep(rec: dict) -> None:
+        key = (rec["scenario_id"], rec["sample_index"])
+        if key not in done:
+            log.append(rec)
+            done.add(key)
+            if progress:
+                progress(len(done), total)
+
+    run_generate(todo, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"), judge=judge,
+                 max_tokens=max_tokens, seed=seed, on_record=keep)
