@@ -56,7 +56,7 @@ INSPECT_PROVIDERS = {
     "sglang", "hf", "transformer_lens", "openai-api", "mockllm", "none", "deepseek", "teachwhy",
 }
 
-_COMPLETE = ".teachwhy-complete.json"
+COMPLETE_RECORD = ".teachwhy-complete.json"
 ADAPTER_META = "teachwhy.json"  # written beside adapter_config.json by `teachwhy train`
 
 
@@ -115,7 +115,7 @@ def _check_cache(name: str, d: Path, verify: bool = False) -> str:
 
     Returns "ok", "verified", or "recorded" for a cache prepared before content hashes were kept: its
     hashes are computed now and written into the record, so later runs check against them."""
-    record = json.loads((d / _COMPLETE).read_text())
+    record = json.loads((d / COMPLETE_RECORD).read_text())
     fix = f"run `teachwhy models prepare {name} --force` to rebuild it"
     for fname, size in record.get("files", {}).items():
         f = d / fname
@@ -130,7 +130,7 @@ def _check_cache(name: str, d: Path, verify: bool = False) -> str:
         try:
             from teachwhy.store import atomic_write_json
 
-            atomic_write_json(d / _COMPLETE, record)
+            atomic_write_json(d / COMPLETE_RECORD, record)
         except OSError:
             pass  # a read-only cache: checked by size only, hashed again next process
         _VERIFIED.add(key)
@@ -145,6 +145,25 @@ def _check_cache(name: str, d: Path, verify: bool = False) -> str:
     return "verified"
 
 
+def training_chat_template() -> str:
+    from teachwhy.data.tokens import training_chat_template as template
+
+    return template()
+
+
+def _text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ships_training_template(d: Path) -> bool:
+    """Whether a prepared cache ships the current training chat template (its record says so)."""
+    try:
+        record = json.loads((d / COMPLETE_RECORD).read_text())
+    except (OSError, json.JSONDecodeError):
+        return True  # unreadable: the corruption check reports it
+    return isinstance(record, dict) and record.get("chat_template_sha256") == _text_sha256(training_chat_template())
+
+
 def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: bool = False) -> Path:
     """Return the cached HF directory for an embedded model, building it from the GGUF if needed.
 
@@ -156,8 +175,10 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: boo
         raise UserError(f"unknown embedded model '{name}': choose one of {', '.join(EMBEDDED)}")
     em = EMBEDDED[name]
     d = embedded_cache_dir(name)
+    if d.exists() and not force and (d / COMPLETE_RECORD).is_file() and not ships_training_template(d):
+        force = True  # prepared before it shipped today's training chat template: build it again
     if d.exists() and not force:
-        if (d / _COMPLETE).is_file():
+        if (d / COMPLETE_RECORD).is_file():
             try:
                 _check_cache(name, d, verify=verify)
             except (json.JSONDecodeError, AttributeError, OSError):
@@ -174,6 +195,7 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: boo
 
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
         try:
             tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
             model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -185,11 +207,16 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: boo
             del model.config.quantization_config
         model.config.name_or_path = name
         model.save_pretrained(tmp)
+        # the chat template teachwhy trains with (the model's own ChatML, plus tool schemas and
+        # {% generation %} markers), so plain TRL (assistant_only_loss=True), PEFT, Inspect's hf/
+        # provider and vLLM render conversations exactly as `teachwhy train` and `teachwhy eval` do
+        tok.chat_template = training_chat_template()
         tok.save_pretrained(tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
         record = {"name": name, "source": str(gguf), "source_bytes": gguf.stat().st_size,
-                  "files": files, "sha256": {f: _sha256(tmp / f) for f in files}}
-        (tmp / _COMPLETE).write_text(json.dumps(record, indent=2))
+                  "files": files, "sha256": {f: _sha256(tmp / f) for f in files},
+                  "chat_template_sha256": _text_sha256(training_chat_template())}
+        (tmp / COMPLETE_RECORD).write_text(json.dumps(record, indent=2))
         if d.exists():
             shutil.rmtree(d)
         os.replace(tmp, d)
@@ -222,6 +249,12 @@ def resolve(spec: str) -> ModelRef:
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{p / 'adapter_config.json'}: no readable 'base_model_name_or_path'; "
                                 "it must name the base model (smollm2-135m or a directory)") from None
+            # adapters trained by teachwhy name the base's directory for PEFT, transformers, Inspect
+            # and vLLM, and its teachwhy spec in teachwhy.json: an embedded base is found by name
+            # wherever this machine keeps its cache
+            meta_base = _adapter_meta(p).get("base")
+            if isinstance(meta_base, str) and meta_base in EMBEDDED:
+                base_spec = meta_base
             base = resolve(str(base_spec))
             if not base.is_local:
                 raise UserError(f"adapter {p}: base model '{base_spec}' is not a local model")
@@ -264,6 +297,14 @@ def base_config_hash(model_dir: Path) -> str:
             "intermediate_size", "vocab_size")
     blob = json.dumps({k: cfg.get(k) for k in keys}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _adapter_meta(adapter_dir: Path) -> dict:
+    try:
+        meta = json.loads((Path(adapter_dir) / ADAPTER_META).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def check_adapter_base(adapter_dir: Path, base: ModelRef) -> None:
@@ -398,7 +439,7 @@ def list_models() -> list[dict[str, Any]]:
             "kind": "embedded",
             "description": em.description,
             "package": em.pip_name + ("" if installed else " (not installed)"),
-            "prepared": (d / _COMPLETE).is_file(),
+            "prepared": (d / COMPLETE_RECORD).is_file(),
             "path": str(d),
         })
     return rows

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from teachwhy import models
+from teachwhy.data.tokens import training_chat_template
 from teachwhy.errors import UserError
 from teachwhy.store import (Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl,
                             run_dir_lock)
@@ -179,12 +180,20 @@ def _load_base(base_dir: Path, spec: SFTSpec, dtype: str):
 
 
 def write_adapter_meta(adapter_dir: Path, base: models.ModelRef, base_dir: Path, extra: dict) -> None:
-    """Point adapter_config.json at the base by its spec (portable for embedded models) and record
-    the base's architecture hash, so loading on another base fails with a clear line."""
+    """Point adapter_config.json at the base's directory, so PEFT, transformers, Inspect's hf/
+    provider and vLLM load the adapter without teachwhy and without the Hub; save the tokenizer
+    (with the training chat template) beside it; record the base's teachwhy spec and architecture
+    hash in teachwhy.json, so teachwhy finds an embedded base by name on any machine and refuses
+    another base with a clear line."""
     cfg_path = adapter_dir / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = base.spec if base.kind == "embedded" else str(base_dir)
+    cfg["base_model_name_or_path"] = str(Path(base_dir).resolve())
     atomic_write_json(cfg_path, cfg)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)  # a fresh copy: the loaded one is shared
+    tok.chat_template = training_chat_template()
+    tok.save_pretrained(adapter_dir)
     atomic_write_json(adapter_dir / ADAPTER_META, {
         "base": base.spec, "base_kind": base.kind, "base_config_hash": models.base_config_hash(base_dir), **extra})
 
@@ -194,7 +203,7 @@ def training_args_common(spec: Any, dtype: str) -> dict[str, Any]:
 
     scale = spec.scale
     args: dict[str, Any] = dict(
-        report_to=[], seed=spec.seed, data_seed=spec.seed, logging_steps=spec.logging_steps,
+        report_to=spec.report_to, seed=spec.seed, data_seed=spec.seed, logging_steps=spec.logging_steps,
         save_strategy="steps", save_steps=spec.save_steps, save_total_limit=1,
         bf16=dtype == "bfloat16", use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
         disable_tqdm=True, remove_unused_columns=True,
