@@ -124,7 +124,7 @@ def test_teacher_deadline(tmp_path, monkeypatch, silent_server):
 
 
 def test_api_deadline_setting(monkeypatch):
-    from teachwhy.teachers.llm import DEFAULT_API_DEADLINE, api_deadline
+    from teachwhy.llm_client import DEFAULT_API_DEADLINE, api_deadline
 
     monkeypatch.delenv("TEACHWHY_API_DEADLINE", raising=False)
     assert api_deadline() == DEFAULT_API_DEADLINE == 600

@@ -4,11 +4,14 @@ keeping each item's line number so errors can point at it."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from teachwhy.errors import UserError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 Items = list[tuple[Any, "int | None"]]  # (raw item, its line number in the file when known)
 
@@ -80,6 +83,25 @@ def where(name: str, number: int, raw: Any, line: int | None, jsonl: bool, noun:
         return f"{name}: line {line} ({noun} {number}{', ' + ident if ident else ''})"
     extra = ", ".join(x for x in (ident, f"line {line}" if line else "") if x)
     return f"{name}: {noun} {number}" + (f" ({extra})" if extra else "")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The first validation problem as "field 'a.0.b': what is wrong and how to fix it"."""
+    errors = exc.errors()
+    err = errors[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    kind, msg = err["type"], err["msg"]
+    if kind == "missing":
+        what = "is missing; add it"
+    elif kind == "extra_forbidden":
+        what = "is not a known field; remove it or fix its spelling"
+    else:
+        what = msg.removeprefix("Value error, ").replace("Input should be", "must be")
+        if kind in ("literal_error", "string_pattern_mismatch", "string_type", "int_type", "bool_type"):
+            shown = repr(err.get("input"))
+            what += f", not {shown if len(shown) <= 40 else shown[:37] + '...'}"
+    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
+    return (f"field '{loc}': " if loc else "") + what + more
 
 
 def validate_items(records: Items, cls: Any, name: str, jsonl: bool, noun: str, see: str,

@@ -30,7 +30,7 @@ from teachwhy.evals.graders import GradingContext, grade_text
 from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
 from teachwhy.evals.judge import judge_reply, reply_for_judge
 from teachwhy.scenarios.schema import Scenario
-from teachwhy.teachers.llm import api_deadline, unreachable_error
+from teachwhy.llm_client import api_deadline, unreachable_error
 
 TASK_NAME = "teachwhy_agentic"
 TARGET_MAX_RETRIES = 3  # Inspect's retries per target call (its default: retry for up to 30 min)

@@ -150,7 +150,7 @@ def expand_one(
 
     inbox, ctx["now"] = _inbox(common, fam, ctx, rng, day["iso"])
     tool_defs = [common["tools"][t] for t in fam["tools"]]
-    ctx["tools_text"] = "\n".join(_tool_line(t) for t in tool_defs)
+    ctx["tools_text"] = "\n".join(tool_line(t) for t in tool_defs)
     ctx["role"] = render(fam["role"], ctx)
 
     set_index = variant % len(fam["candidate_sets"])
@@ -238,7 +238,8 @@ def _address(to: str, ctx: dict) -> str:
     return ctx[to]["email"]
 
 
-def _tool_line(tool: dict) -> str:
+def tool_line(tool: dict) -> str:
+    """A scenario tool as one line of a prompt: `- name(arg, other (optional)): description`."""
     params = tool["parameters"]
     required = set(params.get("required", []))
     args = ", ".join(p if p in required else f"{p} (optional)" for p in params["properties"])

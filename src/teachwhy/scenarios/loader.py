@@ -12,10 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, validate_items, where
+from teachwhy.itemfiles import describe_validation_error, read_jsonl_items, read_yaml_items, validate_items
 from teachwhy.scenarios.expand import SPLITS, expand_split
 from teachwhy.scenarios.schema import FAMILIES, Scenario
 
@@ -66,7 +64,7 @@ def load_scenario_file(path: str | os.PathLike[str]) -> list[Scenario]:
         raise UserError(f"{name}: holds no scenarios; add at least one ({SEE_DOCS})")
 
     checked = validate_items(records, Scenario, name, suffix in (".jsonl", ".ndjson"), "scenario", SEE_DOCS,
-                             _describe)
+                             describe_validation_error)
     return [scenario for scenario, _ in checked]
 
 
@@ -76,29 +74,6 @@ def _read_yaml(name: str, text: str) -> list[tuple[Any, int | None]]:
 
 def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
     return read_jsonl_items(name, text, noun="scenario")
-
-
-def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:
-    return where(name, number, raw, line, jsonl, noun="scenario")
-
-
-def _describe(exc: ValidationError) -> str:
-    """The first validation problem as "field 'a.0.b': what is wrong and how to fix it"."""
-    errors = exc.errors()
-    err = errors[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    kind, msg = err["type"], err["msg"]
-    if kind == "missing":
-        what = "is missing; add it"
-    elif kind == "extra_forbidden":
-        what = "is not a known field; remove it or fix its spelling"
-    else:
-        what = msg.removeprefix("Value error, ").replace("Input should be", "must be")
-        if kind in ("literal_error", "string_pattern_mismatch", "string_type", "int_type", "bool_type"):
-            shown = repr(err.get("input"))
-            what += f", not {shown if len(shown) <= 40 else shown[:37] + '...'}"
-    more = f" (and {len(errors) - 1} more problem{'s' * (len(errors) > 2)})" if len(errors) > 1 else ""
-    return (f"field '{loc}': " if loc else "") + what + more
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,34 +1,41 @@
 """The LLM teacher: any model through Inspect AI's model API writes the why-data.
 
 For each Job a prompt is rendered from `prompts/<kind>.txt` (jinja2, rendered with the job's fields)
-and sent to the model with a concurrency limit. Failures that are worth another try (HTTP 429, 5xx,
-timeouts, dropped connections) are retried here with exponential backoff and jitter; Inspect's own
-retry loop and the provider SDK's are switched off where we can, so that a rate limit never
-silently waits for minutes. Every completion is stored in a content-addressed SQLite cache as soon
-as it arrives (one commit per row), so a re-run makes no model calls and a killed run resumes where
-it stopped. A filter then drops unusable generations with a counted reason, and the content is
-built per kind:
+and sent to the model through teachwhy's one LLM-call path (`teachwhy.llm_client.LLMClient`:
+Inspect's retries with a short backoff for 429s, 5xx and timeouts, a refused connection failing fast
+with one line, the API deadline for the whole command, a concurrency limit). A filter then drops
+unusable generations with a counted reason, and the content is built per kind:
 
 - demonstration: job messages + the action (no model call);
 - reasoning: job messages + assistant(deliberation + "\\n\\n" + action), the action verbatim;
 - advice: [user dilemma, assistant advice], parsed from a delimited reply;
 - documents, fiction: {"text": ...}.
+
+Every completion is stored in `CompletionCache` (one SQLite file, one commit per row) as soon as it
+arrives, so a re-run makes no model calls and a killed run resumes where it stopped. This store is
+the teacher's own rather than Inspect's cache (`CachePolicy`), which cannot do this job:
+
+- resume needs a key per job: the same prompt asked twice in one build is two samples (the key holds
+  the sample number), and `LLMTeacher.keys` names the row each job's completion is stored in (the
+  resume tests check exactly one per job); Inspect keys by model, base URL, messages, config and eval
+  epoch, and does not expose its key;
+- it must survive as long as the build's output needs it: it lives under $TEACHWHY_HOME next to the
+  build, with no expiry, while Inspect's cache is one directory shared by every Inspect run on the
+  machine, expires entries (a week by default) and is emptied by `inspect cache clear/prune`;
+- each row must be durable when the call returns (a kill loses at most the request in flight);
+  Inspect writes each entry with a plain, unsynced file write.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
-import random
 import re
 import sqlite3
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -36,6 +43,7 @@ import jinja2
 
 from teachwhy.data.records import Content, Job
 from teachwhy.errors import UserError
+from teachwhy.llm_client import CallStats, Completion, Failure, LLMClient, api_deadline, run_sync
 from teachwhy.teachers.base import Realised
 
 PROMPTS_DIR = Path(__file__).parent / "prompts"
@@ -58,12 +66,6 @@ REFUSAL = re.compile(
 )
 TOOL_CALL = re.compile(r"<tool_call>|<function_call>|\"(?:name|function)\"\s*:\s*\"[^\"]+\"\s*,\s*\"(?:arguments|parameters)\"",
                        re.IGNORECASE)
-INSPECT_POOL = 1024
-# every API path (teacher, judges, generate-mode target) has an overall deadline, in seconds
-API_DEADLINE_ENV = "TEACHWHY_API_DEADLINE"
-DEFAULT_API_DEADLINE = 600.0
-# a refused connection is not a rate limit: this many attempts in all, then one clear error
-UNREACHABLE_ATTEMPTS = 3
 CACHE_SCHEMA = """CREATE TABLE IF NOT EXISTS completions (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT NOT NULL, stop_reason TEXT,
     created REAL NOT NULL)"""
@@ -268,20 +270,14 @@ def build_content(job: Job, text: str | None, stop_reason: str | None = None) ->
 
 
 @dataclass
-class TeacherStats:
-    calls: int = 0  # HTTP/model attempts, retries included
+class TeacherStats(CallStats):
+    """The client's counts (calls: attempts sent, retries included; retries by cause; failures: jobs
+    given up on after retries) and the teacher's own."""
+
     cache_hits: int = 0
     completions: int = 0  # fresh completions stored in the cache
-    retries: int = 0
-    retries_by_cause: Counter = field(default_factory=Counter)
-    failures: int = 0  # jobs given up on after retries
     produced: int = 0
     dropped: Counter = field(default_factory=Counter)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "cache_hits": self.cache_hits, "completions": self.completions,
-                "retries": self.retries, "retries_by_cause": dict(self.retries_by_cause),
-                "failures": self.failures, "produced": self.produced, "dropped": dict(self.dropped)}
 
 
 @dataclass
@@ -289,10 +285,6 @@ class _Request:
     job: Job
     prompt: str
     key: str
-
-
-# providers whose SDK client (openai.AsyncOpenAI) takes max_retries/timeout through model_args
-_OPENAI_SDK_PROVIDERS = ("openai", "openai-api")
 
 
 class LLMTeacher:
@@ -314,30 +306,22 @@ class LLMTeacher:
         chunk_size: int = 256,
         deadline: float | None = None,
     ):
-        if concurrency < 1:
-            raise UserError(f"teacher concurrency must be at least 1 (got {concurrency})")
+        self.stats = TeacherStats()
+        # `timeout`: seconds per attempt; `deadline`: for the whole command (all realise() calls)
+        self.client = LLMClient(model, "teacher", temperature=temperature, max_tokens=max_tokens,
+                                max_retries=max_retries, attempt_timeout=timeout, backoff=backoff,
+                                concurrency=concurrency, model_args=model_args, seed=seed, stats=self.stats)
         self.model = model
         self.id = f"llm:{model}"
         self.cache = CompletionCache(cache_path)
         self.concurrency = concurrency
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.timeout = timeout
         self.temperature = temperature
         self.max_tokens = max_tokens
         self.context = context  # a system prompt the model sees; never part of the stored content
         self.prompts = Prompts(Path(prompts_dir) if prompts_dir else PROMPTS_DIR)
         self.chunk_size = chunk_size
-        self.stats = TeacherStats()
-        self.deadline = api_deadline(deadline)  # for the whole command (all realise() calls)
+        self.deadline = api_deadline(deadline)
         self._started: float | None = None
-        self._rng = random.Random(seed)
-        provider = model.split("/", 1)[0]
-        self.model_args = dict(model_args or {})
-        if provider in _OPENAI_SDK_PROVIDERS:
-            # the OpenAI SDK retries twice by itself (honouring Retry-After up to a minute): off, ours rule
-            self.model_args.setdefault("max_retries", 0)
-            self.model_args.setdefault("client_timeout", float(timeout))
 
     # -- keys ----------------------------------------------------------------------------------
 
@@ -405,7 +389,7 @@ class LLMTeacher:
         if missing:
             if self._started is None:
                 self._started = time.monotonic()
-            texts.update(_run_sync(lambda: self._generate_all(missing)))
+            texts.update(run_sync(lambda: self._generate_all(missing)))
         out: list[Realised] = []
         for it in items:
             if isinstance(it, Realised):
@@ -425,238 +409,23 @@ class LLMTeacher:
         return out
 
     async def _generate_all(self, requests: list[_Request]) -> dict[str, tuple[str, str | None] | str]:
-        config = generate_config(self.temperature, self.max_tokens, self.timeout)
-        model = inspect_model(self.model, config, self.model_args, role="teacher")
-        semaphore = asyncio.Semaphore(self.concurrency)
-        left = self.deadline - (time.monotonic() - (self._started or time.monotonic()))
-        try:
-            results = await asyncio.wait_for(
-                asyncio.gather(*(self._one(model, config, semaphore, r) for r in requests)), max(0.01, left))
-        except asyncio.TimeoutError:
-            raise UserError(f"teacher model '{self.model}'{_at(model)} did not finish within the API "
-                            f"deadline of {self.deadline:g} s; check that the endpoint is up and not "
-                            f"overloaded, or raise {API_DEADLINE_ENV}") from None
-        finally:
-            await close_model(model)
-        return {r.key: res for r, res in zip(requests, results)}
-
-    async def _one(self, model: Any, config: Any, semaphore: asyncio.Semaphore,
-                   req: _Request) -> tuple[str, str | None] | str:
         from inspect_ai.model import ChatMessageSystem, ChatMessageUser
 
-        messages = ([ChatMessageSystem(content=self.context)] if self.context else []) + [
-            ChatMessageUser(content=req.prompt)]
-        async with semaphore:
-            for attempt in range(self.max_retries + 1):
-                self.stats.calls += 1
-                try:
-                    output = await asyncio.wait_for(model.generate(messages, config=config), self.timeout)
-                except Exception as exc:  # noqa: BLE001 (classified below)
-                    cause, retry_after = classify_error(model, exc)
-                    detail = _short(exc)
-                    if cause is None:
-                        raise UserError(f"teacher model '{self.model}' failed: {detail}") from None
-                    if cause == "unreachable" and attempt + 1 >= min(UNREACHABLE_ATTEMPTS, self.max_retries + 1):
-                        raise unreachable_error("teacher", self.model, model, exc)
-                    if attempt >= self.max_retries:
-                        self.stats.failures += 1
-                        return f"model error after {self.max_retries} retries ({cause})"
-                    self.stats.retries += 1
-                    self.stats.retries_by_cause[cause] += 1
-                    await asyncio.sleep(self._delay(attempt, retry_after))
-                    continue
-                text = output.completion or ""
-                stop = getattr(output.stop_reason, "value", output.stop_reason)
-                stop = str(stop) if stop is not None else None
-                self.cache.put(req.key, self.model, text, stop)
-                self.stats.completions += 1
-                return text, stop
-        raise AssertionError("unreachable")
+        system = [ChatMessageSystem(content=self.context)] if self.context else []
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        base, cap = self.backoff
-        delay = min(cap, base * (2 ** attempt))
-        delay = delay / 2 + self._rng.uniform(0, delay / 2)  # jitter in [d/2, d]
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, cap))
-        return delay
+        def stored(i: int, result: Completion | Failure) -> None:
+            if isinstance(result, Failure):
+                if not result.retryable:  # a bad request, key or model id: every job would fail alike
+                    raise UserError(f"teacher model '{self.model}' failed: {result.detail}")
+                return
+            self.cache.put(requests[i].key, self.model, result.text, result.stop_reason)
+            self.stats.completions += 1
+
+        results = await self.client.complete_all(
+            [[*system, ChatMessageUser(content=r.prompt)] for r in requests], deadline=self.deadline,
+            started=self._started, what="did not finish", on_result=stored)
+        return {r.key: (f"model error after {res.retries} retries ({res.cause})" if isinstance(res, Failure)
+                        else (res.text, res.stop_reason)) for r, res in zip(requests, results)}
 
     def close(self) -> None:
         self.cache.close()
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def generate_config(temperature: float, max_tokens: int, timeout: float) -> Any:
-    """Inspect settings for our own retry loop and concurrency limit."""
-    from inspect_ai.model import GenerateConfig
-
-    return GenerateConfig(
-        temperature=temperature,
-        max_tokens=max_tokens,
-        max_retries=0,  # Inspect's loop waits 3 s, 6 s, ... up to 30 min: ours instead
-        timeout=max(1, int(timeout)),
-        # Inspect keeps one connection pool per model for the whole process, sized by whoever
-        # asked first: a fixed, generous size so that it never binds; our semaphore is the limit
-        max_connections=INSPECT_POOL,
-    )
-
-
-def inspect_model(model_id: str, config: Any, model_args: dict[str, Any], role: str) -> Any:
-    """A fresh Inspect model (a memoized one may hold a client bound to a closed event loop), or a
-    one-line UserError naming the `role` ("teacher", "judge") it was meant for."""
-    from inspect_ai._util.error import PrerequisiteError
-    from inspect_ai.model import get_model
-
-    if model_id.startswith("teachwhy/"):
-        import teachwhy.inspect_local  # noqa: F401  (registers the provider)
-    try:
-        return get_model(model_id, config=config, memoize=False, **model_args)
-    except (ValueError, PrerequisiteError, ImportError, TypeError) as exc:
-        detail = " ".join(str(exc).split())
-        raise UserError(f"{role} model '{model_id}' cannot be used: {detail} (use an Inspect id "
-                        "such as openai/gpt-4o-mini or openai-api/<service>/<model>)") from None
-
-
-async def close_model(model: Any) -> None:
-    close = getattr(getattr(model, "api", None), "aclose", None)
-    if close is not None:
-        try:
-            await close()
-        except Exception:  # closing is best effort
-            pass
-
-
-def _short(exc: BaseException) -> str:
-    exc = _unwrap(exc)
-    # Inspect's ModelGenerateError carries the whole request in str(); its provider_message is the point
-    text = " ".join(str(getattr(exc, "provider_message", None) or exc).split())
-    return f"{type(exc).__name__}: {text[:300]}"
-
-
-def _unwrap(exc: BaseException) -> BaseException:
-    try:
-        from tenacity import RetryError
-    except ImportError:  # pragma: no cover
-        return exc
-    while isinstance(exc, RetryError) and exc.last_attempt.failed:
-        inner = exc.last_attempt.exception()
-        if inner is None:
-            break
-        exc = inner
-    return exc
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    value = headers.get("retry-after") if headers is not None else None
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def api_deadline(value: float | None = None) -> float:
-    """The overall deadline (seconds) of an API path: `value`, else $TEACHWHY_API_DEADLINE, else 600."""
-    if value is None:
-        raw = os.environ.get(API_DEADLINE_ENV, "").strip()
-        if not raw:
-            return DEFAULT_API_DEADLINE
-        try:
-            value = float(raw)
-        except ValueError:
-            raise UserError(f"{API_DEADLINE_ENV}={raw!r} is not a number of seconds (e.g. 600)") from None
-    if value <= 0:
-        raise UserError(f"the API deadline must be a positive number of seconds (got {value:g}; "
-                        f"set {API_DEADLINE_ENV}, default {DEFAULT_API_DEADLINE:g})")
-    return float(value)
-
-
-def is_unreachable(exc: BaseException) -> bool:
-    """True when `exc` is (or was caused by) a refused or failed connection: nobody is listening."""
-    seen: set[int] = set()
-    cur: BaseException | None = _unwrap(exc)
-    while cur is not None and id(cur) not in seen:
-        seen.add(id(cur))
-        if isinstance(cur, ConnectionRefusedError) or type(cur).__name__ in ("ConnectError", "ConnectionRefusedError"):
-            return True
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-def base_url_of(model: Any) -> str | None:
-    url = getattr(getattr(model, "api", None), "base_url", None)
-    return str(url) if url else None
-
-
-def _at(model: Any) -> str:
-    url = base_url_of(model)
-    return f" at {url}" if url else ""
-
-
-def unreachable_error(role: str, model_id: str, model: Any, exc: BaseException | None = None) -> UserError:
-    """The one-line error for an endpoint that refuses connections."""
-    url = base_url_of(model) or "its base URL"
-    return UserError(f"{role} model '{model_id}': cannot connect to {url} (connection refused, "
-                     "retried briefly); check that the server is running and that the "
-                     "base URL (e.g. OPENAI_BASE_URL or <SERVICE>_BASE_URL) and port are right")
-
-
-def classify_error(model: Any, exc: BaseException) -> tuple[str | None, float | None]:
-    """('rate_limit' | 'server_error' | 'timeout' | 'transient' | 'unreachable', retry_after seconds)
-    for an error worth another try; (None, None) for one that is not (bad request, auth, unknown model).
-    'unreachable' (connection refused) is worth only a few quick tries (UNREACHABLE_ATTEMPTS)."""
-    if is_unreachable(exc):
-        return "unreachable", None
-    exc = _unwrap(exc)
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)) or "timeout" in type(exc).__name__.lower():
-        return "timeout", None
-    status = getattr(exc, "status_code", None) or getattr(exc, "status", None)
-    if not isinstance(status, int):
-        status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(status, int):
-        if status == 429:
-            return "rate_limit", _retry_after(exc)
-        if status >= 500:
-            return "server_error", _retry_after(exc)
-        if status in (408, 409):
-            return "transient", _retry_after(exc)
-        return None, None
-    try:  # the provider knows its own transient errors (dropped connections, overloads, ...)
-        decision = model.api.should_retry(exc)
-    except Exception:  # noqa: BLE001
-        decision = False
-    if decision:
-        kind = getattr(decision, "kind", "transient")
-        return ("rate_limit" if kind == "rate_limit" else "transient"), getattr(decision, "retry_after", None)
-    return None, None
-
-
-def _run_sync(make_coro: Any) -> Any:
-    """Run a coroutine to completion from sync code, also when called inside a running loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make_coro())
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(make_coro())
-        except BaseException as exc:  # noqa: BLE001
-            result["error"] = exc
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]

@@ -27,8 +27,7 @@ from pydantic import (
 
 from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import read_jsonl_items, read_yaml_items, validate_items, where
-from teachwhy.scenarios.loader import _describe
+from teachwhy.itemfiles import describe_validation_error, read_jsonl_items, read_yaml_items, validate_items
 
 KINDS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
 BUILTIN = "harmlessness.yaml"
@@ -124,7 +123,7 @@ def load_env_prompts(path: str | os.PathLike[str] | None = None,
     constitution = constitution or load_constitution()
     known = constitution.by_id
     prompts: list[EnvPrompt] = []
-    for item, at in validate_items(records, EnvPrompt, name, jsonl, "prompt", SEE, _describe):
+    for item, at in validate_items(records, EnvPrompt, name, jsonl, "prompt", SEE, describe_validation_error):
         unknown = [pid for pid in item.principles if pid not in known]
         if unknown:
             raise UserError(f"{at}: field 'principles': unknown principle id '{unknown[0]}'; use ids from "
@@ -139,10 +138,6 @@ def _read_yaml(name: str, text: str) -> list[tuple[Any, int | None]]:
 
 def _read_jsonl(name: str, text: str) -> list[tuple[Any, int | None]]:
     return read_jsonl_items(name, text, noun="prompt")
-
-
-def _where(name: str, number: int, raw: Any, line: int | None, jsonl: bool) -> str:
-    return where(name, number, raw, line, jsonl, noun="prompt")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +172,7 @@ def augment_rows(rows: Iterable[dict[str, Any]], seed: int) -> list[dict[str, An
       and ignores a per-row `tools` column.
     """
     from teachwhy.data.plans import plan
-    from teachwhy.scenarios.expand import _tool_line
+    from teachwhy.scenarios.expand import tool_line
     from teachwhy.teachers.builtin import BuiltinTeacher
 
     rows = list(rows)
@@ -191,18 +186,9 @@ def augment_rows(rows: Iterable[dict[str, Any]], seed: int) -> list[dict[str, An
         tools = content.get("tools") or []
         own = [m for m in row["prompt"] if m.get("role") == "system"]
         system = own[0]["content"] if own else next(m["content"] for m in varied if m["role"] == "system")
-        listing = "\n".join(_tool_line(t) for t in tools)
+        listing = "\n".join(tool_line(t) for t in tools)
         if listing:
             system = f"{system}\n\nTools available (call one only if the request needs it):\n{listing}"
         rest = [dict(m) for m in row["prompt"] if m.get("role") != "system"]
         out.append({**row, "prompt": [{"role": "system", "content": system}, *rest]})
     return out
-
-
-def kinds_count(prompts: Iterable[EnvPrompt]) -> dict[str, int]:
-    """How many prompts of each kind (for logs and run cards)."""
-    counts = dict.fromkeys(KINDS, 0)
-    for p in prompts:
-        counts[p.kind] += 1
-    return counts
-

@@ -28,7 +28,6 @@ prompt in prompts/reward_judge.txt, mapped to [-1, 1].
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -37,12 +36,15 @@ from functools import lru_cache, partial
 from importlib import resources
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from teachwhy.constitution.loader import Constitution, Principle, load_constitution
 from teachwhy.errors import UserError
+
+if TYPE_CHECKING:
+    from inspect_ai.model import CachePolicy
 
 HARMFUL_KINDS = ("harmful", "jailbreak")
 CUE_LISTS = ("refusal", "compliance", "reason", "alternative", "moralising")
@@ -345,7 +347,7 @@ def rubric_reward_funcs(constitution: Constitution | None = None,
 # the LLM judge
 
 _SCORE = re.compile(r"^[\s>*_#`-]*score[\s*_`]*[:=]\s*[*_`\"'\[(]*\s*(\d+(?:\.\d+)?)", re.IGNORECASE | re.MULTILINE)
-_OPENAI_SDK_PROVIDERS = ("openai", "openai-api")
+JUDGE_BACKOFF = (0.25, 4.0)  # (first wait, longest wait) between the judge's retries, in seconds
 
 
 @lru_cache(maxsize=1)
@@ -384,14 +386,13 @@ def _prompt_parts(prompt: Any) -> tuple[str, str]:
     return system, user
 
 
-@dataclass
-class _Failure:
-    detail: str
-    retryable: bool
-
-
 class JudgeReward:
     """A TRL reward function: an Inspect model scores each reply 0-10; the reward is score/5 - 1.
+
+    Requests go through teachwhy's one LLM-call path (teachwhy.llm_client.LLMClient): `retries`
+    short retries for 429s, 5xx and timeouts, a refused connection failing fast with one line, each
+    batch within the API deadline (`deadline`, else $TEACHWHY_API_DEADLINE, else 600 s), `timeout`
+    seconds per attempt, and Inspect's cache when `cache` is True or a CachePolicy.
 
     Counters (cumulative): calls (judge requests sent, retries included), scored, unparsed (answers
     with no valid `SCORE: n` line, rewarded 0.0), failed (requests that errored after the retries,
@@ -401,26 +402,27 @@ class JudgeReward:
 
     def __init__(self, model_id: str, *, max_connections: int = 8, timeout: float = 60, retries: int = 2,
                  max_tokens: int = 400, model_args: dict[str, Any] | None = None,
-                 constitution: Constitution | None = None, deadline: float | None = None):
+                 constitution: Constitution | None = None, deadline: float | None = None,
+                 cache: bool | CachePolicy = False):
+        from teachwhy.llm_client import LLMClient
+
         if max_connections < 1:
             raise UserError(f"judge max_connections must be at least 1 (got {max_connections})")
         self.__name__ = "judge_reward"
         self.model_id = model_id
-        self.max_connections = max_connections
-        self.timeout = timeout
-        self.retries = retries
-        self.deadline = deadline  # per call set; None: $TEACHWHY_API_DEADLINE, else 600 s
-        self.max_tokens = max_tokens
+        self.deadline = deadline  # per batch; None: $TEACHWHY_API_DEADLINE, else 600 s
         self.constitution = constitution
-        self.model_args = dict(model_args or {})
-        if model_id.split("/", 1)[0] in _OPENAI_SDK_PROVIDERS:
-            # the OpenAI SDK would retry by itself (up to a minute): off, our short loop rules
-            self.model_args.setdefault("max_retries", 0)
-            self.model_args.setdefault("client_timeout", float(timeout))
-        self.calls = self.scored = self.unparsed = self.failed = 0
+        self.client = LLMClient(model_id, "judge", temperature=0.0, max_tokens=max_tokens, max_retries=retries,
+                                attempt_timeout=timeout, backoff=JUDGE_BACKOFF, concurrency=max_connections,
+                                model_args=model_args, cache=cache)
+        self.scored = self.unparsed = self.failed = 0
+
+    @property
+    def calls(self) -> int:
+        return self.client.stats.calls
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        from teachwhy.teachers.llm import _run_sync
+        from teachwhy.llm_client import Failure, api_deadline, run_sync
 
         n = len(completions)
         kinds = kwargs.get("kind") or ["unknown"] * n
@@ -429,73 +431,38 @@ class JudgeReward:
         for prompt, completion, kind, pids in zip(prompts, completions, kinds, principles):
             system, request = _prompt_parts(prompt)
             texts.append(judge_prompt(request, completion_text(completion), kind, system, pids, self.constitution))
-        answers = _run_sync(lambda: self._ask_all(texts))
-        failures = [a for a in answers if isinstance(a, _Failure)]
+        limit = api_deadline(self.deadline)
+        answers = run_sync(lambda: self.client.complete_all(texts, deadline=limit, what="did not score a batch"))
+        failures = [a for a in answers if isinstance(a, Failure)]
         if failures and len(failures) == n and not any(f.retryable for f in failures):
             raise UserError(f"judge model '{self.model_id}' failed on every reply: {failures[0].detail} (check "
                             "the model id, its API key and base URL)")
         rewards = []
+        unparsed = 0
         for answer in answers:
-            if isinstance(answer, _Failure):
+            if isinstance(answer, Failure):
                 self.failed += 1
                 rewards.append(0.0)
                 continue
-            score = parse_judge_score(answer)
+            score = parse_judge_score(answer.text)
             if score is None:
-                self.unparsed += 1
+                unparsed += 1
                 rewards.append(0.0)
             else:
                 self.scored += 1
                 rewards.append(score / 5.0 - 1.0)
+        self.unparsed += unparsed
         log = kwargs.get("log_metric")
         if callable(log) and n:
-            log("judge/unparsed", sum(1 for a in answers if isinstance(a, str) and parse_judge_score(a) is None) / n)
+            log("judge/unparsed", unparsed / n)
             log("judge/failed", len(failures) / n)
         return rewards
-
-    async def _ask_all(self, texts: list[str]) -> list[str | _Failure]:
-        from teachwhy.teachers.llm import (API_DEADLINE_ENV, _at, api_deadline, close_model, generate_config,
-                                           inspect_model)
-
-        config = generate_config(0.0, self.max_tokens, self.timeout)
-        model = inspect_model(self.model_id, config, self.model_args, role="judge")
-        semaphore = asyncio.Semaphore(self.max_connections)
-        limit = api_deadline(self.deadline)
-        try:  # the whole call set (one batch of replies), retries included, within the API deadline
-            return list(await asyncio.wait_for(
-                asyncio.gather(*(self._one(model, config, semaphore, t) for t in texts)), limit))
-        except asyncio.TimeoutError:
-            raise UserError(f"judge model '{self.model_id}'{_at(model)} did not score a batch within the API "
-                            f"deadline of {limit:g} s; check the endpoint, or raise {API_DEADLINE_ENV}") from None
-        finally:
-            await close_model(model)
-
-    async def _one(self, model: Any, config: Any, semaphore: asyncio.Semaphore, text: str) -> str | _Failure:
-        from inspect_ai.model import ChatMessageUser
-
-        from teachwhy.teachers.llm import UNREACHABLE_ATTEMPTS, _short, classify_error, unreachable_error
-
-        async with semaphore:
-            for attempt in range(self.retries + 1):
-                self.calls += 1
-                try:
-                    output = await asyncio.wait_for(model.generate([ChatMessageUser(content=text)], config=config),
-                                                    self.timeout)
-                    return output.completion or ""
-                except Exception as exc:  # noqa: BLE001 (classified below)
-                    cause, retry_after = classify_error(model, exc)
-                    if cause == "unreachable" and attempt + 1 >= min(UNREACHABLE_ATTEMPTS, self.retries + 1):
-                        raise unreachable_error("judge", self.model_id, model, exc)
-                    if cause is None or attempt >= self.retries:
-                        return _Failure(_short(exc), retryable=cause is not None)
-                    await asyncio.sleep(min(4.0, retry_after if retry_after is not None else 0.25 * 2 ** attempt))
-        raise AssertionError("unreachable")
 
 
 def make_judge_reward(model_id: str, *, max_connections: int = 8, timeout: float = 60, retries: int = 2,
                       max_tokens: int = 400, model_args: dict[str, Any] | None = None,
-                      constitution: Constitution | None = None) -> JudgeReward:
+                      constitution: Constitution | None = None, cache: bool | CachePolicy = False) -> JudgeReward:
     """A TRL reward function asking the Inspect model `model_id` to score each reply 0-10 (see
-    JudgeReward); at most `max_connections` requests in flight, each with `timeout` seconds."""
+    JudgeReward); at most `max_connections` requests in flight, each attempt within `timeout` seconds."""
     return JudgeReward(model_id, max_connections=max_connections, timeout=timeout, retries=retries,
-                       max_tokens=max_tokens, model_args=model_args, constitution=constitution)
+                       max_tokens=max_tokens, model_args=model_args, constitution=constitution, cache=cache)
