@@ -23,7 +23,9 @@ from rich.table import Table
 from teachwhy.data.build import build_dataset
 from teachwhy.evals.compare import compare_runs
 from teachwhy.evals.runner import run_eval
+from teachwhy.store import read_jsonl
 from teachwhy.train import SFTSpec, run_sft
+from teachwhy.train.callbacks import loss_summary
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -52,8 +54,15 @@ def main() -> None:
         res = run_sft(SFTSpec(data=[{"path": str(out / "data" / kind), "tokens": budget}], out=str(out / "runs"),
                               name=kind, seed=a.seed))
         s = res.summary
-        console.print(f"  loss {s['loss']['first']:.3f} -> {s['loss']['last']:.3f}, {s['tokens']} tokens "
-                      f"({s['loss_tokens']} loss-bearing), {s['train_seconds']:.0f} s")
+        loss = loss_summary(read_jsonl(res.run_dir / "train_log.jsonl"))
+        if loss is None:
+            shown = "no loss logged"
+        elif loss["steps"] == 1:
+            shown = f"loss {loss['first']:.3f} (one optimizer step)"
+        else:
+            shown = f"loss {loss['first']:.3f} -> {loss['last']:.3f}"
+        console.print(f"  {shown}, {s['tokens']} tokens ({s['loss_tokens']} loss-bearing), "
+                      f"{s['train_seconds']:.0f} s")
         models[f"SFT on {kind}"] = (str(res.model_path), s)
 
     results = {}

@@ -3,6 +3,7 @@ keeping each item's line number so errors can point at it."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,35 @@ if TYPE_CHECKING:
     from pydantic import ValidationError
 
 Items = list[tuple[Any, "int | None"]]  # (raw item, its line number in the file when known)
+
+
+def read_as(value: Any) -> str | None:
+    """Why a value meant as text is not text, when YAML (or JSON) read it as a number, a date or
+    true/false: "1 was read as a number; put the value in quotes to keep it as text". None otherwise."""
+    if isinstance(value, bool):
+        what = "true/false (unquoted yes, no, on, off, true and false are)"
+    elif isinstance(value, (int, float)):
+        what = "a number"
+    elif isinstance(value, datetime.datetime):
+        what = "a date and time"
+    elif isinstance(value, datetime.date):
+        what = "a date"
+    else:
+        return None
+    shown = str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{shown} was read as {what}; put the value in quotes to keep it as text"
+
+
+def text_expected(exc: Any) -> str | None:
+    """For a pydantic ValidationError whose first problem is a text field holding a value YAML read as
+    a number, date or true/false: "field 'inbox.0.subject': must be text, but 2026-03-10 was read as a
+    date; put the value in quotes to keep it as text". None for any other error."""
+    err = exc.errors()[0]
+    hint = read_as(err.get("input")) if err["type"] == "string_type" else None
+    if hint is None:
+        return None
+    loc = ".".join(str(x) for x in err["loc"])
+    return (f"field '{loc}': " if loc else "") + f"must be text, but {hint}"
 
 
 def kind_of(v: Any) -> str:
@@ -119,7 +149,7 @@ def validate_items(records: Items, cls: Any, name: str, jsonl: bool, noun: str, 
         try:
             item = cls.model_validate(raw)
         except ValidationError as exc:
-            raise UserError(f"{at}: {describe(exc)}; {see}") from None
+            raise UserError(f"{at}: {text_expected(exc) or describe(exc)}; {see}") from None
         if item.id in seen:
             raise UserError(f"{at}: field 'id': '{item.id}' is already used by {noun} {seen[item.id]}; "
                             f"give every {noun} a unique id")

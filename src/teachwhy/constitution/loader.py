@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from teachwhy.errors import UserError
+from teachwhy.itemfiles import read_as
 
 DEFAULT_PATH = Path(__file__).with_name("default.yaml")
 REQUIRED = ("id", "statement", "rationale", "rules_out", "rules_in")
@@ -57,6 +58,22 @@ class Constitution(BaseModel):
     def for_family(self, family: str) -> list[Principle]:
         return [p for p in self.principles if family in p.families]
 
+    def render(self) -> str:
+        """The constitution as the text a model reads (the self teacher's context): its name, then
+        each principle's name, statement, rationale, and what it rules out and rules in."""
+        parts = [f"# Constitution: {self.name}"]
+        for i, p in enumerate(self.principles, 1):
+            parts.append(f"## {i}. {p.name[:1].upper()}{p.name[1:]}\n\n"
+                         f"{p.statement}\n\n"
+                         f"Why: {p.rationale}\n\n"
+                         f"Rules out: {_phrases(p.rules_out)}.\n"
+                         f"Rules in: {_phrases(p.rules_in)}.")
+        return "\n\n".join(parts) + "\n"
+
+
+def _phrases(items: tuple[str, ...]) -> str:
+    return "; ".join(" ".join(x.split()).rstrip(" .;") for x in items)
+
 
 def load_constitution(path: str | os.PathLike[str] | None = None) -> Constitution:
     """The default constitution (path None) or a user's YAML file of the same shape."""
@@ -94,16 +111,23 @@ def _principle(name: str, i: int, item: Any, seen: dict[str, int]) -> Principle:
     for key in REQUIRED:
         if key not in item or item[key] is None:
             raise UserError(f"{where}: missing field '{key}'; {_NEEDS}")
+    if not isinstance(pid, str) and read_as(pid):
+        raise UserError(f"{where}: field 'id' must be snake_case text such as 'honesty', but {read_as(pid)}")
     if not isinstance(pid, str) or not _ID.match(pid):
         raise UserError(f"{where}: field 'id' must be snake_case (letters, digits, underscores), e.g. 'honesty'")
     if pid in seen:
         raise UserError(f"{where}: duplicate id '{pid}' (also principle {seen[pid]}); give every principle a unique id")
     seen[pid] = i
     for key in ("statement", "rationale"):
+        if read_as(item[key]):
+            raise UserError(f"{where}: field '{key}' must be text, but {read_as(item[key])}")
         if not isinstance(item[key], str) or not item[key].strip():
             raise UserError(f"{where}: field '{key}' must be non-empty text")
     for key in ("rules_out", "rules_in"):
         v = item[key]
+        odd = next((j for j, x in enumerate(v) if read_as(x)), None) if isinstance(v, list) else None
+        if odd is not None:
+            raise UserError(f"{where}: field '{key}', item {odd + 1}: must be text, but {read_as(v[odd])}")
         if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
             raise UserError(f"{where}: field '{key}' must be a non-empty list of short phrases")
     fams = item.get("families") or []

@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.errors import UserError
 from teachwhy.teachers.base import Realised, Teacher
 
@@ -19,21 +21,21 @@ __all__ = ["Realised", "Teacher", "get_teacher", "constitution_text"]
 CACHE_FILE = "teacher-cache.sqlite"
 
 
-def constitution_text(constitution: Any) -> str:
-    """The constitution as text: a string, a path to a file, or an object with `.text`/`render()`."""
+def constitution_text(constitution: Constitution | str | os.PathLike[str]) -> str:
+    """The constitution as the text a model reads: a Constitution rendered (`Constitution.render()`),
+    a path loaded as a constitution file and rendered, a string taken as that text already."""
+    if isinstance(constitution, Constitution):
+        return constitution.render()
     if isinstance(constitution, str):
         return constitution
-    if isinstance(constitution, Path):
-        return constitution.read_text()
-    for attr in ("text", "render", "to_text", "to_markdown"):
-        value = getattr(constitution, attr, None)
-        if value is not None:
-            return value() if callable(value) else str(value)
-    return str(constitution)
+    if isinstance(constitution, os.PathLike):
+        return load_constitution(constitution).render()
+    raise TypeError(f"constitution must be a Constitution, a constitution file path or text, "
+                    f"not {type(constitution).__name__}")
 
 
-def get_teacher(spec: str, constitution: Any, target_model: str, cache_dir: Path | str, seed: int = 0,
-                **options: Any) -> Teacher:
+def get_teacher(spec: str, constitution: Constitution | str, target_model: str, cache_dir: Path | str,
+                seed: int = 0, **options: Any) -> Teacher:
     """A Teacher for `spec`; `options` go to the LLM/self teacher (concurrency, timeout, ...)."""
     spec = (spec or "").strip()
     if spec == "builtin":

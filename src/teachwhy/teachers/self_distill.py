@@ -24,7 +24,12 @@ WHY_FIRST = (
 
 
 def context_prompt(constitution_text: str) -> str:
-    return f"{WHY_FIRST}\n\n# Constitution\n\n{constitution_text.strip()}\n"
+    """The why-first instruction, then the constitution (`Constitution.render()` text, which has its own
+    heading, or any text, put under one)."""
+    text = constitution_text.strip()
+    if not text.startswith("# Constitution"):
+        text = f"# Constitution\n\n{text}"
+    return f"{WHY_FIRST}\n\n{text}\n"
 
 
 def inspect_id(spec: str) -> str:

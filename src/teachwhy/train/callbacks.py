@@ -33,6 +33,18 @@ def truncate_log(path: Path, max_step: int) -> None:
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
+def loss_summary(log: list[dict], window: int = 3) -> dict | None:
+    """The loss at the start and at the end of a run, from its train_log.jsonl records: the mean over
+    the first and over the last `window` logged steps (fewer when the run logged fewer than 2 * window;
+    a run with one logged step has first == last). None when no step logged a loss."""
+    losses = [float(r["loss"]) for r in log if isinstance(r.get("loss"), (int, float))]
+    if not losses:
+        return None
+    w = max(1, min(window, len(losses) // 2))
+    first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
+    return {"window": w, "steps": len(losses), "first": first, "last": last, "delta": last - first}
+
+
 class TrainLogCallback(TrainerCallback):
     """Writes every `on_log` event (training only) to train_log.jsonl, with tokens and throughput."""
 
@@ -74,13 +86,13 @@ class TrainLogCallback(TrainerCallback):
 
 
 class ChoiceEvalCallback(TrainerCallback):
-    """Runs the honeypot choice eval on the live model every `every` steps (and at start and end).
+    """Runs the honeypot choice eval on the live model every `every` steps, and at start and end.
 
     The scenarios are a fixed subset (the same ones at every point), so the points form a curve. The
     model is scored in eval mode without gradients and put back into train mode afterwards.
     """
 
-    def __init__(self, scenarios: list, tokenizer: Any, path: Path, every: int, tokens_fn: TokensFn,
+    def __init__(self, scenarios: list, tokenizer: Any, path: Path, every: int | None, tokens_fn: TokensFn,
                  at_start: bool = True, at_end: bool = True, scoring: str = "mean",
                  on_point: Callable[[dict], None] | None = None):
         self.scenarios = scenarios
@@ -137,21 +149,26 @@ class ChoiceEvalCallback(TrainerCallback):
             self.on_point(point)
         return point
 
+    def due(self, moment: str, step: int) -> bool:
+        """Whether an eval point is taken at `moment` ("start", "step" or "end") of step `step`: at the
+        start (of a run that has not stepped yet) with at_start, after every `every`-th step, and at the
+        end with at_end; never twice at one step (a resumed run keeps its points)."""
+        wanted = {"start": self.at_start and step == 0,
+                  "step": bool(self.every) and step % (self.every or 1) == 0,
+                  "end": self.at_end}[moment]
+        return bool(wanted) and step not in self._done_steps()
+
     def on_train_begin(self, args, state, control, model=None, **kw):
-        if self.at_start and state.is_world_process_zero and state.global_step == 0 \
-                and 0 not in self._done_steps():
+        if state.is_world_process_zero and self.due("start", state.global_step):
             self.evaluate(model, 0, state)
 
     def on_step_end(self, args, state, control, model=None, **kw):
-        step = state.global_step
-        if self.every and step % self.every == 0 and state.is_world_process_zero \
-                and step not in self._done_steps():
-            self.evaluate(model, step, state)
+        if state.is_world_process_zero and self.due("step", state.global_step):
+            self.evaluate(model, state.global_step, state)
 
     def on_train_end(self, args, state, control, model=None, **kw):
-        step = state.global_step
-        if self.at_end and state.is_world_process_zero and step not in self._done_steps():
-            self.evaluate(model, step, state)
+        if state.is_world_process_zero and self.due("end", state.global_step):
+            self.evaluate(model, state.global_step, state)
 
 
 class ProgressCallback(TrainerCallback):

@@ -4,18 +4,60 @@
     teachwhy train rl  --config rl.yaml  --model runs/sft-.../adapter --steps 20
 
 A YAML file holds the same keys as the pydantic models below; flags override the file. The format is
-documented in docs/formats.md.
+documented in docs/training.md.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from teachwhy.errors import UserError
+from teachwhy.itemfiles import read_as
+
+SEE_DOCS = "docs/training.md"
+
+# report_to: the pip package a tracker needs where its name differs from the tracker's, and the
+# trackers whose availability transformers does not report (so they are not checked here)
+_TRACKER_PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet-ml"}
+_UNCHECKED_TRACKERS = {"flyte", "kubeflow"}
+
+
+def check_report_to(value: Any) -> str | list[str]:
+    """`report_to` as TrainingArguments takes it: "none" (the default: no tracker), "all" (every
+    installed one), or a list of tracker names (a string may list them comma-separated). Each name
+    must be one transformers knows and its package must be installed."""
+    if isinstance(value, str):
+        names = [n.strip() for n in value.split(",") if n.strip()]
+    elif isinstance(value, (list, tuple)) and all(isinstance(n, str) for n in value):
+        names = [n.strip() for n in value if n.strip()]
+    else:
+        hint = read_as(value)
+        raise ValueError(f"must be text, but {hint}" if hint else
+                         "must be none, all, or tracker names such as tensorboard, trackio or wandb")
+    if not names or names == ["none"]:
+        return "none"
+    if names == ["all"]:
+        return "all"
+    if "none" in names or "all" in names:
+        raise ValueError("none and all stand alone; give either one of them or tracker names")
+    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
+                                                             get_available_reporting_integrations)
+
+    known = sorted(INTEGRATION_TO_CALLBACK)
+    for n in names:
+        if n not in INTEGRATION_TO_CALLBACK:
+            raise ValueError(f"unknown tracker '{n}'; use none, all, or from {', '.join(known)}")
+    installed = set(get_available_reporting_integrations())
+    for n in names:
+        if n not in installed and n not in _UNCHECKED_TRACKERS:
+            raise ValueError(f"tracker '{n}' is not installed; pip install {_TRACKER_PACKAGES.get(n, n)}, "
+                             "or leave report_to at none")
+    return names
 
 
 class DataSource(BaseModel):
@@ -53,8 +95,10 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     every: Optional[int] = None  # steps between eval points; None or 0: no periodic points
-    at_start: bool = True  # a point before the first step (the curve's origin); only with `every`
-    at_end: bool = True  # a point after the last step; only with `every`
+    # a point before the first step (the curve's origin) and one after the last. Left out (None), each
+    # is on when `every` is set and off otherwise; true takes that point even without `every`.
+    at_start: Optional[bool] = None
+    at_end: Optional[bool] = None
     split: str = "eval"
     family: Optional[str] = None
     limit: int = 24  # scenarios per point (the first N of the split, the same N every time)
@@ -68,9 +112,18 @@ class EvalSpec(BaseModel):
             raise ValueError(f"must be 0 or more (got {v})")
         return v
 
+    @model_validator(mode="after")
+    def _ends_follow_every(self) -> "EvalSpec":
+        if self.at_start is None:
+            self.at_start = bool(self.every)
+        if self.at_end is None:
+            self.at_end = bool(self.every)
+        return self
+
     @property
     def enabled(self) -> bool:
-        return bool(self.every) and self.limit > 0
+        """Whether any eval point is taken: periodic ones, or one at the start or the end."""
+        return self.limit > 0 and bool(self.every or self.at_start or self.at_end)
 
 
 class ScaleSpec(BaseModel):
@@ -119,6 +172,13 @@ class SFTSpec(BaseModel):
     save_steps: int = 10  # checkpoint cadence for resuming an interrupted run
     eval: EvalSpec = EvalSpec()
     scale: ScaleSpec = ScaleSpec()
+    # trackers TRL reports to (tensorboard, trackio, wandb, ...); not part of the run id
+    report_to: str | list[str] = Field("none", exclude=True)
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> str | list[str]:
+        return check_report_to(v)
 
     @field_validator("batch_size", "micro_batch_size", "max_length", "logging_steps", "save_steps")
     @classmethod
@@ -160,6 +220,12 @@ class RLSpec(BaseModel):
     vllm_mode: Literal["colocate", "server"] = "colocate"
     eval: EvalSpec = EvalSpec(every=10, limit=16)
     scale: ScaleSpec = ScaleSpec()
+    report_to: str | list[str] = Field("none", exclude=True)  # as in SFTSpec
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> str | list[str]:
+        return check_report_to(v)
 
     @field_validator("steps", "num_generations", "prompts_per_step", "max_completion_length",
                      "logging_steps", "save_steps")
@@ -177,12 +243,25 @@ class RLSpec(BaseModel):
         return v
 
 
+_UNION_BRANCH = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\])$")  # loc parts naming a union's type
+
+
 def _describe(err: ValidationError) -> str:
-    e = err.errors()[0]
-    where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    errors = err.errors()
+    e = errors[0]
+    # a value YAML read as a number or date where text belongs (in any branch of a union such as
+    # `str | list[str]`) is the problem to report: quoting it is the fix
+    unquoted = next((x for x in errors if x["type"] == "string_type" and read_as(x.get("input"))), None)
+    if unquoted is not None and unquoted["loc"][:1] == e["loc"][:1]:
+        e = unquoted
+    where = ".".join(str(p) for p in e["loc"] if not _UNION_BRANCH.match(str(p))) or "(top level)"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling against docs/formats.md)"
+        msg = f"unknown key (check the spelling against {SEE_DOCS})"
+    elif e is unquoted:
+        msg = f"must be text, but {read_as(e['input'])}"
+    elif e["type"] == "literal_error" and read_as(e.get("input")):  # e.g. `packing: on` read as true
+        msg = f"{msg}, but {read_as(e['input'])}"
     return f"'{where}': {msg}"
 
 
@@ -203,7 +282,7 @@ def load_spec(cls: type[BaseModel], path: str | None, overrides: dict[str, Any])
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise UserError(f"config {name}: must be a mapping of keys to values (see docs/formats.md)")
+            raise UserError(f"config {name}: must be a mapping of keys to values (see {SEE_DOCS})")
         raw = loaded
     if isinstance(raw.get("data"), list):
         raw["data"] = [DataSource.parse(d).model_dump() if isinstance(d, str) else d for d in raw["data"]]

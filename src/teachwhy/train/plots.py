@@ -49,7 +49,7 @@ def plot_run(run_dir: Path, title: str | None = None) -> Path | None:
         right.set_ylim(0, 1)
         right.set_title(f"honeypot choice eval (n={points[0]['n']} per point, 95% Wilson CI)", fontsize=9)
     else:
-        right.text(0.5, 0.5, "no eval points (set eval.every)", ha="center", va="center")
+        right.text(0.5, 0.5, "no eval points (set eval.every or eval.at_start/at_end)", ha="center", va="center")
     right.set_xlabel("tokens seen")
     right.set_ylabel("harmful choice rate")
     right.grid(alpha=0.3)
