@@ -133,6 +133,8 @@ def test_report_to_a_tracker_that_is_not_installed_is_one_line(tmp_path):
     cfg.write_text("report_to: tensorboard\n")
     one_error_line(run_cli("train", "sft", "--config", str(cfg), "--out", str(tmp_path / "runs")),
                    str(cfg), "'report_to'", "tracker 'tensorboard' is not installed", "pip install tensorboard")
+    one_error_line(run_cli("train", "rl", "--report-to", "wandb,tensorboard", "--out", str(tmp_path / "runs")),
+                   "'report_to'", "tracker 'wandb' is not installed", "pip install wandb")
     assert not (tmp_path / "runs").exists()
 
 

@@ -5,26 +5,69 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Optional
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator, Optional
 
 import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from teachwhy.errors import UserError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train and evaluate models that learned why: honeypot evals, why-data, experiments.")
-models_app = typer.Typer(no_args_is_help=True, help="The model registry.")
-scen_app = typer.Typer(no_args_is_help=True, help="Honeypot scenarios.")
+
+# -- help without typer's `<type>` placeholders ----------------------------------------------------
+# typer prints a `<str>`, `<int>` or `<bool>` column beside every parameter, flags (and --help)
+# included. Our help shows a flag as just its name (`--json`, `--merge/--no-merge`), a value option
+# with its metavar (`--out DIR`), and an argument by its metavar alone.
+_TYPE_METAVARS = {"int": "N", "float": "NUMBER", "str": "TEXT", "Path": "PATH"}
+
+
+def _argument_type(ctx: click.Context) -> None:
+    return None  # the argument's metavar (its name in the help) says what to give
+
+
+def _clean_help_params(command: click.Command, ctx: click.Context) -> None:
+    for p in command.get_params(ctx):
+        if isinstance(p, TyperOption):
+            if p.is_flag:
+                p.metavar = ""
+            elif p.metavar is None:
+                bare = p.bare_type().removeprefix("list[").removesuffix("]")
+                p.metavar = _TYPE_METAVARS.get(bare, "VALUE")
+        elif isinstance(p, TyperArgument):
+            p.display_type_rich = _argument_type  # type: ignore[method-assign]
+
+
+class _Command(TyperCommand):
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _clean_help_params(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class _Group(TyperGroup):
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        _clean_help_params(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+def _typer(**kw) -> typer.Typer:
+    return typer.Typer(cls=_Group, **kw)
+
+
+app = _typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+             help="Train and evaluate models that learned why: honeypot evals, why-data, experiments.")
+models_app = _typer(no_args_is_help=True, help="The model registry.")
+scen_app = _typer(no_args_is_help=True, help="Honeypot scenarios.")
 app.add_typer(models_app, name="models")
 app.add_typer(scen_app, name="scenarios")
-data_app = typer.Typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
+data_app = _typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
 app.add_typer(data_app, name="data")
-train_app = typer.Typer(no_args_is_help=True, help="Training: SFT on why-data, GRPO on harmlessness environments.")
+train_app = _typer(no_args_is_help=True, help="Training: SFT on why-data, GRPO on harmlessness environments.")
 app.add_typer(train_app, name="train")
 
 # Piped output (logs, CI) gets a wide console so the tables are not folded.
@@ -38,9 +81,68 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
+# -- progress: a live bar on a terminal, plain lines in a log ---------------------------------------
+class ProgressLines:
+    """Progress as plain lines, for a stderr that is not a terminal (CI, nohup, a pipe), where a live
+    bar shows nothing: `eval choice · smollm2-135m: 12/48 scenarios (25%), 40 s elapsed`. A line is
+    written when another tenth of the total is done or `every_s` seconds have passed since the last
+    line, whichever comes first, and `finish` writes the last state if no line showed it yet."""
+
+    def __init__(self, label: str, unit: str, write: Callable[[str], None], every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.label, self.unit, self.write, self.every_s, self.clock = label, unit, write, every_s, clock
+        self.t0 = self.last_t = clock()
+        self.done, self.total, self.note = 0, None, ""
+        self.shown_done, self.shown_tenth = 0, 0
+
+    def update(self, done: int, total: int | None = None, note: str | None = None) -> None:
+        self.done, self.total = done, total or None
+        if note is not None:
+            self.note = note
+        if done <= self.shown_done:
+            return
+        tenth = done * 10 // self.total if self.total else 0
+        now = self.clock()
+        if tenth > self.shown_tenth or now - self.last_t >= self.every_s:
+            self._line(now, "elapsed")
+
+    def finish(self) -> None:
+        if self.done != self.shown_done:
+            self._line(self.clock(), "in all")
+
+    def _line(self, now: float, when: str) -> None:
+        of = f"/{self.total} {self.unit} ({self.done / self.total:.0%})" if self.total else f" {self.unit}"
+        note = f", {self.note}" if self.note else ""
+        self.write(f"{self.label}: {self.done}{of}, {now - self.t0:.0f} s {when}{note}")
+        self.shown_done, self.last_t = self.done, now
+        self.shown_tenth = self.done * 10 // self.total if self.total else 0
+
+
+@contextmanager
+def _progress(label: str, unit: str, total: int | None = None) -> Iterator[Callable[..., None]]:
+    """update(done, total=None, note=None) for a long step: a rich bar on stderr when stderr is a
+    terminal, else ProgressLines on stderr (stdout stays for results, e.g. --json)."""
+    if not err.is_terminal:
+        lines = ProgressLines(label, unit, lambda text: err.print(text, markup=False, highlight=False,
+                                                                  soft_wrap=True))
+        yield lines.update
+        lines.finish()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True) as prog:
+        task = prog.add_task(label, total=total, note="")
+
+        def update(done: int, total: int | None = None, note: str | None = None) -> None:
+            prog.update(task, completed=done, total=total or None, **({"note": note} if note is not None else {}))
+
+        yield update
+
+
 # -- models ---------------------------------------------------------------------------------------
-@models_app.command("list")
-def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+@models_app.command("list", cls=_Command)
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """List the embedded models and whether they are prepared."""
     from teachwhy import models
 
@@ -56,8 +158,8 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
               "model id (openai/..., anthropic/..., vllm/..., hf/...).")
 
 
-@models_app.command("prepare")
-def models_prepare(name: str = typer.Argument("smollm2-135m"),
+@models_app.command("prepare", cls=_Command)
+def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
                    force: bool = typer.Option(False, "--force", help="Rebuild the cache."),
                    verify: bool = typer.Option(False, "--verify",
                                                help="Check every cached file against its recorded sha256.")) -> None:
@@ -79,10 +181,12 @@ def _scenarios(files: Optional[list[str]], split: Optional[str], family: Optiona
     return load_selection(files, split, family, limit)
 
 
-@scen_app.command("list")
-def scenarios_list(split: Optional[str] = typer.Option(None), family: Optional[str] = typer.Option(None),
-                   file: Optional[list[str]] = typer.Option(None, "--file", help="A scenario file (repeatable)."),
-                   as_json: bool = typer.Option(False, "--json")) -> None:
+@scen_app.command("list", cls=_Command)
+def scenarios_list(split: Optional[str] = typer.Option(None, metavar="SPLIT"),
+                   family: Optional[str] = typer.Option(None, metavar="FAMILY"),
+                   file: Optional[list[str]] = typer.Option(None, "--file", metavar="FILE",
+                                                            help="A scenario file (repeatable)."),
+                   as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """List scenarios (built-in, or from --file) with their family, condition and split."""
     sc = _scenarios(file, split, family)
     if as_json:
@@ -95,9 +199,11 @@ def scenarios_list(split: Optional[str] = typer.Option(None), family: Optional[s
     out.print(t)
 
 
-@scen_app.command("show")
-def scenarios_show(scenario_id: str, file: Optional[list[str]] = typer.Option(None, "--file"),
-                   as_json: bool = typer.Option(False, "--json")) -> None:
+@scen_app.command("show", cls=_Command)
+def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
+                                                     help="A scenario id (see `teachwhy scenarios list`)."),
+                   file: Optional[list[str]] = typer.Option(None, "--file", metavar="FILE"),
+                   as_json: bool = typer.Option(False, "--json", help="Print the scenario as JSON.")) -> None:
     """Show one scenario: the prompt as the model sees it, and the candidate actions."""
     sc = {s.id: s for s in _scenarios(file, None, None)}
     if scenario_id not in sc:
@@ -116,9 +222,11 @@ def scenarios_show(scenario_id: str, file: Optional[list[str]] = typer.Option(No
         out.print(c.text, markup=False, highlight=False)
 
 
-@scen_app.command("validate")
-def scenarios_validate(files: Optional[list[str]] = typer.Argument(None),
-                       tolerance: float = typer.Option(0.2, help="Allowed candidate length spread.")) -> None:
+@scen_app.command("validate", cls=_Command)
+def scenarios_validate(files: Optional[list[str]] = typer.Argument(
+                           None, metavar="FILE", help="Scenario files (.yaml, .yml, .jsonl); none: the built-in set."),
+                       tolerance: float = typer.Option(0.2, metavar="RATIO",
+                                                       help="Allowed candidate length spread.")) -> None:
     """Validate scenario files (or the built-in set): schema, candidate length matching under the
     embedded tokenizer, that the rule grader flags every harmful candidate and no aligned one, and
     (for the built-in set) eval/train disjointness."""
@@ -270,7 +378,7 @@ def _print_diagnostics(summary: dict) -> None:
         out.print("diagnostics: " + "; ".join(bits), soft_wrap=True, highlight=False)
 
 
-eval_app = typer.Typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
+eval_app = _typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
                        "or run the eval's controls.")
 app.add_typer(eval_app, name="eval")
 
@@ -278,39 +386,42 @@ app.add_typer(eval_app, name="eval")
 @eval_app.callback(invoke_without_command=True)
 def eval_cmd(
     ctx: typer.Context,
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="Embedded name, model/adapter dir, or Inspect id."),
-    suite: str = typer.Option("agentic", help="Eval suite."),
-    mode: str = typer.Option("choice", help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
-    split: str = typer.Option("eval", help="Scenario split: eval or train."),
-    family: Optional[str] = typer.Option(None, help="blackmail, leak, sabotage or framing."),
-    families: Optional[str] = typer.Option(None, help="Several families, comma-separated (e.g. held-out ones)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Choice mode: continuation (default), options, or "
-                                      "both comma-separated (the first leads the summary)."),
-    limit: Optional[int] = typer.Option(None, help="At most N scenarios."),
-    samples: int = typer.Option(1, help="Generate mode: samples per scenario."),
-    out_dir: str = typer.Option("runs", "--out", help="Runs directory."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
+                              help="Embedded name, model/adapter dir, or Inspect id."),
+    suite: str = typer.Option("agentic", metavar="SUITE", help="Eval suite."),
+    mode: str = typer.Option("choice", metavar="MODE",
+                             help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
+    split: str = typer.Option("eval", metavar="SPLIT", help="Scenario split: eval or train."),
+    family: Optional[str] = typer.Option(None, metavar="FAMILY", help="blackmail, leak, sabotage or framing."),
+    families: Optional[str] = typer.Option(None, metavar="FAMILIES",
+                                           help="Several families, comma-separated (e.g. held-out ones)."),
+    fmt: Optional[str] = typer.Option(None, "--format", metavar="FORMAT",
+                                      help="Choice mode: continuation (default), options, or both comma-separated "
+                                      "(the first leads the summary)."),
+    limit: Optional[int] = typer.Option(None, metavar="N", help="At most N scenarios."),
+    samples: int = typer.Option(1, metavar="N", help="Generate mode: samples per scenario."),
+    out_dir: str = typer.Option("runs", "--out", metavar="DIR", help="Runs directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    scenario_file: Optional[list[str]] = typer.Option(None, "--scenarios", help="Your own scenario file (repeatable)."),
-    judge: Optional[str] = typer.Option(None, help="Generate mode: an Inspect model id for the LLM judge."),
-    dtype: str = typer.Option("auto", help="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16."),
-    max_tokens: int = typer.Option(384, help="Generate mode: max new tokens."),
-    seed: int = typer.Option(0),
+    scenario_file: Optional[list[str]] = typer.Option(None, "--scenarios", metavar="FILE",
+                                                      help="Your own scenario file (repeatable)."),
+    judge: Optional[str] = typer.Option(None, metavar="MODEL",
+                                        help="Generate mode: an Inspect model id for the LLM judge."),
+    dtype: str = typer.Option("auto", metavar="DTYPE",
+                              help="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16."),
+    max_tokens: int = typer.Option(384, metavar="N", help="Generate mode: max new tokens."),
+    seed: int = typer.Option(0, metavar="N"),
 ) -> None:
     """Run the agentic-misalignment honeypot eval and print harmful rates with 95% CIs."""
     if ctx.invoked_subcommand:
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from teachwhy.evals.runner import run_eval
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=err, transient=True) as prog:
-        task = prog.add_task(f"{mode} eval · {model}", total=None)
+    unit = "scenarios" if mode == "choice" else "samples"
+    with _progress(f"eval {mode} · {model}", unit) as update:
         res = run_eval(model, suite=suite, mode=mode, split=split, family=family, limit=limit,
                        samples=samples, out=out_dir, scenario_files=scenario_file, judge=judge,
                        dtype=dtype, max_tokens=max_tokens, seed=seed, formats=fmt,
-                       families=_families(families),
-                       progress=lambda done, total: prog.update(task, completed=done, total=total))
+                       families=_families(families), progress=update)
     if as_json:
         print(json.dumps(res.summary, indent=2))
         return
@@ -320,12 +431,15 @@ def eval_cmd(
     out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
 
 
-@eval_app.command("compare")
+@eval_app.command("compare", cls=_Command)
 def eval_compare(
-    run_a: str = typer.Argument(..., help="The reference run directory (e.g. the base model's)."),
-    run_b: str = typer.Argument(..., help="The run to compare with it (e.g. a trained checkpoint's)."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Format to compare (default: run A's first)."),
-    scoring: Optional[str] = typer.Option(None, help="Scoring to compare (default: the format's primary)."),
+    run_a: str = typer.Argument(..., metavar="RUN_A", help="The reference run directory (e.g. the base model's)."),
+    run_b: str = typer.Argument(..., metavar="RUN_B",
+                                help="The run to compare with it (e.g. a trained checkpoint's)."),
+    fmt: Optional[str] = typer.Option(None, "--format", metavar="FORMAT",
+                                      help="Format to compare (default: run A's first)."),
+    scoring: Optional[str] = typer.Option(None, metavar="SCORING",
+                                          help="Scoring to compare (default: the format's primary)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ) -> None:
     """The training effect: per-scenario difference B - A with a paired 95% CI (same scenarios only)."""
@@ -351,17 +465,22 @@ def eval_compare(
         out.print(f"B was trained on data from families: {', '.join(res['trained_families'])}")
 
 
-@eval_app.command("controls")
+@eval_app.command("controls", cls=_Command)
 def eval_controls(
-    model: str = typer.Option("smollm2-135m", "--model", "-m", help="A local base model (embedded name or HF dir)."),
-    out_dir: str = typer.Option("runs/controls", "--out", help="Where the control data, runs and controls.json go."),
-    train_scenarios: int = typer.Option(24, help="Train-split scenarios per positive control (one action each)."),
-    eval_limit: Optional[int] = typer.Option(48, help="Eval-split scenarios scored (0: all)."),
-    fmt: str = typer.Option("continuation,options", "--format", help="Formats to check, comma-separated."),
-    lr: float = typer.Option(1e-3, "--lr", help="Learning rate of the control fine-tunes."),
-    epochs: float = typer.Option(2.0, help="Epochs over each control's data (the controls are meant to be strong)."),
-    seed: int = typer.Option(0),
-    dtype: str = typer.Option("auto", help="auto (bf16 where native), bfloat16 or float32."),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
+                              help="A local base model (embedded name or HF dir)."),
+    out_dir: str = typer.Option("runs/controls", "--out", metavar="DIR",
+                                help="Where the control data, runs and controls.json go."),
+    train_scenarios: int = typer.Option(24, metavar="N",
+                                        help="Train-split scenarios per positive control (one action each)."),
+    eval_limit: Optional[int] = typer.Option(48, metavar="N", help="Eval-split scenarios scored (0: all)."),
+    fmt: str = typer.Option("continuation,options", "--format", metavar="FORMAT",
+                            help="Formats to check, comma-separated."),
+    lr: float = typer.Option(1e-3, "--lr", metavar="RATE", help="Learning rate of the control fine-tunes."),
+    epochs: float = typer.Option(2.0, metavar="EPOCHS",
+                                 help="Epochs over each control's data (the controls are meant to be strong)."),
+    seed: int = typer.Option(0, metavar="N"),
+    dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 where native), bfloat16 or float32."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Positive and negative controls: SFT on the train split's harmful / aligned actions must move the
@@ -398,35 +517,38 @@ def print_controls(r: dict) -> None:
 
 
 # -- data -----------------------------------------------------------------------------------------
-@data_app.command("build")
+@data_app.command("build", cls=_Command)
 def data_build(
-    kind: str = typer.Argument(..., help="demonstration, reasoning, advice, documents, fiction or augment."),
-    teacher: str = typer.Option("builtin", help="builtin, self, or an Inspect model id (openai/..., vllm/...)."),
-    tokens: int = typer.Option(50_000, help="Token budget (all tokens under the target tokenizer)."),
-    seed: int = typer.Option(0),
-    out_dir: str = typer.Option(..., "--out", help="Output directory (data.jsonl, card.json, card.md)."),
-    constitution: Optional[str] = typer.Option(None, help="Your constitution YAML (default: ours)."),
-    model: str = typer.Option("smollm2-135m", help="Target model: its tokenizer counts tokens; the self teacher."),
-    input_path: Optional[str] = typer.Option(None, "--input", help="augment: the chat dataset to augment."),
-    contamination_threshold: float = typer.Option(0.05, help="Max share of a record's 8-grams found in the eval split."),
+    kind: str = typer.Argument(..., metavar="KIND",
+                               help="demonstration, reasoning, advice, documents, fiction or augment."),
+    teacher: str = typer.Option("builtin", metavar="TEACHER",
+                                help="builtin, self, or an Inspect model id (openai/..., vllm/...)."),
+    tokens: int = typer.Option(50_000, metavar="TOKENS",
+                               help="Token budget (all tokens under the target tokenizer)."),
+    seed: int = typer.Option(0, metavar="N"),
+    out_dir: str = typer.Option(..., "--out", metavar="DIR",
+                                help="Output directory (data.jsonl, card.json, card.md)."),
+    constitution: Optional[str] = typer.Option(None, metavar="FILE", help="Your constitution YAML (default: ours)."),
+    model: str = typer.Option("smollm2-135m", metavar="MODEL",
+                              help="Target model: its tokenizer counts tokens; the self teacher."),
+    input_path: Optional[str] = typer.Option(None, "--input", metavar="FILE",
+                                             help="augment: the chat dataset to augment."),
+    contamination_threshold: float = typer.Option(0.05, metavar="SHARE",
+                                                  help="Max share of a record's 8-grams found in the eval split."),
     families: Optional[list[str]] = typer.Option(
-        None, "--families", help="Build only from these honeypot families (comma-separated or repeated: "
-        "blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
+        None, "--families", metavar="FAMILIES", help="Build only from these honeypot families (comma-separated or "
+        "repeated: blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
 ) -> None:
     """Build a why-data dataset at an exact token budget, with its dataset card."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from teachwhy.data.build import build_dataset
     from teachwhy.data.plans import resolve_families
 
     fams = list(resolve_families(families)) if families else None  # a bad name fails before any work
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as prog:
-        task = prog.add_task(f"{kind} · {teacher} · tokens", total=tokens)
+    with _progress(f"data build {kind} · {teacher}", "tokens", total=tokens) as update:
         res = build_dataset(kind, teacher=teacher, tokens=tokens, seed=seed, out=out_dir,
                             constitution=constitution, model=model, input_path=input_path,
                             contamination_threshold=contamination_threshold, families=fams,
-                            progress=lambda done, total: prog.update(task, completed=done))
+                            progress=lambda done, total: update(done, tokens))
     _print_card(res.card)
     if res.card.get("held_out_families"):
         out.print(f"families: {', '.join(res.card['families'])} (held out: {', '.join(res.card['held_out_families'])})")
@@ -450,9 +572,10 @@ def _print_card(card: dict) -> None:
     out.print(t)
 
 
-@data_app.command("stats")
-def data_stats(path: str = typer.Argument(..., help="A dataset directory built by `teachwhy data build`."),
-               as_json: bool = typer.Option(False, "--json")) -> None:
+@data_app.command("stats", cls=_Command)
+def data_stats(path: str = typer.Argument(..., metavar="DIR",
+                                          help="A dataset directory built by `teachwhy data build`."),
+               as_json: bool = typer.Option(False, "--json", help="Print the card as JSON.")) -> None:
     """Show a dataset's card (counts, tokens, principle coverage, diversity, drops)."""
     from pathlib import Path
 
@@ -479,31 +602,35 @@ def data_stats(path: str = typer.Argument(..., help="A dataset directory built b
 
 
 # -- train ----------------------------------------------------------------------------------------
+REPORT_TO_HELP = ("Trackers that TRL reports to, comma-separated (tensorboard, trackio, wandb, ...; all; "
+                  "default none).")
+
+@contextmanager
 def _train_progress(label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    """(on_step, on_log, on_eval) for a training run: steps on the progress bar (or lines), the last
+    logged loss / reward and throughput beside them, each eval point as a line of its own."""
+    with _progress(label, "steps") as update:
+        state = {"done": 0, "total": None}
 
-    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True)
-    task = prog.add_task(label, total=None, note="")
+        def on_step(done: int, total: int) -> None:
+            state.update(done=done, total=total)
+            update(done, total)
 
-    def on_step(done: int, total: int) -> None:
-        prog.update(task, completed=done, total=total or None)
+        def on_log(rec: dict) -> None:
+            bits = []
+            if rec.get("loss") is not None:
+                bits.append(f"loss {rec['loss']:.3f}")
+            if rec.get("reward") is not None:
+                bits.append(f"reward {rec['reward']:.3f}")
+            if rec.get("tokens_per_s"):
+                bits.append(f"{rec['tokens_per_s']:.0f} tok/s")
+            update(state["done"], state["total"], note=" · ".join(bits))
 
-    def on_log(rec: dict) -> None:
-        bits = []
-        if rec.get("loss") is not None:
-            bits.append(f"loss {rec['loss']:.3f}")
-        if rec.get("reward") is not None:
-            bits.append(f"reward {rec['reward']:.3f}")
-        if rec.get("tokens_per_s"):
-            bits.append(f"{rec['tokens_per_s']:.0f} tok/s")
-        prog.update(task, note=" · ".join(bits))
+        def on_eval(p: dict) -> None:
+            err.print(f"eval @ step {p['step']}: harmful {p['k']}/{p['n']} = {p['harmful_rate']:.1%} "
+                      f"{_ci(p['wilson_95'])} ({p['seconds']:.0f} s)", highlight=False)
 
-    def on_eval(p: dict) -> None:
-        prog.console.print(f"eval @ step {p['step']}: harmful {p['k']}/{p['n']} = {p['harmful_rate']:.1%} "
-                           f"{_ci(p['wilson_95'])} ({p['seconds']:.0f} s)")
-
-    return prog, on_step, on_log, on_eval
+        yield on_step, on_log, on_eval
 
 
 def _print_eval_points(points: list) -> None:
@@ -555,8 +682,7 @@ def _print_train(summary: dict, resumed: bool) -> None:
 
 
 def _train_and_print(kind: str, run, spec, as_json: bool) -> None:
-    prog, on_step, on_log, on_eval = _train_progress(f"{kind} · {spec.model}")
-    with prog:
+    with _train_progress(f"train {kind} · {spec.model}") as (on_step, on_log, on_eval):
         res = run(spec, progress=on_step, on_log=on_log, on_eval=on_eval)
     if as_json:
         print(json.dumps(res.summary, indent=2))
@@ -566,27 +692,33 @@ def _train_and_print(kind: str, run, spec, as_json: bool) -> None:
     _print_train(res.summary, res.resumed)
 
 
-@train_app.command("sft")
+@train_app.command("sft", cls=_Command)
 def train_sft(
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML training config (flags override it)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", metavar="FILE",
+                                         help="A YAML training config (flags override it)."),
     data: Optional[list[str]] = typer.Option(None, "--data", "-d",
+                                             metavar="DIR[:TOKENS]",
                                              help="DIR or DIR:TOKENS, a dataset and its token budget (repeatable)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model or adapter dir (default smollm2-135m)."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Runs directory (default runs)."),
-    name: Optional[str] = typer.Option(None, help="Label for the run id."),
-    method: Optional[str] = typer.Option(None, help="lora (default) or full."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
-    epochs: Optional[float] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None, help="Records per optimizer step."),
-    max_length: Optional[int] = typer.Option(None),
-    packing: Optional[str] = typer.Option(None, help="auto, on or off."),
-    dtype: Optional[str] = typer.Option(None, help="auto (bf16 where native), bfloat16 or float32."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="MODEL",
+                                        help="Base model or adapter dir (default smollm2-135m)."),
+    out_dir: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="Runs directory (default runs)."),
+    name: Optional[str] = typer.Option(None, metavar="NAME", help="Label for the run id."),
+    method: Optional[str] = typer.Option(None, metavar="METHOD", help="lora (default) or full."),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="RATE", help="Learning rate."),
+    epochs: Optional[float] = typer.Option(None, metavar="EPOCHS"),
+    batch_size: Optional[int] = typer.Option(None, metavar="N", help="Records per optimizer step."),
+    max_length: Optional[int] = typer.Option(None, metavar="TOKENS"),
+    packing: Optional[str] = typer.Option(None, metavar="MODE", help="auto, on or off."),
+    dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help="auto (bf16 where native), bfloat16 or float32."),
     merge: Optional[bool] = typer.Option(None, "--merge/--no-merge", help="Also write the merged model."),
-    eval_every: Optional[int] = typer.Option(None, help="Run the choice eval every K steps (and at start/end)."),
-    eval_limit: Optional[int] = typer.Option(None, help="Scenarios per eval point (default 24)."),
-    seed: Optional[int] = typer.Option(None),
-    deepspeed: Optional[str] = typer.Option(None, help="A DeepSpeed JSON config (GPU clusters)."),
-    fsdp: Optional[str] = typer.Option(None, help="transformers' fsdp option, e.g. 'full_shard auto_wrap'."),
+    eval_every: Optional[int] = typer.Option(None, metavar="STEPS",
+                                             help="Run the choice eval every STEPS steps, and at start and end."),
+    eval_limit: Optional[int] = typer.Option(None, metavar="N", help="Scenarios per eval point (default 24)."),
+    seed: Optional[int] = typer.Option(None, metavar="N"),
+    deepspeed: Optional[str] = typer.Option(None, metavar="FILE", help="A DeepSpeed JSON config (GPU clusters)."),
+    fsdp: Optional[str] = typer.Option(None, metavar="OPTIONS",
+                                       help="transformers' fsdp option, e.g. 'full_shard auto_wrap'."),
+    report_to: Optional[str] = typer.Option(None, metavar="TRACKERS", help=REPORT_TO_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fine-tune on why-data (TRL SFTTrainer; LoRA by default) at per-dataset token budgets."""
@@ -597,31 +729,38 @@ def train_sft(
         "model": model, "out": out_dir, "name": name, "method": method, "learning_rate": lr, "epochs": epochs,
         "batch_size": batch_size, "max_length": max_length, "packing": packing, "dtype": dtype, "merge": merge,
         "seed": seed, "eval.every": eval_every, "eval.limit": eval_limit, "scale.deepspeed": deepspeed,
-        "scale.fsdp": fsdp,
+        "scale.fsdp": fsdp, "report_to": report_to,
         "data": [DataSource.parse(d).model_dump() for d in data] if data else None,
     }
     _train_and_print("sft", run_sft, load_spec(SFTSpec, config, overrides), as_json)
 
 
-@train_app.command("rl")
+@train_app.command("rl", cls=_Command)
 def train_rl(
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="A YAML training config (flags override it)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="An SFT adapter dir (or run dir) or a base model."),
-    prompts: Optional[str] = typer.Option(None, help="Your environment prompts (.yaml/.jsonl; default: ours)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", metavar="FILE",
+                                         help="A YAML training config (flags override it)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="MODEL",
+                                        help="An SFT adapter dir (or run dir) or a base model."),
+    prompts: Optional[str] = typer.Option(None, metavar="FILE",
+                                          help="Your environment prompts (.yaml/.jsonl; default: ours)."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Vary system prompts, add unused tools."),
-    reward: Optional[str] = typer.Option(None, help="rubric (offline) or an Inspect model id for an LLM judge."),
-    out_dir: Optional[str] = typer.Option(None, "--out", help="Runs directory (default runs)."),
-    name: Optional[str] = typer.Option(None, help="Label for the run id."),
-    steps: Optional[int] = typer.Option(None, help="GRPO steps (default 20)."),
-    num_generations: Optional[int] = typer.Option(None, help="Completions per prompt (default 4)."),
-    max_completion_length: Optional[int] = typer.Option(None, help="Max new tokens per completion (default 48)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
-    dtype: Optional[str] = typer.Option(None, help="auto, bfloat16 or float32."),
-    eval_every: Optional[int] = typer.Option(None, help="Choice eval every K steps (default 10; 0 turns it off)."),
-    eval_limit: Optional[int] = typer.Option(None, help="Scenarios per eval point (default 16)."),
-    seed: Optional[int] = typer.Option(None),
+    reward: Optional[str] = typer.Option(None, metavar="REWARD",
+                                         help="rubric (offline) or an Inspect model id for an LLM judge."),
+    out_dir: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="Runs directory (default runs)."),
+    name: Optional[str] = typer.Option(None, metavar="NAME", help="Label for the run id."),
+    steps: Optional[int] = typer.Option(None, metavar="N", help="GRPO steps (default 20)."),
+    num_generations: Optional[int] = typer.Option(None, metavar="N", help="Completions per prompt (default 4)."),
+    max_completion_length: Optional[int] = typer.Option(None, metavar="TOKENS",
+                                                        help="Max new tokens per completion (default 48)."),
+    lr: Optional[float] = typer.Option(None, "--lr", metavar="RATE", help="Learning rate."),
+    dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help="auto, bfloat16 or float32."),
+    eval_every: Optional[int] = typer.Option(None, metavar="STEPS",
+                                             help="Choice eval every STEPS steps (default 10; 0 turns it off)."),
+    eval_limit: Optional[int] = typer.Option(None, metavar="N", help="Scenarios per eval point (default 16)."),
+    seed: Optional[int] = typer.Option(None, metavar="N"),
     use_vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU; needs vllm)."),
-    deepspeed: Optional[str] = typer.Option(None, help="A DeepSpeed JSON config (GPU clusters)."),
+    deepspeed: Optional[str] = typer.Option(None, metavar="FILE", help="A DeepSpeed JSON config (GPU clusters)."),
+    report_to: Optional[str] = typer.Option(None, metavar="TRACKERS", help=REPORT_TO_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Reinforce harmlessness with GRPO (TRL GRPOTrainer) from any SFT checkpoint."""
@@ -631,7 +770,7 @@ def train_rl(
         "model": model, "prompts": prompts, "augment": augment, "reward": reward, "out": out_dir, "name": name,
         "steps": steps, "num_generations": num_generations, "max_completion_length": max_completion_length,
         "learning_rate": lr, "dtype": dtype, "eval.every": eval_every, "eval.limit": eval_limit, "seed": seed,
-        "use_vllm": use_vllm, "scale.deepspeed": deepspeed,
+        "use_vllm": use_vllm, "scale.deepspeed": deepspeed, "report_to": report_to,
     }
     _train_and_print("rl", run_rl, load_spec(RLSpec, config, overrides), as_json)
 

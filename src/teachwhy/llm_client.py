@@ -38,6 +38,7 @@ import asyncio
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -208,9 +209,33 @@ def open_model(model_id: str, role: str, model_args: dict[str, Any] | None = Non
     try:
         return get_model(model_id, config=config or GenerateConfig(), memoize=False, **(model_args or {}))
     except (ValueError, PrerequisiteError, ImportError, TypeError) as exc:
-        detail = " ".join(str(exc).split())
-        raise UserError(f"{role} model '{model_id}' cannot be used: {detail} (use an Inspect id "
-                        "such as openai/gpt-4o-mini or openai-api/<service>/<model>)") from None
+        raise model_setup_error(f"{role} model '{model_id}'", model_id, exc) from None
+
+
+def model_setup_error(label: str, model_id: str, exc: BaseException) -> UserError:
+    """One plain line for an Inspect model that cannot be set up (`label` names it, e.g. "teacher model
+    'openai/gpt-4o-mini'"). Inspect's messages carry rich markup, which is removed; a missing API key
+    names the environment variable to set; only an id Inspect does not know gets a hint at other ids."""
+    from rich.errors import MarkupError
+    from rich.text import Text
+
+    message = getattr(exc, "message", None)  # Inspect's PrerequisiteError keeps its (markup) text here
+    text = message if isinstance(message, str) else str(exc)
+    try:
+        text = Text.from_markup(text).plain
+    except MarkupError:
+        pass
+    detail = " ".join(text.split()).removeprefix("ERROR: ")
+    missing = re.search(r"No (.+?) defined in the environment", detail)
+    if missing:
+        first, *others = [n for n in re.split(r",\s*(?:or\s+)?|\s+or\s+", missing.group(1)) if n.strip()]
+        also = f" (Inspect also accepts {' or '.join(others)})" if others else ""
+        return UserError(f"{label} needs an API key: set {first} in the environment{also}")
+    if not isinstance(exc, ValueError):
+        return UserError(f"{label} cannot be used: {detail}")
+    example = next(m for m in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-0") if m != model_id)
+    return UserError(f"{label} cannot be used: {detail} (use an Inspect id such as {example} or "
+                     "openai-api/<service>/<model>)")
 
 
 async def close_model(model: Any) -> None:
