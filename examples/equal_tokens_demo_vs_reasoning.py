@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from teachwhy.data.build import build_dataset
+from teachwhy.errors import UserError
 from teachwhy.evals.compare import compare_runs
 from teachwhy.evals.runner import run_eval
 from teachwhy.store import read_jsonl
@@ -103,4 +104,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a bad option or input: one line, as the teachwhy command prints it
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
