@@ -134,7 +134,6 @@ class _ScriptedChat(BaseHTTPRequestHandler):
 
 @pytest.fixture()
 def judge_server(monkeypatch):
-    pytest.importorskip("openai", reason="Inspect's OpenAI-compatible provider needs the openai package")
     _ScriptedChat.requests = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedChat)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -105,6 +105,7 @@ def test_demonstration_and_reasoning_pair_by_source(tmp_path):
     assert all(r["source_id"].startswith("train-") for r in demo + reas)
 
 
+@pytest.mark.slow
 def test_trl_sft_preparation_with_assistant_only_loss(tmp_path):
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer

@@ -22,7 +22,6 @@ from teachwhy.teachers import get_teacher
 from teachwhy.teachers.llm import CANARY, LLMTeacher, build_content
 from teachwhy.teachers.self_distill import WHY_FIRST, SelfTeacher
 
-pytest.importorskip("openai", reason="Inspect's OpenAI-compatible provider needs the openai package")
 
 HERE = Path(__file__).parent
 MODEL = "openai-api/scripted/teacher-1"

@@ -175,8 +175,6 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: boo
         raise UserError(f"unknown embedded model '{name}': choose one of {', '.join(EMBEDDED)}")
     em = EMBEDDED[name]
     d = embedded_cache_dir(name)
-    if d.exists() and not force and (d / COMPLETE_RECORD).is_file() and not ships_training_template(d):
-        force = True  # prepared before it shipped today's training chat template: build it again
     if d.exists() and not force:
         if (d / COMPLETE_RECORD).is_file():
             try:
@@ -184,8 +182,11 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: boo
             except (json.JSONDecodeError, AttributeError, OSError):
                 raise UserError(f"model cache {d} is corrupt (unreadable completion record): run "
                                 f"`teachwhy models prepare {name} --force` to rebuild it") from None
-            return d
-        shutil.rmtree(d)  # an earlier prepare was interrupted: start again
+            if ships_training_template(d):
+                return d
+            # else: whole, but prepared before it shipped today's training chat template: build again
+        else:
+            shutil.rmtree(d)  # an earlier prepare was interrupted: start again
     gguf = _gguf_path(em)
     d.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=d.parent))
