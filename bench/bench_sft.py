@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def _busy_and_self() -> tuple[float, float] | None:
 class OthersMeter:
     """Cores' worth of CPU that other processes used between start() and stop()."""
 
-    def start(self) -> "OthersMeter":
+    def start(self) -> OthersMeter:
         self.t0, self.s0 = time.perf_counter(), _busy_and_self()
         return self
 
@@ -185,12 +186,14 @@ def run_trl(model_dir: Path, tok: Any, records: list[dict], work: Path, threads:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from teachwhy.train.sft import drop_printer
+    from teachwhy.train.runs import drop_printer
 
     class Timer(TrainerCallback):
-        t0 = t_end = None
-        steps = 0
-        losses: list[float] = []
+        def __init__(self) -> None:
+            self.t0: float | None = None
+            self.t_end: float | None = None
+            self.steps = 0
+            self.losses: list[float] = []
 
         def on_train_begin(self, args, state, control, **kw):
             self.t0, self.losses = time.perf_counter(), []
@@ -290,7 +293,7 @@ def main() -> int:
     from teachwhy.data.build import build_dataset
     from teachwhy.train.config import DataSource, LoraSpec
     from teachwhy.train.mixture import load_mixture
-    from teachwhy.train.sft import quiet_hf
+    from teachwhy.train.runs import quiet_hf
 
     console = Console()
     if not console.is_terminal:
@@ -329,7 +332,8 @@ def main() -> int:
         cut = [max(0, n - 1024) for n in trl_full]
         reply = [n - p for n, p in zip(trl_full, trl_prompt)]
         report["dataset"] = {
-            "records": len(records), "tokens_builder": built.card["tokens"], "loss_tokens_builder": built.card["loss_tokens"],
+            "records": len(records), "tokens_builder": built.card["tokens"],
+            "loss_tokens_builder": built.card["loss_tokens"],
             "ours_tokens": sum(ours_lengths), "ours_loss_tokens": mixture.loss_tokens,
             "ours_lengths": ours_lengths, "trl_template_lengths": trl_full, "trl_template_prompt_lengths": trl_prompt,
             "trl_at_1024": {"records_truncated": sum(c > 0 for c in cut), "tokens_cut": sum(cut),
@@ -375,9 +379,11 @@ def main() -> int:
         one_thread = {d: matmul_peak(d, args.peak_n, args.peak_reps)["median_gflops"] for d in ("bfloat16", "float32")}
         torch.set_num_threads(threads)
         first = peak_samples[:3]
-        console.print(f"[bold]peak[/] torch.mm {args.peak_n}x{args.peak_n}, median of {args.peak_reps} reps per sample, "
-                      f"{threads} threads: bf16 " + "/".join(f"{r['bfloat16']:.0f}" for r in first) + " GFLOP/s, fp32 "
-                      + "/".join(f"{r['float32']:.0f}" for r in first) + f" GFLOP/s (3 samples); 1 thread: bf16 "
+        bf16_first = "/".join(f"{r['bfloat16']:.0f}" for r in first)
+        fp32_first = "/".join(f"{r['float32']:.0f}" for r in first)
+        console.print(f"[bold]peak[/] torch.mm {args.peak_n}x{args.peak_n}, median of {args.peak_reps} reps per "
+                      f"sample, {threads} threads: bf16 {bf16_first} GFLOP/s, fp32 {fp32_first} GFLOP/s (3 samples); "
+                      "1 thread: bf16 "
                       f"{one_thread['bfloat16']:.0f}, fp32 {one_thread['float32']:.0f} GFLOP/s; resampled after "
                       "every round")
 
@@ -418,7 +424,8 @@ def main() -> int:
                           **{f"{d}_median": median(v) for d, v in pk.items()},
                           **{f"{d}_max": max(v) for d, v in pk.items()}}
         console.print(f"[bold]peak over {len(peak_samples)} samples[/] ({threads} threads): bf16 median "
-                      f"{median(pk['bfloat16']):.0f} GFLOP/s (range {min(pk['bfloat16']):.0f}-{max(pk['bfloat16']):.0f}), "
+                      f"{median(pk['bfloat16']):.0f} GFLOP/s "
+                      f"(range {min(pk['bfloat16']):.0f}-{max(pk['bfloat16']):.0f}), "
                       f"fp32 median {median(pk['float32']):.0f} (range {min(pk['float32']):.0f}-"
                       f"{max(pk['float32']):.0f}); bf16/fp32 {median(pk['bfloat16']) / median(pk['float32']):.2f}x. "
                       "MFU below uses the medians.")
@@ -502,7 +509,7 @@ def main() -> int:
         deltas = [abs(x - y) for r16, r32 in zip(b16, b32) for x, y in zip(r16["losses"], r32["losses"])]
         rerun = [abs(x - y) for rs in (b16, b32) for r in rs[1:] for x, y in zip(rs[0]["losses"], r["losses"])]
         curve = b32[0]["losses"]
-        steps_change = [abs(b - a) for a, b in zip(curve, curve[1:])]
+        steps_change = [abs(b - a) for a, b in pairwise(curve)]
         max_d = max(deltas) if deltas else float("nan")
         typical = median(steps_change)
         ratio = summary["ours-bf16"]["median_tokens_per_s"] / summary["ours-fp32"]["median_tokens_per_s"]

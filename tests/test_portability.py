@@ -79,7 +79,7 @@ def test_adapter_loads_without_teachwhy_with_the_same_distribution(trained, tmp_
     got = json.loads((tmp_path / "out.json").read_text())
     text, want = _teachwhy_logprobs(adapter, messages)
     assert got["text"] == text  # the same prompt, from the adapter's own tokenizer
-    base_text, base = _teachwhy_logprobs("smollm2-135m", messages)
+    _base_text, base = _teachwhy_logprobs("smollm2-135m", messages)
     assert max(abs(a - b) for a, b in zip(want, base)) > 1e-2  # the adapter matters
     for name in ("peft", "transformers"):
         assert got[f"{name}_is_peft"]
@@ -133,3 +133,20 @@ def test_a_cache_prepared_with_the_stock_template_is_rebuilt(tmp_path):
     record.pop("chat_template_sha256")
     (tmp_path / models.COMPLETE_RECORD).write_text(json.dumps(record))
     assert not models.ships_training_template(tmp_path)
+
+
+def test_a_copied_adapter_finds_the_embedded_base_by_name(trained, tmp_path):
+    """On another machine the base's directory is elsewhere: teachwhy finds the embedded base by the
+    name teachwhy.json keeps."""
+    import shutil
+
+    from teachwhy import models
+
+    _, result = trained
+    copy = tmp_path / "copied"
+    shutil.copytree(result.summary["output"], copy)
+    cfg = json.loads((copy / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "/elsewhere/.cache/teachwhy/models/smollm2-135m"
+    (copy / "adapter_config.json").write_text(json.dumps(cfg))
+    ref = models.resolve(str(copy))
+    assert ref.kind == "peft" and ref.base.kind == "embedded" and ref.base.spec == "smollm2-135m"

@@ -90,7 +90,7 @@ def test_budget_smaller_than_a_record_and_bad_records(datasets, tmp_path):
         load_mixture([DataSource(path=str(bad))], tok)
     with pytest.raises(UserError, match="does not exist"):
         load_mixture([DataSource(path=str(tmp_path / "missing"))], tok)
-    with pytest.raises(UserError, match="no data.jsonl"):
+    with pytest.raises(UserError, match=r"no data\.jsonl"):
         load_mixture([DataSource(path=str(tmp_path))], tok)
 
 
@@ -108,7 +108,8 @@ def test_sft_end_to_end_adapter_saved_reloaded_evaluated(sft_run, tmp_path):
     adapter = res.run_dir / "adapter"
     assert res.model_path == adapter and (adapter / "adapter_model.safetensors").is_file()
     cfg = json.loads((adapter / "adapter_config.json").read_text())
-    assert cfg["base_model_name_or_path"] == "smollm2-135m"  # portable: the embedded name, not a cache path
+    # the base's directory, which PEFT, transformers, Inspect and vLLM can open (teachwhy.json keeps the name)
+    assert cfg["base_model_name_or_path"] == str(models.model_dir(models.resolve("smollm2-135m")).resolve())
     meta = json.loads((adapter / "teachwhy.json").read_text())
     assert meta["base"] == "smollm2-135m" and meta["tokens"] == s["tokens"]
     assert s["tokens"] <= 3000 and s["records"] == 2 and s["steps"] == 1

@@ -92,7 +92,7 @@ def _training_args(spec):
 
     from trl import GRPOConfig, SFTConfig
 
-    from teachwhy.train.sft import training_args_common
+    from teachwhy.train.runs import training_args_common
 
     out = tempfile.mkdtemp()
     if isinstance(spec, RLSpec):

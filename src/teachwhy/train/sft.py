@@ -4,7 +4,7 @@
       config.json          the spec, the model fingerprint and the datasets' content hashes (the hash names the run)
       mixture.json         per dataset: budget, records and tokens taken (all and loss-bearing)
       train_log.jsonl      loss, learning rate, tokens seen, throughput per logging step
-      eval_points.jsonl    the honeypot choice eval while training (when eval.every is set)
+      eval_points.jsonl    the honeypot choice eval while training (eval.every, at_start, at_end)
       checkpoints/         the latest Trainer checkpoint (a rerun resumes from it; removed at the end)
       adapter/             the PEFT adapter (`teachwhy eval --model runs/<id>/adapter` or `--model runs/<id>`)
       merged/ or model/    the adapter merged into the base (merge: true) / a full fine-tune
@@ -19,32 +19,17 @@ against TRL's SFTTrainer defaults and float32.
 
 from __future__ import annotations
 
-import json
-import re
-import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
 
 from teachwhy import models
-from teachwhy.data.tokens import training_chat_template
 from teachwhy.errors import UserError
-from teachwhy.store import (Registry, atomic_write_json, content_hash, ensure_writable_dir, read_jsonl,
-                            run_dir_lock)
+from teachwhy.store import read_jsonl
 from teachwhy.train.config import SFTSpec
 from teachwhy.train.mixture import Mixture, load_mixture
-
-ADAPTER_META = models.ADAPTER_META
-
-
-@dataclass
-class TrainResult:
-    run_id: str
-    run_dir: Path
-    summary: dict
-    model_path: Path  # the adapter directory (LoRA) or the model directory (full)
-    resumed: bool = False
+from teachwhy.train.runs import (TrainResult, drop_printer, finish_run, open_run, quiet_hf, resolve_training_model,
+                                 resume_point, run_once, save_adapter, save_into, training_args_common)
 
 
 # -- the trainer -------------------------------------------------------------------------------------
@@ -104,33 +89,6 @@ def why_sft_trainer_class():
 
 # -- helpers -------------------------------------------------------------------------------------
 
-def _slug(text: str) -> str:
-    return (re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-") or "run")[:40]
-
-
-def resolve_training_model(spec: str, init_adapter: str | None = None) -> tuple[models.ModelRef, models.ModelRef,
-                                                                                 Path | None]:
-    """(the model ref, its base ref, the adapter to continue from or None), checking adapter/base fit."""
-    ref = models.resolve(spec)
-    if not ref.is_local:
-        raise UserError(f"model '{spec}' is an Inspect model id: training needs local weights "
-                        "(smollm2-135m, a Hugging Face directory, or an adapter directory)")
-    base = ref.base if ref.kind == "peft" else ref
-    adapter = ref.path if ref.kind == "peft" else None
-    if init_adapter:
-        if adapter is not None:
-            raise UserError(f"model '{spec}' is already an adapter; give its base as the model to use "
-                            "init_adapter, or drop init_adapter")
-        aref = models.resolve(init_adapter)
-        if aref.kind != "peft":
-            raise UserError(f"init_adapter {init_adapter} is not a PEFT adapter directory (no adapter_config.json)")
-        adapter = aref.path
-        models.check_adapter_base(aref.path, base)
-    elif adapter is not None:
-        models.check_adapter_base(adapter, base)
-    return ref, base, adapter
-
-
 def _packing(spec: SFTSpec, mixture: Mixture) -> bool:
     if spec.packing != "auto":
         return spec.packing == "on"
@@ -139,26 +97,6 @@ def _packing(spec: SFTSpec, mixture: Mixture) -> bool:
     # short records waste a forward pass each; long ones already fill one (packing them only adds
     # a block-diagonal mask that costs the causal fast path)
     return median * 4 <= spec.max_length
-
-
-def quiet_hf() -> None:
-    """Our progress and logs replace the libraries' own bars and prints."""
-    import warnings
-
-    import datasets
-    import transformers
-
-    # deprecation notices about arguments TRL itself passes (gradient vs activation checkpointing)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-
-
-def drop_printer(trainer: Any) -> None:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
-
-    trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(HFProgress)
 
 
 def _load_base(base_dir: Path, spec: SFTSpec, dtype: str):
@@ -179,116 +117,6 @@ def _load_base(base_dir: Path, spec: SFTSpec, dtype: str):
         transformers.logging.set_verbosity(verbosity)
 
 
-def write_adapter_meta(adapter_dir: Path, base: models.ModelRef, base_dir: Path, extra: dict) -> None:
-    """Point adapter_config.json at the base's directory, so PEFT, transformers, Inspect's hf/
-    provider and vLLM load the adapter without teachwhy and without the Hub; save the tokenizer
-    (with the training chat template) beside it; record the base's teachwhy spec and architecture
-    hash in teachwhy.json, so teachwhy finds an embedded base by name on any machine and refuses
-    another base with a clear line."""
-    cfg_path = adapter_dir / "adapter_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["base_model_name_or_path"] = str(Path(base_dir).resolve())
-    atomic_write_json(cfg_path, cfg)
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(base_dir)  # a fresh copy: the loaded one is shared
-    tok.chat_template = training_chat_template()
-    tok.save_pretrained(adapter_dir)
-    atomic_write_json(adapter_dir / ADAPTER_META, {
-        "base": base.spec, "base_kind": base.kind, "base_config_hash": models.base_config_hash(base_dir), **extra})
-
-
-def training_args_common(spec: Any, dtype: str) -> dict[str, Any]:
-    import torch
-
-    scale = spec.scale
-    args: dict[str, Any] = dict(
-        report_to=spec.report_to, seed=spec.seed, data_seed=spec.seed, logging_steps=spec.logging_steps,
-        save_strategy="steps", save_steps=spec.save_steps, save_total_limit=1,
-        bf16=dtype == "bfloat16", use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
-        disable_tqdm=True, remove_unused_columns=True,
-    )
-    if scale.deepspeed:
-        if not Path(scale.deepspeed).is_file():
-            raise UserError(f"deepspeed config {scale.deepspeed} does not exist: give a DeepSpeed JSON file")
-        args["deepspeed"] = scale.deepspeed
-    if scale.fsdp:
-        args["fsdp"] = scale.fsdp
-        if scale.fsdp_config:
-            args["fsdp_config"] = scale.fsdp_config
-    return args
-
-
-# what the Trainer writes into a checkpoint; trainer_state.json comes last, so a checkpoint without
-# any of these was cut off while being written (kill -9, full disk) and cannot be resumed from
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
-
-
-def checkpoint_complete(ck: Path) -> bool:
-    return all((ck / f).is_file() for f in CHECKPOINT_FILES) and any(
-        f.suffix in (".safetensors", ".bin") for f in ck.iterdir() if f.is_file() and f.name != "training_args.bin")
-
-
-def last_checkpoint(ckpt_root: Path) -> Path | None:
-    """The latest complete checkpoint. Incomplete ones (cut off while being written) are removed, so
-    the rerun resumes from the one before and later saves never mix with their leftovers."""
-    cks = sorted((p for p in ckpt_root.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                 key=lambda p: int(p.name.split("-")[-1]))
-    complete = [ck for ck in cks if checkpoint_complete(ck)]
-    for ck in cks:
-        if ck not in complete:
-            shutil.rmtree(ck, ignore_errors=True)
-    return complete[-1] if complete else None
-
-
-def resume_point(run_dir: Path, logs: tuple[str, ...]) -> tuple[Path, Path | None, int]:
-    """(checkpoint root, the checkpoint to resume from or None, its step). Logs are cut back to that
-    step when resuming, and cleared for a fresh start."""
-    from teachwhy.train.callbacks import truncate_log
-
-    ckpt_root = run_dir / "checkpoints"
-    resume_from = last_checkpoint(ckpt_root)
-    step = int(resume_from.name.split("-")[-1]) if resume_from else 0
-    for f in logs:
-        if resume_from:
-            truncate_log(run_dir / f, step)
-        else:
-            (run_dir / f).unlink(missing_ok=True)
-    return ckpt_root, resume_from, step
-
-
-def save_into(out_dir: Path, write: Callable[[Path], None]) -> Path:
-    """Write a directory next to `out_dir` and rename it into place, so `out_dir` is whole or absent."""
-    import warnings
-
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with warnings.catch_warnings():  # PEFT looks for the base's config under the embedded name; harmless
-        warnings.simplefilter("ignore", UserWarning)
-        write(tmp)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return out_dir
-
-
-def save_adapter(model: Any, out_dir: Path, base: models.ModelRef, base_dir: Path, meta: dict) -> Path:
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp, save_embedding_layers=False)
-        write_adapter_meta(tmp, base, base_dir, meta)
-
-    return save_into(out_dir, write)
-
-
-def loss_change(log: list[dict], window: int = 3) -> dict | None:
-    """Mean loss over the first and the last `window` logged steps (the SFT "loss went down" check)."""
-    losses = [r["loss"] for r in log if isinstance(r.get("loss"), (int, float))]
-    if len(losses) < 2:
-        return None
-    w = max(1, min(window, len(losses) // 2))
-    first, last = sum(losses[:w]) / w, sum(losses[-w:]) / w
-    return {"window": w, "first": first, "last": last, "delta": last - first}
-
-
 # -- the run ---------------------------------------------------------------------------------------
 
 def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
@@ -306,48 +134,30 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     tok = models.load_tokenizer(base.spec)
     # packing keeps every token; otherwise a max_length that cuts off every answer is refused here
     mixture = load_mixture(spec.data, tok, spec.seed, max_length=None if spec.packing == "on" else spec.max_length)
-    root = ensure_writable_dir(Path(spec.out))
-    registry = Registry(root / "registry.sqlite")  # a corrupt registry fails before the run directory
-    models._torch_threads()
-
     config = {
         "kind": "sft", "spec": spec.model_dump(exclude={"out"}), "model_fingerprint": models.fingerprint(ref),
         "data": [{"name": s.name, "content_hash": s.content_hash, "budget": s.budget} for s in mixture.sources],
         "dtype": dtype,
     }
-    name = spec.name or "+".join(s.name for s in mixture.sources)
-    run_id = f"sft-{_slug(name)}-{content_hash(config)[:10]}"
-    run_dir = ensure_writable_dir(root / run_id)
-    with run_dir_lock(run_dir):
-        return _run_sft_locked(spec, run_id, run_dir, registry, config, ref, base, base_dir, init_adapter,
-                               dtype, tok, mixture, progress, on_log, on_eval)
+    handle = open_run("sft", spec.name or "+".join(s.name for s in mixture.sources), config, spec.out)
+    out_dir = handle.run_dir / ("adapter" if spec.method == "lora" else "model")
+    mixture_file = {"tokens": mixture.tokens, "loss_tokens": mixture.loss_tokens, "records": len(mixture.rows),
+                    "sources": mixture.report()}
+    return run_once(handle, spec.model, out_dir, lambda: _train_sft(
+        spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, out_dir, progress, on_log, on_eval),
+        report_to=spec.report_to, files={"mixture.json": mixture_file})
 
 
-def _run_sft_locked(spec, run_id, run_dir, registry, config, ref, base, base_dir, init_adapter, dtype,
-                    tok, mixture, progress, on_log, on_eval) -> TrainResult:
-    """Holding the run directory's lock: resume or start the run; a failure after start is recorded."""
-    out_dir = run_dir / ("adapter" if spec.method == "lora" else "model")
-    if (run_dir / "summary.json").is_file() and out_dir.is_dir():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        return TrainResult(run_id, run_dir, summary, out_dir, resumed=True)
-    atomic_write_json(run_dir / "config.json", config)
-    atomic_write_json(run_dir / "mixture.json", {"tokens": mixture.tokens, "loss_tokens": mixture.loss_tokens,
-                                                 "records": len(mixture.rows), "sources": mixture.report()})
-    registry.start(run_id, "train/sft", spec.model, config, run_dir)
-    with registry.failure_recorded(run_id):
-        return _train_sft(spec, run_id, run_dir, registry, ref, base, base_dir, init_adapter, dtype, tok, mixture,
-                          out_dir, progress, on_log, on_eval)
-
-
-def _train_sft(spec, run_id, run_dir, registry, ref, base, base_dir, init_adapter, dtype, tok, mixture, out_dir,
+def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, out_dir,
                progress, on_log, on_eval) -> TrainResult:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, PeftModel
     from trl import SFTConfig
 
-    from teachwhy.train.callbacks import standard_callbacks
+    from teachwhy.train.callbacks import loss_summary, standard_callbacks
 
+    run_dir = handle.run_dir
     ckpt_root, resume_from, resumed_step = resume_point(run_dir, ("train_log.jsonl", "eval_points.jsonl"))
 
     torch.manual_seed(spec.seed)
@@ -393,7 +203,7 @@ def _train_sft(spec, run_id, run_dir, registry, ref, base, base_dir, init_adapte
     seconds = time.time() - t0
 
     if spec.method == "lora":
-        save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": run_id, "tokens": mixture.tokens,
+        save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": handle.run_id, "tokens": mixture.tokens,
                                                              "loss_tokens": mixture.loss_tokens})
     else:
         save_into(out_dir, lambda tmp: (trainer.model.save_pretrained(tmp), tok.save_pretrained(tmp)))
@@ -405,24 +215,19 @@ def _train_sft(spec, run_id, run_dir, registry, ref, base, base_dir, init_adapte
     points = read_jsonl(run_dir / "eval_points.jsonl")
     tps = [r["tokens_per_s"] for r in log if r.get("tokens_per_s")]
     summary = {
-        "run_id": run_id, "kind": "sft", "model": spec.model, "base": base.spec, "method": spec.method,
+        "run_id": handle.run_id, "kind": "sft", "model": spec.model, "base": base.spec, "method": spec.method,
         "dtype": dtype, "packing": packing, "steps": trainer.state.global_step,
         "tokens": mixture.tokens, "loss_tokens": mixture.loss_tokens, "records": len(mixture.rows),
         "tokens_seen": trainer.tokens_seen, "loss_tokens_seen": trainer.loss_tokens_seen,
         "sources": mixture.report(), "train_seconds": round(seconds, 2),
         "train_runtime": out.metrics.get("train_runtime"),
-        "tokens_per_s": tps[-1] if tps else None, "loss": loss_change(log), "final_loss": out.training_loss,
+        "tokens_per_s": tps[-1] if tps else None, "loss": loss_summary(log), "final_loss": out.training_loss,
         "eval_points": points, "resumed_from_step": resumed_step or None,
         "output": str(out_dir), "merged": str(merged) if merged else None,
     }
-    from teachwhy.train.plots import plot_run
-
-    summary["plot"] = str(plot_run(run_dir, title=run_id))
-    atomic_write_json(run_dir / "summary.json", summary)
-    shutil.rmtree(ckpt_root, ignore_errors=True)
-    registry.finish(run_id, {"loss": summary["loss"], "tokens": mixture.tokens,
-                             "eval_last": points[-1] if points else None}, seconds)
-    return TrainResult(run_id, run_dir, summary, out_dir, resumed=bool(resume_from))
+    return finish_run(handle, summary, ckpt_root, seconds, {
+        "loss": summary["loss"], "tokens": mixture.tokens, "eval_last": points[-1] if points else None},
+        out_dir, resumed=bool(resume_from))
 
 
 def merge_adapter(adapter_dir: Path, out: Path) -> Path:
