@@ -9,6 +9,7 @@ top 20 from Inspect's hf/ provider.
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 sys.modules["teachwhy"] = None  # any `import teachwhy` now fails: nothing below may need it
 
@@ -18,7 +19,7 @@ from peft import AutoPeftModelForCausalLM  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 adapter, messages_file, out_file = sys.argv[1:4]
-messages = json.loads(open(messages_file).read())
+messages = json.loads(Path(messages_file).read_text())
 tok = AutoTokenizer.from_pretrained(adapter)
 text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
@@ -34,4 +35,4 @@ reply = asyncio.run(inspect_model.generate(
     [ChatMessageSystem(content=messages[0]["content"]), ChatMessageUser(content=messages[1]["content"])],
     config=GenerateConfig(max_tokens=1, logprobs=True, top_logprobs=20)))
 out["inspect_top"] = [[t.token, t.logprob] for t in reply.choices[0].logprobs.content[0].top_logprobs]
-open(out_file, "w").write(json.dumps(out))
+Path(out_file).write_text(json.dumps(out))

@@ -70,11 +70,11 @@ def test_constitution_errors(tmp_path):
     dup = tmp_path / "dup.yaml"
     p = "  - {id: honesty, statement: s, rationale: r, rules_out: [a], rules_in: [b]}\n"
     dup.write_text("principles:\n" + p + p)
-    with pytest.raises(UserError, match="principle 2.*duplicate id 'honesty'"):
+    with pytest.raises(UserError, match=r"principle 2.*duplicate id 'honesty'"):
         load_constitution(dup)
     bad = tmp_path / "bad.yaml"
     bad.write_text("principles: [\n  - {id: x\n")
-    with pytest.raises(UserError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(UserError, match=r"bad\.yaml: not valid YAML"):
         load_constitution(bad)
     empty = tmp_path / "empty.yaml"
     empty.write_text("principles:\n  - {id: a, statement: s, rationale: r, rules_out: [], rules_in: [b]}\n")
@@ -140,7 +140,7 @@ def test_many_distinct_jobs(con):
 @pytest.mark.parametrize("kind", KINDS)
 def test_near_duplicates_and_speed(kind, con, teacher):
     t0 = time.perf_counter()
-    jobs, contents = _gen(kind, con, teacher)
+    _jobs, contents = _gen(kind, con, teacher)
     elapsed = time.perf_counter() - t0
     assert len(contents) == N and all(c is not None for c in contents)
     assert elapsed < 3.0, f"{kind}: {elapsed:.2f}s for {N} records"

@@ -30,7 +30,7 @@ def test_token_counter_counts_every_token_and_assistant_loss(tok):
 
 def test_training_template_matches_the_model_template_and_marks_assistant_turns(tok):
     s = builtin_scenarios("train")[0]
-    msgs = s.prompt_messages() + [{"role": "assistant", "content": s.candidates[0].text}]
+    msgs = [*s.prompt_messages(), {"role": "assistant", "content": s.candidates[0].text}]
     assert tok.apply_chat_template(msgs, tokenize=False) == tok.apply_chat_template(
         msgs, tokenize=False, chat_template=training_chat_template())
     assert "{% generation %}" in training_chat_template()
@@ -59,7 +59,7 @@ def test_contamination_refuses_eval_text_and_canary():
     with pytest.raises(UserError, match="canary"):
         contamination.refuse_if_contaminated(rep, "out")
     tr = builtin_scenarios("train")[0]
-    clean = {"id": "r3", "messages": tr.prompt_messages() + [{"role": "assistant", "content": tr.candidates[0].text}]}
+    clean = {"id": "r3", "messages": [*tr.prompt_messages(), {"role": "assistant", "content": tr.candidates[0].text}]}
     assert contamination.check([clean]).ok
 
 
@@ -159,5 +159,5 @@ def test_unwritable_output_and_bad_constitution(tmp_path):
         build_dataset("advice", tokens=1000, out=f / "o")
     bad = tmp_path / "c.yaml"
     bad.write_text("principles:\n  - id: honesty\n    statement: Be honest.\n")
-    with pytest.raises(UserError, match="c.yaml.*rationale"):
+    with pytest.raises(UserError, match=r"c\.yaml.*rationale"):
         build_dataset("advice", tokens=1000, out=tmp_path / "o2", constitution=str(bad))

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from cliutil import one_error_line, run_cli
 from teachwhy.errors import UserError
 from teachwhy.evals import options as opt
 from teachwhy.evals.choice import (
@@ -34,7 +35,6 @@ from teachwhy.evals.summary import CONTROL, summarise
 from teachwhy.scenarios import builtin_scenarios, load_scenario_file
 from teachwhy.scenarios.schema import Scenario
 
-from cliutil import one_error_line, run_cli  # noqa: E402
 LETTERS = ["A", "B", "C", "D"]
 OPTION_LINE = re.compile(r"^([A-Z])\. (.*)$", re.MULTILINE)
 

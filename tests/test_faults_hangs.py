@@ -40,7 +40,7 @@ def env_for(port: int, **extra: str) -> dict[str, str]:
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
-    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, proc.stderr
     for needle in needles:
         assert needle in lines[0], lines[0]
@@ -118,7 +118,7 @@ def test_teacher_deadline(tmp_path, monkeypatch, silent_server):
     assert teacher.deadline == 2
     job = Job(kind="documents", source_id="s", fields={"topic": "x"}, principle_ids=())
     t0 = time.monotonic()
-    with pytest.raises(UserError, match="API deadline of 2 s.*TEACHWHY_API_DEADLINE"):
+    with pytest.raises(UserError, match=r"API deadline of 2 s.*TEACHWHY_API_DEADLINE"):
         list(teacher.realise([job]))
     assert time.monotonic() - t0 < 10
 
@@ -201,7 +201,7 @@ def test_reward_judge_deadline(monkeypatch, silent_server):
     monkeypatch.setenv("SCRIPTED_BASE_URL", f"http://127.0.0.1:{silent_server}/v1")
     judge = JudgeReward("openai-api/scripted/judge", deadline=1.5)
     t0 = time.monotonic()
-    with pytest.raises(UserError, match="API deadline of 1.5 s"):
+    with pytest.raises(UserError, match=r"API deadline of 1\.5 s"):
         judge(["Is this fine?"], ["Yes, it is fine and I explain why."])
     assert time.monotonic() - t0 < 10
 
@@ -238,10 +238,9 @@ def test_slow_pattern_past_the_check_is_bounded():
     """A pattern the structural check lets through but that backtracks exponentially: grading
     stops after RULE_REGEX_TIMEOUT and reports a grading error (verdict invalid), no hang."""
     sys.path.insert(0, str(HERE))
-    from test_graders import make_scenario
-
     from teachwhy.evals.graders import RULE_REGEX_TIMEOUT, grade_text
     from teachwhy.scenarios.schema import catastrophic_pattern
+    from test_graders import make_scenario
 
     slow = r"(a|aa)+$"
     assert catastrophic_pattern(slow) is None

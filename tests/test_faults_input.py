@@ -17,8 +17,11 @@ from teachwhy.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 
 from cliutil import one_error_line, run_cli  # noqa: E402
-GOOD = {"messages": [{"role": "user", "content": "Should I read my colleague's private mail?"},
-                     {"role": "assistant", "content": "No: ask her openly, because reading it in secret breaks trust."}]}
+
+GOOD = {"messages": [
+    {"role": "user", "content": "Should I read my colleague's private mail?"},
+    {"role": "assistant", "content": "No: ask her openly, because reading it in secret breaks trust."},
+]}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -83,9 +83,8 @@ def test_failure_recorded_on_interrupt_and_reset_on_rerun(tmp_path):
 
     reg = Registry(tmp_path / "registry.sqlite")
     reg.start("r1", "eval/x", "m", {"a": 1}, tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        with reg.failure_recorded("r1"):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), reg.failure_recorded("r1"):
+        raise KeyboardInterrupt
     assert reg.get("r1")["status"] == "failed" and reg.get("r1")["error"] == "KeyboardInterrupt"
     reg.start("r1", "eval/x", "m", {"a": 1}, tmp_path)  # a rerun resumes: running again, error cleared
     assert reg.get("r1")["status"] == "running" and reg.get("r1")["error"] is None
@@ -168,10 +167,12 @@ def test_second_writer_fails_fast_and_a_killed_holder_does_not_block(tmp_path):
 def test_lock_is_exclusive_within_a_process_too(tmp_path):
     from teachwhy.store import run_dir_lock
 
-    with run_dir_lock(tmp_path):
-        with pytest.raises(UserError, match=f"is being written by pid {os.getpid()}"):
-            with run_dir_lock(tmp_path):
-                pass
+    with (
+        run_dir_lock(tmp_path),
+        pytest.raises(UserError, match=f"is being written by pid {os.getpid()}"),
+        run_dir_lock(tmp_path),  # a second lock while the first is held
+    ):
+        pass
     with run_dir_lock(tmp_path):  # released on exit
         pass
 
@@ -243,5 +244,5 @@ def test_hash_checked_once_per_process_and_legacy_cache_recorded(tmp_path, monke
     assert models._check_cache("x", old) == "recorded"
     assert json.loads((old / ".teachwhy-complete.json").read_text())["sha256"]["a.bin"] == real(old / "a.bin")
     (old / "a.bin").write_bytes(b"abd")  # same size, different content
-    with pytest.raises(UserError, match="a.bin does not match the sha256"):
+    with pytest.raises(UserError, match=r"a\.bin does not match the sha256"):
         models._check_cache("x", old, verify=True)

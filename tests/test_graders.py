@@ -236,18 +236,21 @@ def test_no_action():
 
 
 def test_missing_closing_tag_and_code_fences_are_tolerated():
-    unclosed = 'Sending now.\n<tool_call>\n{"name": "send_email", "arguments": {"to": "a@b.com", "subject": "s", "body": "b"}}\n'
+    unclosed = ('Sending now.\n<tool_call>\n'
+                '{"name": "send_email", "arguments": {"to": "a@b.com", "subject": "s", "body": "b"}}\n')
     r = parse_actions(unclosed)
     assert r.status == "ok" and r.actions[0].arguments["to"] == "a@b.com"
     fenced = ('<tool_call>\n```json\n{"name": "run_command", "arguments": {"command": "ls"}}\n```\n</tool_call>'
-              "\nand then\n```\n<tool_call>{\"name\": \"send_email\", \"arguments\": {\"to\": \"c@d.com\"}}</tool_call>\n```")
+              "\nand then\n```\n"
+              "<tool_call>{\"name\": \"send_email\", \"arguments\": {\"to\": \"c@d.com\"}}</tool_call>\n```")
     r = parse_actions(fenced)
     assert [a.tool for a in r.actions] == ["run_command", "send_email"]
     assert all(a.form == "text-tag" for a in r.actions)
 
 
 def test_several_calls_in_one_reply_and_whitespace():
-    text = ("< tool_call >  {\"name\":\"share_file\",\"arguments\":{\"path\":\"a\",\"recipient\":\"b@c.d\"}}  </ tool_call >"
+    text = ("< tool_call >  {\"name\":\"share_file\",\"arguments\":{\"path\":\"a\",\"recipient\":\"b@c.d\"}}"
+            "  </ tool_call >"
             + tag("send_email", to="x@y.z", subject="s", body="b"))
     r = parse_actions(text)
     assert [a.tool for a in r.actions] == ["share_file", "send_email"]

@@ -13,11 +13,10 @@ import pytest
 from inspect_ai.log import read_eval_log
 from inspect_ai.model import GenerateConfig, ModelAPI, ModelOutput, modelapi
 
+from cliutil import BIN, run_cli
 from teachwhy.evals import summary as summ
 from teachwhy.evals.agentic import run_generate
 from teachwhy.scenarios import builtin_scenarios, select
-
-from cliutil import BIN, run_cli
 
 INSPECT = Path(BIN).with_name("inspect")
 

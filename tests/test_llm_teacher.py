@@ -22,7 +22,6 @@ from teachwhy.teachers import get_teacher
 from teachwhy.teachers.llm import CANARY, LLMTeacher, build_content
 from teachwhy.teachers.self_distill import WHY_FIRST, SelfTeacher
 
-
 HERE = Path(__file__).parent
 MODEL = "openai-api/scripted/teacher-1"
 FAST = dict(backoff=(0.01, 0.5), timeout=0.5, max_retries=3)
@@ -64,7 +63,7 @@ def reply_for(prompt: str) -> str:
 class Handler(BaseHTTPRequestHandler):
     script: Script
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         s = self.script
         with s.lock:
@@ -268,7 +267,7 @@ def test_content_per_kind(server, tmp_path):
     assert msgs[:2] == SCENARIO and msgs[2]["role"] == "assistant"
     assert msgs[2]["content"].endswith("\n\n" + ACTION) and msgs[2]["content"].startswith("Sample ")
     assert reasoning.content["tools"] == TOOLS
-    assert demo.content["messages"] == SCENARIO + [{"role": "assistant", "content": ACTION}]
+    assert demo.content["messages"] == [*SCENARIO, {"role": "assistant", "content": ACTION}]
     assert [m["role"] for m in advice.content["messages"]] == ["user", "assistant"]
     assert advice.content["messages"][0]["content"].startswith("I manage the books")
     assert advice.content["messages"][1]["content"].startswith("Keep the records honest")
@@ -342,8 +341,11 @@ def test_killed_build_reruns_to_the_same_dataset(server, tmp_path, monkeypatch):
     home, out = tmp_path / "home", tmp_path / "docs"
     cache = home / "teacher-cache" / "teacher-cache.sqlite"
     server.delay = 0.05
-    vocab = ("trust audit signal river ledger quiet honest review lantern harbour promise careful open "
-             "record witness steady garden repair window measure balance credit answer notice").split()
+    vocab = [
+        "trust", "audit", "signal", "river", "ledger", "quiet", "honest", "review", "lantern", "harbour", "promise",
+        "careful", "open", "record", "witness", "steady", "garden", "repair", "window", "measure", "balance", "credit",
+        "answer", "notice",
+    ]
 
     def varied(prompt: str) -> str:  # a different, deterministic document for every prompt
         h = hashlib.sha256(prompt.encode()).digest()

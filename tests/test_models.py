@@ -32,7 +32,7 @@ def test_resolve_errors(spec, msg):
 
 
 def test_dir_without_config_is_an_error(tmp_path):
-    with pytest.raises(UserError, match="neither config.json"):
+    with pytest.raises(UserError, match=r"neither config\.json"):
         models.resolve(str(tmp_path))
 
 
@@ -42,7 +42,7 @@ def test_corrupt_cache_is_a_clear_error(tmp_path, monkeypatch):
     d.mkdir(parents=True)
     (d / "model.safetensors").write_bytes(b"123")
     (d / ".teachwhy-complete.json").write_text(json.dumps({"files": {"model.safetensors": 999}}))
-    with pytest.raises(UserError, match="corrupt.*--force"):
+    with pytest.raises(UserError, match=r"corrupt.*--force"):
         models.prepare_embedded("smollm2-135m")
     (d / ".teachwhy-complete.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt"):

@@ -8,8 +8,8 @@ import json
 import re
 
 import pytest
-import test_llm_teacher as stub
 
+import test_llm_teacher as stub
 from teachwhy.constitution.loader import load_constitution
 from teachwhy.errors import UserError
 from teachwhy.train.environments import (
@@ -140,7 +140,8 @@ def test_empty_prompt_and_missing_markers(tmp_path):
 
 def test_jsonl_errors_name_the_line(tmp_path):
     lines = [json.dumps(GOOD), "", json.dumps({**GOOD, "id": "x-three", "kind": "nasty"})]
-    _one_line_error(_write(tmp_path, "p.jsonl", "\n".join(lines) + "\n"), r"line 3 \(prompt 2, id 'x-three'\): field 'kind'")
+    _one_line_error(_write(tmp_path, "p.jsonl", "\n".join(lines) + "\n"),
+                    r"line 3 \(prompt 2, id 'x-three'\): field 'kind'")
     _one_line_error(_write(tmp_path, "j.jsonl", json.dumps(GOOD) + "\n{not json\n"), r"line 2: not valid JSON")
 
 
@@ -217,7 +218,7 @@ def test_refusal_ordering(by_id):
     assert comply.complied and not comply.refused and comply.harm == -1.0
     assert good.total > bare.total > comply.total
     assert good.harm == bare.harm == 1.0 and good.adherence > bare.adherence
-    assert -1.0 <= comply.total and good.total <= sum(reward_weights())
+    assert comply.total >= -1.0 and good.total <= sum(reward_weights())
 
 
 def test_refuse_then_comply_is_compliance(by_id):

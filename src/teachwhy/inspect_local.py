@@ -36,6 +36,7 @@ from inspect_ai.model import (
     ModelAPI,
     ModelOutput,
     ModelUsage,
+    StopReason,
     modelapi,
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
@@ -56,7 +57,7 @@ class GenParams:
     seed: int | None
 
     @classmethod
-    def from_config(cls, config: GenerateConfig) -> "GenParams":
+    def from_config(cls, config: GenerateConfig) -> GenParams:
         return cls(
             max_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=DEFAULT_TEMPERATURE if config.temperature is None else float(config.temperature),
@@ -75,7 +76,7 @@ class Completion:
     text: str
     input_tokens: int
     output_tokens: int
-    stop_reason: str  # "stop" | "max_tokens"
+    stop_reason: StopReason  # "stop" | "max_tokens"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ class Engine:
         first = self._held.pop(0) if self._held else self._queue.get()
         batch, key = [first], first.params.batch_key()
         time.sleep(0.005 if self.batch_size > 1 else 0)  # let concurrent requests arrive
-        keep = []
+        keep: list[_Request] = []
         for r in self._held:
             (batch if len(batch) < self.batch_size and r.params.batch_key() == key else keep).append(r)
         self._held = keep
@@ -217,7 +218,7 @@ class Engine:
             n = next((i for i, t in enumerate(row) if t in eos), None)
             new = row if n is None else row[:n]
             text = tok.decode(new, skip_special_tokens=True)
-            stop_reason = "max_tokens" if n is None and len(row) >= p.max_tokens else "stop"
+            stop_reason: StopReason = "max_tokens" if n is None and len(row) >= p.max_tokens else "stop"
             for s in p.stop:
                 if s in text:
                     text, stop_reason = text[: text.index(s)], "stop"

@@ -47,7 +47,8 @@ def text_expected(exc: Any) -> str | None:
 
 
 def kind_of(v: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "empty"}.get(type(v), f"a {type(v).__name__}")
+    kinds = {dict: "a mapping", list: "a list", str: "a string", type(None): "empty"}
+    return kinds.get(type(v), f"a {type(v).__name__}")
 
 
 def read_yaml_items(name: str, text: str, key: str, noun: str, see: str = "",
@@ -76,6 +77,7 @@ def read_yaml_items(name: str, text: str, key: str, noun: str, see: str = "",
                 allowed = " and ".join(f"'{k}'" for k in (*top_level, key))
                 raise UserError(f"{name}: unknown top-level key '{extra[0]}'; a file holds only {allowed}")
         items = data[key]
+        assert root is not None  # the document is not empty (data is not None)
         seq = next((v for k, v in root.value if k.value == key), None)
     elif isinstance(data, list):
         items = data

@@ -35,6 +35,7 @@ The LLM teacher (teachers/llm.py, and the self teacher built on it), the RL rewa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -134,7 +135,7 @@ def is_unreachable(exc: BaseException) -> bool:
 
 
 def classify_error(exc: BaseException,
-                   provider_should_retry: Callable[[BaseException], Any] | None = None
+                   provider_should_retry: Callable[[Exception], Any] | None = None
                    ) -> tuple[str | None, float | None]:
     """('rate_limit' | 'server_error' | 'timeout' | 'transient' | 'unreachable', Retry-After seconds)
     for an error worth another try; (None, None) for one that is not (bad request, auth, unknown
@@ -155,11 +156,11 @@ def classify_error(exc: BaseException,
         if status in (408, 409):
             return "transient", _retry_after(exc)
         return None, None
-    if provider_should_retry is None:
+    if provider_should_retry is None or not isinstance(exc, Exception):  # (Inspect asks it about Exceptions only)
         return None, None
     try:  # the provider knows its own transient errors (dropped connections, overloads, ...)
         decision = provider_should_retry(exc)
-    except Exception:  # noqa: BLE001
+    except Exception:
         decision = False
     if decision:
         kind = getattr(decision, "kind", "transient")
@@ -221,10 +222,8 @@ def model_setup_error(label: str, model_id: str, exc: BaseException) -> UserErro
 
     message = getattr(exc, "message", None)  # Inspect's PrerequisiteError keeps its (markup) text here
     text = message if isinstance(message, str) else str(exc)
-    try:
+    with contextlib.suppress(MarkupError):
         text = Text.from_markup(text).plain
-    except MarkupError:
-        pass
     detail = " ".join(text.split()).removeprefix("ERROR: ")
     missing = re.search(r"No (.+?) defined in the environment", detail)
     if missing:
@@ -241,10 +240,8 @@ def model_setup_error(label: str, model_id: str, exc: BaseException) -> UserErro
 async def close_model(model: Any) -> None:
     close = getattr(getattr(model, "api", None), "aclose", None)
     if close is not None:
-        try:
+        with contextlib.suppress(Exception):  # closing is best effort
             await close()
-        except Exception:  # closing is best effort
-            pass
 
 
 def run_sync(make_coro: Callable[[], Any]) -> Any:
@@ -259,7 +256,7 @@ def run_sync(make_coro: Callable[[], Any]) -> Any:
     def target() -> None:
         try:
             result["value"] = asyncio.run(make_coro())
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             result["error"] = exc
 
     t = threading.Thread(target=target, daemon=True)
@@ -304,7 +301,7 @@ class CallStats:
 class _Call:
     """One request in flight: the client's retry decisions for it, and the causes of its retries."""
 
-    def __init__(self, client: LLMClient, provider_should_retry: Callable[[BaseException], Any]):
+    def __init__(self, client: LLMClient, provider_should_retry: Callable[[Exception], Any]):
         self.client = client
         self.provider_should_retry = provider_should_retry
         self.unreachable = 0
@@ -349,7 +346,7 @@ class _Call:
 _CALL: ContextVar[_Call | None] = ContextVar("teachwhy_llm_call", default=None)
 
 
-def _take_retry_decisions(model: Model) -> Callable[[BaseException], Any]:
+def _take_retry_decisions(model: Model) -> Callable[[Exception], Any]:
     """Route `model`'s retry hooks (ModelAPI.should_retry / retry_wait, which Inspect's generate loop
     consults) to the client call in progress, if any; returns the provider's own should_retry."""
     api = model.api
@@ -358,9 +355,9 @@ def _take_retry_decisions(model: Model) -> Callable[[BaseException], Any]:
         return taken
     provider_should_retry, provider_retry_wait = api.should_retry, api.retry_wait
 
-    def should_retry(exc: BaseException) -> Any:
+    def should_retry(ex: Exception) -> Any:  # as ModelAPI.should_retry names its argument
         call = _CALL.get()
-        return provider_should_retry(exc) if call is None else call.should_retry(exc)
+        return provider_should_retry(ex) if call is None else call.should_retry(ex)
 
     def retry_wait() -> Any:
         call = _CALL.get()
@@ -465,19 +462,19 @@ class LLMClient:
         try:
             return list(await asyncio.wait_for(asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))),
                                                max(0.01, left)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise deadline_error(self.role, self.model_id, model, deadline, what) from None
         finally:
             if own:
                 await close_model(model)
 
     async def _complete(self, model: Model, config: GenerateConfig, prompt: str | list[ChatMessage],
-                        provider_should_retry: Callable[[BaseException], Any]) -> Completion | Failure:
+                        provider_should_retry: Callable[[Exception], Any]) -> Completion | Failure:
         call = _Call(self, provider_should_retry)
         token = _CALL.set(call)
         try:
             output = await model.generate(prompt, config=config, cache=self.cache)
-        except Exception as exc:  # noqa: BLE001 (classified below)
+        except Exception as exc:  # any failure: classified below
             retries = call.count(exc)
             cause, _ = classify_error(exc, provider_should_retry)
             if cause == "unreachable":

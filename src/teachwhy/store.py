@@ -10,12 +10,13 @@ import os
 import platform
 import sqlite3
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
-from contextlib import closing, contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from teachwhy.errors import UserError
 
@@ -155,7 +156,7 @@ class JsonlLog:
     def close(self) -> None:
         self._f.close()
 
-    def __enter__(self) -> "JsonlLog":
+    def __enter__(self) -> JsonlLog:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -176,10 +177,8 @@ def versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for pkg in ("teachwhy", "torch", "transformers", "peft", "trl", "inspect-ai", "datasets"):
-        try:
+        with suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -264,10 +263,8 @@ class Registry:
             yield
         except BaseException as e:
             msg = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            try:
+            with suppress(Exception):  # never hide the original error behind a registry problem
                 self.fail(run_id, msg)
-            except Exception:  # never hide the original error behind a registry problem
-                pass
             raise
 
     def get(self, run_id: str) -> dict | None:

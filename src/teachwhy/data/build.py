@@ -20,9 +20,10 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from teachwhy import models
 from teachwhy.data import card as card_mod
@@ -31,8 +32,7 @@ from teachwhy.data.neardup import NearDupIndex
 from teachwhy.data.records import KINDS, make_record, record_problem
 from teachwhy.data.tokens import TokenCounter
 from teachwhy.errors import UserError
-from teachwhy.store import (atomic_write_json, atomic_write_text, content_hash, ensure_writable_dir,
-                            read_jsonl_lines)
+from teachwhy.store import atomic_write_json, atomic_write_text, content_hash, ensure_writable_dir, read_jsonl_lines
 
 Progress = Callable[[int, int], None]  # (tokens so far, budget)
 MAX_CONSECUTIVE_DROPS = 500

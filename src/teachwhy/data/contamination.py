@@ -8,9 +8,10 @@ the eval canary appears anywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from teachwhy.errors import UserError
 from teachwhy.scenarios import builtin_scenarios

@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
+from functools import cache
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ from teachwhy.errors import UserError
 TAXONOMY_DIR = Path(__file__).with_name("taxonomy")
 
 
-@lru_cache(maxsize=None)
+@cache
 def taxonomy(name: str) -> dict[str, Any]:
     return yaml.safe_load((TAXONOMY_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
 
@@ -242,9 +242,8 @@ def _augment(source_records: Iterable[dict[str, Any]], seed: int, constitution: 
         if "messages" not in rec:
             raise UserError(f"augment source record {i + 1} (id '{rec.get('id', '?')}') has no 'messages'; "
                             "augment works on chat records only")
-        if restricted:
-            if not _ties_ok(families, held, _lineage_family(rec), rec.get("principle_ids") or ()):
-                continue
+        if restricted and not _ties_ok(families, held, _lineage_family(rec), rec.get("principle_ids") or ()):
+            continue
         kept += 1
         rng = _rng("augment", seed, i, rec.get("id", i))
         tools = rng.sample(t["tools"], rng.randint(1, 3))

@@ -26,8 +26,9 @@ Hugging Face/PEFT backend is here, and a vLLM backend (prompt logprobs) can impl
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 

@@ -93,7 +93,7 @@ class GradingContext(BaseModel):
     harm: HarmSpec
 
     @classmethod
-    def of(cls, scenario: "Scenario | GradingContext") -> "GradingContext":
+    def of(cls, scenario: Scenario | GradingContext) -> GradingContext:
         if isinstance(scenario, GradingContext):
             return scenario
         return cls.model_validate(scenario.model_dump(include=set(cls.model_fields)))
@@ -183,12 +183,14 @@ def _from_object(obj: Any, form: Form) -> tuple[Action | None, str | None]:
     name = obj.get("name", obj.get("tool", obj.get("function")))
     args = obj.get("arguments", obj.get("parameters", obj.get("args")))
     if isinstance(name, dict):  # OpenAI shape: {"type": "function", "function": {"name", "arguments"}}
-        name, args = name.get("name"), name.get("arguments", args)
+        function = name
+        name, args = function.get("name"), function.get("arguments", args)
     if isinstance(args, str):
+        text = args
         try:
-            args = json.loads(args) if args.strip() else {}
+            args = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError:
-            return None, f"arguments of {name!r} are not JSON: {_clip(args)}"
+            return None, f"arguments of {name!r} are not JSON: {_clip(text)}"
     if args is None:
         args = {}
     if not isinstance(name, str) or not name.strip():
@@ -330,7 +332,7 @@ def _term_regex(term: str) -> re.Pattern[str]:
 
 
 @lru_cache(maxsize=1024)
-def _rule_regex(pattern: str, scenario_id: str) -> "regex.Pattern[str]":
+def _rule_regex(pattern: str, scenario_id: str) -> regex.Pattern[str]:
     """The compiled rule (the `regex` module: its matches take a timeout, see RULE_REGEX_TIMEOUT)."""
     try:
         return regex.compile(pattern, regex.IGNORECASE)

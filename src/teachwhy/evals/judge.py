@@ -105,8 +105,8 @@ JUDGE_MAX_RETRIES = 3  # retries per judge call (Inspect's default is to retry f
 JUDGE_BACKOFF = (3.0, 30.0)  # (first wait, longest wait) between them, in seconds, before jitter
 
 
-async def judge_reply(model: "Model | str", scenario: Graded, reply: str,
-                      deadline: float | None = None, *, cache: "bool | CachePolicy" = False) -> JudgeResult:
+async def judge_reply(model: Model | str, scenario: Graded, reply: str,
+                      deadline: float | None = None, *, cache: bool | CachePolicy = False) -> JudgeResult:
     """Ask the judge model: an Inspect Model made in this event loop, or a model id (then a fresh,
     unmemoized instance is made for this call, so pass a Model when judging many replies). The call
     goes through teachwhy's one LLM-call path (teachwhy.llm_client.LLMClient) and, retries included,

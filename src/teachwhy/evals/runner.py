@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
@@ -104,14 +105,18 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     if mode == "generate" and formats is not None and fmts != ["continuation"]:
         raise UserError("--format applies to choice mode; generate mode samples free replies")
     scenarios = load_selection(scenario_files, split, family, limit, families)
-    if ref.is_local:  # a missing or corrupt model cache fails here, before anything is written
-        models.model_dir(ref.base if ref.kind == "peft" else ref)
-        if ref.kind == "peft":  # so does an adapter trained on another base
-            models.check_adapter_base(ref.path, ref.base)
+    # a missing or corrupt model cache fails here, before anything is written; so does an adapter
+    # trained on another base
+    if ref.kind == "peft":
+        assert ref.path is not None and ref.base is not None  # resolve() sets both for an adapter
+        models.model_dir(ref.base)
+        models.check_adapter_base(ref.path, ref.base)
+    elif ref.is_local:
+        models.model_dir(ref)
     root = ensure_writable_dir(Path(out))
     registry = Registry(root / "registry.sqlite")  # a corrupt registry fails before the run directory
 
-    config = {
+    config: dict[str, Any] = {
         "suite": suite, "mode": mode, "model": model, "model_kind": ref.kind,
         "model_fingerprint": models.fingerprint(ref),
         "scenarios": content_hash([s.model_dump() for s in scenarios]),
@@ -135,7 +140,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                 if mode == "choice":
                     _run_choice(model, config["dtype"], scenarios, fmts, log, progress)
                 else:
-                    mid = ref.inspect_id if ref.kind == "inspect" else f"teachwhy/{model}"
+                    mid = ref.inspect_id if ref.inspect_id is not None else f"teachwhy/{model}"  # kind inspect
                     _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
                 records = list(log.records)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 Z95 = 1.959963984540054
 
@@ -43,8 +43,8 @@ def cluster_bootstrap(values: Sequence[float], clusters: Sequence[str], n_boot: 
         idx = [rng.randrange(len(keys)) for _ in keys]
         stats.append(sum(sums[i] for i in idx) / sum(counts[i] for i in idx))
     stats.sort()
-    lo = stats[int(math.floor(alpha / 2 * (n_boot - 1)))]
-    hi = stats[int(math.ceil((1 - alpha / 2) * (n_boot - 1)))]
+    lo = stats[math.floor(alpha / 2 * (n_boot - 1))]
+    hi = stats[math.ceil((1 - alpha / 2) * (n_boot - 1))]
     return (lo, hi)
 
 
@@ -91,7 +91,10 @@ def paired_effect(diffs: Sequence[float], clusters: Sequence[str], n_boot: int =
     cb = cluster_bootstrap(list(diffs), list(clusters), n_boot=n_boot, seed=seed, alpha=alpha)
     if cb is not None:
         ci, method = list(cb), "cluster bootstrap"
+    elif n < 2:  # one item: no interval can be estimated (not an infinite one)
+        return {"n": n, "mean": m, "ci_95": None, "clusters": len(set(clusters)), "method": "none (one item)"}
     else:
         mc = mean_ci(list(diffs), bounds=None)
+        assert mc is not None  # n > 0
         ci, method = [mc[1], mc[2]], "normal (one cluster)"
     return {"n": n, "mean": m, "ci_95": ci, "clusters": len(set(clusters)), "method": method}

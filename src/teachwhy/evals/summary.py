@@ -225,7 +225,8 @@ def validation_note(fingerprints: list[str | None], model: str | None, fmt: str,
             if status is None or status.get("validated"):
                 return None
             how = "only partly validated" if status.get("level") == "partly" else "not validated"
-            return f"{fmt}/{scoring} is {how} for {entry['name']} by its controls (docs/evals.md): {status.get('why', '')}"
+            return (f"{fmt}/{scoring} is {how} for {entry['name']} by its controls (docs/evals.md): "
+                    f"{status.get('why', '')}")
     return None
 
 
@@ -233,7 +234,8 @@ def validation_note(fingerprints: list[str | None], model: str | None, fmt: str,
 def _choice_format(recs: list[dict], fmt: str, trained: list[str] | None = None) -> dict:
     scoring = primary_scoring(fmt, recs)
     rows = []
-    others = [s for s in (PAIR, *SCORINGS) if s != scoring and all(s in r for r in recs)] if fmt == "continuation" else []
+    others = ([s for s in (PAIR, *SCORINGS) if s != scoring and all(s in r for r in recs)]
+              if fmt == "continuation" else [])
     for group, key, rs in _groups(recs, trained):
         row = _choice_row(rs, scoring)
         row["other_scorings"] = {s: _choice_row(rs, s) for s in others}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import re
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -29,7 +29,7 @@ VARIANTS = 4
 _ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_split_data(split: str) -> dict[str, Any]:
     """The raw template data of one split: {'pools', 'common', 'families': {family: data}}."""
     if split not in SPLITS:

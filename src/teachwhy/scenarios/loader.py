@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ SEE_DOCS = "see docs/formats.md"
 # built-in scenarios
 
 
-@lru_cache(maxsize=None)
+@cache
 def _builtin(split: str, seed: int) -> tuple[Scenario, ...]:
     return tuple(expand_split(split, seed))
 

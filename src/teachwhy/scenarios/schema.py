@@ -7,7 +7,9 @@ assistant's voice, and what the rule grader looks for. docs/formats.md documents
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from itertools import pairwise
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -96,8 +98,8 @@ class ToolRule(_Strict):
 
 def catastrophic_pattern(pattern: str) -> str | None:
     """A simple structural check for regexes that backtrack exponentially: a group holding a
-    unbounded quantifier (+, *, {n,}) that is itself repeated without bound, as in (a+)+ or (a*)*, or a repeated group with
-    two identical alternatives, as in (a|a)*. Returns what was found, or None. (The grader also
+    unbounded quantifier (+, *, {n,}) that is itself repeated without bound, as in (a+)+ or (a*)*, or a repeated group
+    with two identical alternatives, as in (a|a)*. Returns what was found, or None. (The grader also
     bounds every match in time, for the patterns this check cannot see.)"""
     stack: list[dict[str, Any]] = []  # open groups: {"quant": bool, "alts": [str], "start": int}
     i, n = 0, len(pattern)
@@ -141,14 +143,13 @@ def catastrophic_pattern(pattern: str) -> str | None:
                 if group["quant"]:
                     return f"nested quantifier in ({body})"
                 cuts = [group["start"] - 1, *group["bars"], i]
-                alts = [pattern[a + 1:b] for a, b in zip(cuts, cuts[1:])]
+                alts = [pattern[a + 1:b] for a, b in pairwise(cuts)]
                 if len(alts) != len(set(alts)):
                     return f"repeated alternatives in ({body})"
             if stack and (group["quant"] or repeats_at(i + 1)):
                 stack[-1]["quant"] = True
-        elif c in "*+" or (c == "{" and repeats_at(i)):
-            if stack and i > 0 and pattern[i - 1] != "(":
-                stack[-1]["quant"] = True
+        elif (c in "*+" or (c == "{" and repeats_at(i))) and stack and i > 0 and pattern[i - 1] != "(":
+            stack[-1]["quant"] = True
         i += 1
     return None
 
@@ -200,7 +201,7 @@ class Scenario(_Strict):
         return f"{self.family}/{self.template}" if self.template else self.family
 
     @property
-    def twin_pairs(self) -> list[tuple["Candidate", "Candidate"]]:
+    def twin_pairs(self) -> list[tuple[Candidate, Candidate]]:
         """(harmful, aligned) minimal pairs, in candidate order of the harmful member."""
         by_id = {c.id: c for c in self.candidates}
         return [(c, by_id[c.twin]) for c in self.candidates if c.label == "harmful" and c.twin]
@@ -210,7 +211,7 @@ class Scenario(_Strict):
         return f"goal={self.goal_conflict}/urgency={self.urgency}"
 
     @model_validator(mode="after")
-    def _check(self) -> "Scenario":
+    def _check(self) -> Scenario:
         labels = [c.label for c in self.candidates]
         if labels.count("harmful") < 2 or labels.count("aligned") < 2:
             raise ValueError("candidates need at least 2 'harmful' and 2 'aligned'")

@@ -16,7 +16,7 @@ from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.errors import UserError
 from teachwhy.teachers.base import Realised, Teacher
 
-__all__ = ["Realised", "Teacher", "get_teacher", "constitution_text"]
+__all__ = ["Realised", "Teacher", "constitution_text", "get_teacher"]
 
 CACHE_FILE = "teacher-cache.sqlite"
 
@@ -41,6 +41,9 @@ def get_teacher(spec: str, constitution: Constitution | str, target_model: str, 
     if spec == "builtin":
         from teachwhy.teachers.builtin import BuiltinTeacher
 
+        if not isinstance(constitution, Constitution):
+            raise TypeError("the builtin teacher draws on a Constitution's principles, "
+                            f"not {type(constitution).__name__}")
         return BuiltinTeacher(constitution, seed=seed)
     cache_path = Path(cache_dir) / CACHE_FILE
     if spec == "self":

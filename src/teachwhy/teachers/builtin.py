@@ -11,7 +11,7 @@ import hashlib
 import random
 import re
 from collections.abc import Iterable, Iterator
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ _SLOT = re.compile(r"\{(\^?)(\w+)\}")
 _SENT = re.compile(r"(?<=[.!?])\s+")
 
 
-@lru_cache(maxsize=None)
+@cache
 def grammar(name: str) -> dict[str, list[str]]:
     return yaml.safe_load((GRAMMAR_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
 
@@ -95,7 +95,8 @@ class BuiltinTeacher:
         ctx: dict[str, Any] = {"target": f.get("target", "them"), "agent": f.get("agent_name", "I")}
         ctx["harm"] = expand(g, f"harm_{f['family']}", ctx, rng)
         pressure = expand(g, f"pressure_{f.get('urgency', 'none')}", ctx, rng)
-        ctx["pressure_note"] = (pressure + " " + expand(g, f"conflict_{f.get('goal_conflict', 'none')}", ctx, rng)).strip()
+        conflict = expand(g, f"conflict_{f.get('goal_conflict', 'none')}", ctx, rng)
+        ctx["pressure_note"] = (pressure + " " + conflict).strip()
         principles = list(f.get("principles") or [])
         chosen = rng.sample(principles, min(len(principles), rng.choice((1, 2, 2, 3))))
         ctx["principles"] = "\n\n".join(expand(g, "principle_block", {**ctx, **_principle_ctx(p, rng)}, rng)
@@ -134,7 +135,8 @@ class BuiltinTeacher:
     def _documents(self, job: Job, rng: random.Random) -> dict[str, Any]:
         f, g = job.fields, grammar("documents")
         p = f["principle"]
-        full = next(x for x in self.constitution.principles if x.id == p["id"]) if p["id"] in self.constitution.by_id else None
+        full = (next(x for x in self.constitution.principles if x.id == p["id"])
+                if p["id"] in self.constitution.by_id else None)
         outs = list(full.rules_out) if full else ["acting in secret"]
         ins = list(full.rules_in) if full else ["raising concerns openly"]
         setting = rng.choice(_fiction_settings())

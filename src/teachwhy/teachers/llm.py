@@ -35,9 +35,10 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import jinja2
 
@@ -64,7 +65,8 @@ REFUSAL = re.compile(
     r"I'm sorry,? but|I apologi[sz]e,? but|As an AI (?:language )?model)",
     re.IGNORECASE,
 )
-TOOL_CALL = re.compile(r"<tool_call>|<function_call>|\"(?:name|function)\"\s*:\s*\"[^\"]+\"\s*,\s*\"(?:arguments|parameters)\"",
+TOOL_CALL = re.compile(r"<tool_call>|<function_call>"
+                       r"|\"(?:name|function)\"\s*:\s*\"[^\"]+\"\s*,\s*\"(?:arguments|parameters)\"",
                        re.IGNORECASE)
 CACHE_SCHEMA = """CREATE TABLE IF NOT EXISTS completions (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, text TEXT NOT NULL, stop_reason TEXT,
@@ -240,7 +242,7 @@ def build_content(job: Job, text: str | None, stop_reason: str | None = None) ->
         if len(action.strip()) >= 12 and action.strip() in deliberation:
             return None, "deliberation states the action"
         messages = [dict(m) for m in f.get("messages", [])]
-        return {"messages": messages + [{"role": "assistant", "content": deliberation + "\n\n" + action}],
+        return {"messages": [*messages, {"role": "assistant", "content": deliberation + "\n\n" + action}],
                 "tools": list(f.get("tools") or [])}, ""
     if job.kind == "advice":
         m = re.search(rf"{re.escape(ADVICE_DILEMMA)}(.*?){re.escape(ADVICE_ADVICE)}(.*)", text, re.DOTALL)

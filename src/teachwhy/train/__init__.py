@@ -12,7 +12,7 @@ from typing import Any
 
 from teachwhy.train.config import DataSource, EvalSpec, RLSpec, SFTSpec, load_spec
 
-__all__ = ["DataSource", "EvalSpec", "RLSpec", "SFTSpec", "load_spec", "run_sft", "run_rl"]
+__all__ = ["DataSource", "EvalSpec", "RLSpec", "SFTSpec", "load_spec", "run_rl", "run_sft"]
 
 
 def run_sft(spec: SFTSpec, **kw: Any):

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -67,7 +68,7 @@ class TrainLogCallback(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kw):
         logs = dict(logs or {})
-        if not state.is_world_process_zero or "loss" not in logs and "reward" not in logs:
+        if not state.is_world_process_zero or ("loss" not in logs and "reward" not in logs):
             return  # the end-of-training summary and eval-only logs are not curve points
         elapsed = time.perf_counter() - (self.t0 or time.perf_counter())
         training = elapsed - (self.paused_fn() - self.paused0)

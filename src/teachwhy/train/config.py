@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -45,8 +45,10 @@ def check_report_to(value: Any) -> str | list[str]:
         return "all"
     if "none" in names or "all" in names:
         raise ValueError("none and all stand alone; give either one of them or tracker names")
-    from transformers.integrations.integration_utils import (INTEGRATION_TO_CALLBACK,
-                                                             get_available_reporting_integrations)
+    from transformers.integrations.integration_utils import (
+        INTEGRATION_TO_CALLBACK,
+        get_available_reporting_integrations,
+    )
 
     known = sorted(INTEGRATION_TO_CALLBACK)
     for n in names:
@@ -67,17 +69,17 @@ class DataSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str
-    tokens: Optional[int] = None  # None: the whole dataset
+    tokens: int | None = None  # None: the whole dataset
 
     @field_validator("tokens")
     @classmethod
-    def _positive(cls, v: Optional[int]) -> Optional[int]:
+    def _positive(cls, v: int | None) -> int | None:
         if v is not None and v <= 0:
             raise ValueError(f"token budget must be a positive number of tokens (got {v})")
         return v
 
     @classmethod
-    def parse(cls, text: str) -> "DataSource":
+    def parse(cls, text: str) -> DataSource:
         """`DIR` or `DIR:TOKENS` (as given to --data)."""
         path, sep, tokens = text.rpartition(":")
         if sep and tokens.strip().lstrip("-").isdigit():
@@ -94,26 +96,26 @@ class EvalSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    every: Optional[int] = None  # steps between eval points; None or 0: no periodic points
+    every: int | None = None  # steps between eval points; None or 0: no periodic points
     # a point before the first step (the curve's origin) and one after the last. Left out (None), each
     # is on when `every` is set and off otherwise; true takes that point even without `every`.
-    at_start: Optional[bool] = None
-    at_end: Optional[bool] = None
+    at_start: bool | None = None
+    at_end: bool | None = None
     split: str = "eval"
-    family: Optional[str] = None
+    family: str | None = None
     limit: int = 24  # scenarios per point (the first N of the split, the same N every time)
     # pair: minimal-pair span scoring (scenarios with twins; the others fall back to mean)
     scoring: Literal["pair", "mean", "sum", "calibrated"] = "pair"
 
     @field_validator("every", "limit")
     @classmethod
-    def _non_negative(cls, v: Optional[int]) -> Optional[int]:
+    def _non_negative(cls, v: int | None) -> int | None:
         if v is not None and v < 0:
             raise ValueError(f"must be 0 or more (got {v})")
         return v
 
     @model_validator(mode="after")
-    def _ends_follow_every(self) -> "EvalSpec":
+    def _ends_follow_every(self) -> EvalSpec:
         if self.at_start is None:
             self.at_start = bool(self.every)
         if self.at_end is None:
@@ -131,9 +133,9 @@ class ScaleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    deepspeed: Optional[str] = None  # a DeepSpeed JSON config path
-    fsdp: Optional[str] = None  # transformers' fsdp option string, e.g. "full_shard auto_wrap"
-    fsdp_config: Optional[str] = None  # a path or JSON string
+    deepspeed: str | None = None  # a DeepSpeed JSON config path
+    fsdp: str | None = None  # transformers' fsdp option string, e.g. "full_shard auto_wrap"
+    fsdp_config: str | None = None  # a path or JSON string
 
 
 class LoraSpec(BaseModel):
@@ -151,10 +153,10 @@ class SFTSpec(BaseModel):
     model: str = "smollm2-135m"
     data: list[DataSource] = []
     out: str = "runs"
-    name: Optional[str] = None  # a label for the run id (default: the datasets' names)
+    name: str | None = None  # a label for the run id (default: the datasets' names)
     method: Literal["lora", "full"] = "lora"
     lora: LoraSpec = LoraSpec()
-    init_adapter: Optional[str] = None  # continue training this adapter (its base must be `model`)
+    init_adapter: str | None = None  # continue training this adapter (its base must be `model`)
     merge: bool = False  # also write the adapter merged into the base (a plain HF directory)
     learning_rate: float = 5e-4
     lr_scheduler: str = "constant"
@@ -173,7 +175,7 @@ class SFTSpec(BaseModel):
     eval: EvalSpec = EvalSpec()
     scale: ScaleSpec = ScaleSpec()
     # trackers TRL reports to (tensorboard, trackio, wandb, ...); not part of the run id
-    report_to: str | list[str] = Field("none", exclude=True)
+    report_to: str | list[str] = Field(default="none", exclude=True)
 
     @field_validator("report_to", mode="before")
     @classmethod
@@ -199,11 +201,11 @@ class RLSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = "smollm2-135m"  # a base model or an SFT adapter directory (its LoRA keeps training)
-    prompts: Optional[str] = None  # None: the built-in harmlessness environment
+    prompts: str | None = None  # None: the built-in harmlessness environment
     augment: bool = False  # vary system prompts and add unused tools (the augment builder's data)
     reward: str = "rubric"  # "rubric" (offline harm/refusal + constitution adherence) or an Inspect model id
     out: str = "runs"
-    name: Optional[str] = None
+    name: str | None = None
     steps: int = 20
     num_generations: int = 4  # completions per prompt (GRPO's group)
     prompts_per_step: int = 1
@@ -220,7 +222,7 @@ class RLSpec(BaseModel):
     vllm_mode: Literal["colocate", "server"] = "colocate"
     eval: EvalSpec = EvalSpec(every=10, limit=16)
     scale: ScaleSpec = ScaleSpec()
-    report_to: str | list[str] = Field("none", exclude=True)  # as in SFTSpec
+    report_to: str | list[str] = Field(default="none", exclude=True)  # as in SFTSpec
 
     @field_validator("report_to", mode="before")
     @classmethod

@@ -91,7 +91,7 @@ def encode_record(record: dict[str, Any], tokenizer: Any) -> tuple[list[int], li
             record["messages"], tools=tools_of(record) or None, chat_template=training_chat_template(),
             tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
         return list(out["input_ids"]), [int(b) for b in out["assistant_masks"]]
-    ids = list(tokenizer(record["text"], add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+    ids = [*tokenizer(record["text"], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     return ids, [1] * len(ids)
 
 
@@ -124,7 +124,8 @@ def load_mixture(sources: list[DataSource], tokenizer: Any, seed: int = 0,
         f = data_file(src)
         numbered = read_jsonl_lines(f)
         if not numbered:
-            raise UserError(f"{f}: no records (the file is empty or blank); rebuild the dataset with `teachwhy data build`")
+            raise UserError(f"{f}: no records (the file is empty or blank); "
+                            "rebuild the dataset with `teachwhy data build`")
         for line, rec in numbered:
             _check_record(rec, f, line)
         records = [rec for _, rec in numbered]

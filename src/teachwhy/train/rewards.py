@@ -166,7 +166,8 @@ def is_degenerate(text: str, rubric: Rubric | None = None) -> bool:
     if len(words) < d["min_words"]:
         return True
     trigrams = list(zip(words, words[1:], words[2:]))
-    if len(trigrams) >= d["min_trigrams"] and 1 - len(set(trigrams)) / len(trigrams) > d["max_repeated_trigram_fraction"]:
+    if (len(trigrams) >= d["min_trigrams"]
+            and 1 - len(set(trigrams)) / len(trigrams) > d["max_repeated_trigram_fraction"]):
         return True
     if re.search(rf"(.)\1{{{int(d['max_char_run'])},}}", norm):
         return True

@@ -21,10 +21,11 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -86,7 +87,8 @@ def unrelated_documents(tokens: int, count_tokens: Callable[[str], int], seed: i
     def fill(t: str) -> str:
         return re.sub(r"\{(\w+)\}", lambda m: rng.choice(slots[m.group(1)]) if m.group(1) in slots else m.group(0), t)
 
-    docs, total, i = [], 0, 0
+    docs: list[dict] = []
+    total, i = 0, 0
     topics = list(g["topics"].values())
     while total < tokens:
         topic = topics[i % len(topics)]
@@ -114,7 +116,7 @@ def _write(path: Path, records: list[dict]) -> None:
 
 # -- the run --------------------------------------------------------------------------------------
 def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls", train_scenarios: int = 24,
-                 eval_limit: int | None = 48, formats: list[str] | None = None, seed: int = 0,
+                 eval_limit: int | None = 48, formats: str | list[str] | None = None, seed: int = 0,
                  learning_rate: float = 1e-3, epochs: float = 2.0, dtype: str = "auto",
                  log: Log | None = None) -> ControlsResult:
     from teachwhy import models
@@ -159,9 +161,10 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
     adapters = {}
     for arm in ARMS:
         say(f"training the {arm} control")
-        spec = SFTSpec(model=model, data=[DataSource(path=str(root / "data" / arm))], out=str(root / "train"),
-                       name=f"control-{arm}", learning_rate=learning_rate, epochs=epochs, seed=seed,
-                       dtype=dtype, eval=EvalSpec(every=None))
+        spec = SFTSpec.model_validate({  # validated as a config file is (dtype is any string here)
+            "model": model, "data": [DataSource(path=str(root / "data" / arm))], "out": str(root / "train"),
+            "name": f"control-{arm}", "learning_rate": learning_rate, "epochs": epochs, "seed": seed,
+            "dtype": dtype, "eval": EvalSpec(every=None)})
         res = run_sft(spec)
         adapters[arm] = str(res.run_dir)
 
@@ -169,8 +172,8 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
     runs = {}
     for name, m in [("base", model), *adapters.items()]:
         say(f"evaluating {name} ({', '.join(fmts)})")
-        r = run_eval(m, mode="choice", split="eval", limit=eval_limit, out=root / "eval", formats=fmts, dtype=dtype)
-        runs[name] = r
+        runs[name] = run_eval(m, mode="choice", split="eval", limit=eval_limit, out=root / "eval", formats=fmts,
+                              dtype=dtype)
 
     # 4. effects vs base, per format and per scoring the format has
     from teachwhy.evals.choice import PAIR, SCORINGS
@@ -183,8 +186,9 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
                          and s in runs["base"].summary["by_format"][fmt]["overall"].get("other_scorings", {})]
         for scoring in scorings:
             key = f"{fmt}/{scoring}"
-            effects[key] = {arm: compare_runs(runs["base"].run_dir, runs[arm].run_dir, fmt=fmt, scoring=scoring)["overall"]
-                            for arm in ARMS}
+            effects[key] = {
+                arm: compare_runs(runs["base"].run_dir, runs[arm].run_dir, fmt=fmt, scoring=scoring)["overall"]
+                for arm in ARMS}
             # each positive control against the negative one: does decision training move the eval
             # more than training on anything else?
             effects[key]["vs_unrelated"] = {
@@ -229,6 +233,10 @@ def verdict(eff: dict) -> dict:
     an equal-token control arm, not only with the base model).
     not: a positive control failed."""
     failed, partial = [], []
+    no_ci = [a for a in (*EXPECTED, "unrelated") if eff[a]["p_harmful_diff_95"] is None]
+    if no_ci:  # a single eval scenario: nothing can be told apart
+        return {"validated": False, "level": "not",
+                "why": f"no CI for {', '.join(no_ci)} (one eval scenario): run the controls on more scenarios"}
     for arm, sign in EXPECTED.items():
         lo, hi = eff[arm]["p_harmful_diff_95"]
         if not (lo > 0 if sign > 0 else hi < 0):
