@@ -53,8 +53,10 @@ def resolve_training_model(spec: str, init_adapter: str | None = None) -> tuple[
     if not ref.is_local:
         raise UserError(f"model '{spec}' is an Inspect model id: training needs local weights "
                         "(smollm2-135m, a Hugging Face directory, or an adapter directory)")
-    base = ref.base if ref.kind == "peft" else ref
-    adapter = ref.path if ref.kind == "peft" else None
+    base, adapter = ref, None
+    if ref.kind == "peft":
+        assert ref.path is not None and ref.base is not None  # resolve() sets both for an adapter
+        base, adapter = ref.base, ref.path
     if init_adapter:
         if adapter is not None:
             raise UserError(f"model '{spec}' is already an adapter; give its base as the model to use "
@@ -62,6 +64,7 @@ def resolve_training_model(spec: str, init_adapter: str | None = None) -> tuple[
         aref = models.resolve(init_adapter)
         if aref.kind != "peft":
             raise UserError(f"init_adapter {init_adapter} is not a PEFT adapter directory (no adapter_config.json)")
+        assert aref.path is not None  # resolve() sets it for an adapter
         adapter = aref.path
         models.check_adapter_base(aref.path, base)
     elif adapter is not None:
@@ -83,7 +86,8 @@ def quiet_hf() -> None:
 
 
 def drop_printer(trainer: Any) -> None:
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback as HFProgress
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import ProgressCallback as HFProgress
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(HFProgress)
