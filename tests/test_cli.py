@@ -80,6 +80,23 @@ def test_bad_flag_values(tmp_path):
     one_error_line(run("eval", "--limit", "0", "--out", str(tmp_path)), "--limit")
 
 
+@pytest.mark.parametrize("args, says", [(("--bogus",), "No such option: --bogus"),
+                                         (("eval", "--limit", "many"), "Invalid value for '--limit'"),
+                                         (("scenarios", "show"), "Missing argument"),
+                                         (("nosuchcommand",), "No such command")])
+def test_usage_errors_are_click_messages_not_tracebacks(args, says):
+    p = run(*args)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    assert "Traceback" not in p.stderr and says in p.stderr, p.stderr
+    assert "Usage: teachwhy" in p.stderr
+
+
+def test_no_arguments_shows_the_help_not_a_traceback():
+    p = run()
+    assert "Traceback" not in p.stderr, p.stderr
+    assert "Usage: teachwhy" in p.stdout + p.stderr and "Commands" in p.stdout + p.stderr
+
+
 @pytest.mark.slow
 def test_eval_json_and_scenarios_commands(tmp_path, user_file, embedded):
     p = run("eval", "--scenarios", str(user_file), "--out", str(tmp_path), "--json")

@@ -10,15 +10,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer._click import ClickException  # typer vendors Click: its errors are not click's
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from teachwhy.errors import UserError
 
-if TYPE_CHECKING:  # typer vendors Click: its commands take typer._click's contexts and formatters
+if TYPE_CHECKING:  # (and its commands take typer._click's contexts and formatters)
     from typer._click import Command, Context, HelpFormatter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -812,12 +812,12 @@ def main() -> None:
 
         err.print(Text.assemble(("error: ", "bold red"), str(e)), soft_wrap=True, highlight=False)
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         err.print("aborted")
         sys.exit(130)
-    except click.ClickException as e:
+    except ClickException as e:  # a usage error: the usage line, a hint and `Error: ...`, exit 2
         e.show()
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
