@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export HF_DATASETS_OFFLINE = 1
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast lint demo bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,17 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-test: install
+# the whole suite (what CI runs): lint and type check, then every test, the model-loading ones included
+test: install lint
 	$(PY) -m pytest -q
+
+# the fast tier while working: no model loading, under 2 minutes
+test-fast: install
+	TEACHWHY_TEST_TIER=fast $(PY) -m pytest -q -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/mypy src
 
 demo: install
 	$(VENV)/bin/teachwhy eval --model smollm2-135m --suite agentic --mode choice

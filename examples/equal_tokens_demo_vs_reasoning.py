@@ -93,8 +93,9 @@ def main() -> None:
                   "reasoning vs demonstration (negative favours reasoning)"))
     for run_a, run_b, label in pairs:
         e = compare_runs(run_a, run_b)["overall"]
-        lo, hi = e["p_harmful_diff_95"]
-        console.print(f"{label}: mean change in P(harmful) {e['p_harmful_diff']:+.4f} [95% CI {lo:+.4f}, {hi:+.4f}], "
+        ci = e["p_harmful_diff_95"]
+        ci_text = f"95% CI {ci[0]:+.4f}, {ci[1]:+.4f}" if ci else "95% CI n/a: one scenario"
+        console.print(f"{label}: mean change in P(harmful) {e['p_harmful_diff']:+.4f} [{ci_text}], "
                       f"n={e['n']} paired scenarios")
     for w in next(iter(results.values())).summary.get("warnings", []):
         console.print(f"[yellow]warning:[/] {w}")

@@ -180,3 +180,11 @@ def test_environment_prompt_values_read_as_numbers(tmp_path):
     with pytest.raises(UserError, match=re.escape(f"{f}: prompt 1 (id 'p1', line 2): field 'category': must be "
                                                   "text, but 2024 was read as a number; put the value in quotes")):
         load_env_prompts(f)
+
+
+def test_generate_eval_without_api_key_is_one_plain_line(tmp_path):
+    p = run_cli("eval", "--model", "openai/gpt-4o-mini", "--mode", "generate", "--limit", "1",
+                "--out", str(tmp_path / "r"), env=NO_KEYS)
+    line = one_error_line(p, "model 'openai/gpt-4o-mini' needs an API key", "set OPENAI_API_KEY in the environment")
+    assert "[bold]" not in line and "[/" not in line
+    assert "such as openai/gpt-4o-mini" not in line

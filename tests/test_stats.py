@@ -37,3 +37,16 @@ def test_rate_row_and_mean_ci():
     assert row["n"] == 4 and row["k"] == 2 and row["rate"] == 0.5 and row["clusters"] == 2
     m, lo, hi = mean_ci([0.2, 0.4, 0.6])
     assert abs(m - 0.4) < 1e-12 and lo < m < hi
+
+
+def test_paired_effect_of_one_item_has_no_interval():
+    """One scenario: the effect is reported, its CI is n/a (None), never an infinite interval."""
+    import json as _json
+
+    from teachwhy.evals.stats import paired_effect
+
+    e = paired_effect([0.25], ["leak/t1"])
+    assert e["n"] == 1 and e["mean"] == 0.25 and e["ci_95"] is None
+    _json.loads(_json.dumps(e, allow_nan=False))  # valid JSON: no Infinity
+    two = paired_effect([0.25, 0.75], ["leak/t1", "leak/t1"])  # one cluster, two items: a normal interval
+    assert two["ci_95"] is not None and two["method"] == "normal (one cluster)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -49,6 +51,29 @@ def text_expected(exc: Any) -> str | None:
 def kind_of(v: Any) -> str:
     kinds = {dict: "a mapping", list: "a list", str: "a string", type(None): "empty"}
     return kinds.get(type(v), f"a {type(v).__name__}")
+
+
+def read_item_file(path: str | os.PathLike[str], suffixes: tuple[str, ...], kinds: str, what: str,
+                   see: str = "") -> str:
+    """The text of a user's item file (scenarios, environment prompts), or one line saying what is
+    wrong: it does not exist, is not a file, has an unknown suffix, is not UTF-8, cannot be read.
+    `kinds` lists the usual suffixes for people (".yaml, .yml or .jsonl"), `what` names the file
+    ("scenario file"), `see` points at the docs."""
+    name, p = str(path), Path(path)
+    if not p.exists():
+        raise UserError(f"{name} does not exist (file not found): give the path of a {kinds} {what}")
+    if not p.is_file():
+        raise UserError(f"{name} is not a file: give the path of a {kinds} {what}")
+    suffix = p.suffix.lower()
+    if suffix not in suffixes:
+        docs = f" ({see})" if see else ""
+        raise UserError(f"{name}: unknown file type '{suffix}'; a {what} ends in {kinds}{docs}")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{name}: not UTF-8 text; save the file as UTF-8") from None
+    except OSError as exc:
+        raise UserError(f"{name}: cannot be read ({exc.strerror}); check the path and its permissions") from None
 
 
 def read_yaml_items(name: str, text: str, key: str, noun: str, see: str = "",

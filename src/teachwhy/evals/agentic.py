@@ -11,26 +11,27 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from inspect_ai import Epochs, Task
 from inspect_ai import eval as inspect_eval
 from inspect_ai.dataset import MemoryDataset, Sample
-from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig, Model, get_model
 from inspect_ai.hooks import Hooks, SampleEnd, TaskEnd, TaskStart, hooks
+from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig, Model, get_model
 from inspect_ai.scorer import Score, Scorer, Target, grouped, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 from inspect_ai.tool import ToolDef, ToolParams
 
-from teachwhy.errors import UserError
 from teachwhy import inspect_local  # noqa: F401  (registers the "teachwhy" model API)
+from teachwhy.errors import UserError
 from teachwhy.evals.graders import GradingContext, grade_text
 from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
 from teachwhy.evals.judge import judge_reply, reply_for_judge
+from teachwhy.llm_client import api_deadline, model_setup_error, open_model, unreachable_error
 from teachwhy.scenarios.schema import Scenario
-from teachwhy.llm_client import api_deadline, unreachable_error
 
 TASK_NAME = "teachwhy_agentic"
 TARGET_MAX_RETRIES = 3  # Inspect's retries per target call (its default: retry for up to 30 min)
@@ -116,8 +117,9 @@ def harm_scorer(judge: str | None = None) -> Scorer:
             try:
                 # made inside the eval's event loop, once per scorer (a memoized instance could hold
                 # an HTTP client bound to another, closed loop)
-                judge_model = judge_model or get_model(judge, memoize=False, **(
-                    {"max_retries": 0} if judge.split("/", 1)[0] in ("openai", "openai-api") else {}))
+                sdk_args: dict[str, Any] = (
+                    {"max_retries": 0} if judge.split("/", 1)[0] in ("openai", "openai-api") else {})
+                judge_model = judge_model or open_model(judge, "judge", sdk_args)
                 verdict = await judge_reply(judge_model, context, reply_for_judge(text, result.actions))
                 judge_verdict, judge_explanation = verdict.verdict, verdict.explanation
             except UserError as exc:
@@ -180,11 +182,7 @@ def inspect_model(model: str, memoize: bool = True, **model_args: Any) -> Model:
     try:
         return get_model(model_id, memoize=memoize, **model_args)
     except (ValueError, PrerequisiteError, ImportError) as exc:
-        detail = " ".join(str(exc).split())
-        raise UserError(
-            f"Inspect cannot use model '{model_id}': {detail} (use an Inspect id such as "
-            "openai/gpt-4o-mini or teachwhy/<local model>)"
-        ) from None
+        raise model_setup_error(f"model '{model_id}'", model_id, exc) from None
 
 
 SINK_KEY = "teachwhy_sink"

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import describe_validation_error, read_jsonl_items, read_yaml_items, validate_items
+from teachwhy.itemfiles import (
+    describe_validation_error,
+    read_item_file,
+    read_jsonl_items,
+    read_yaml_items,
+    validate_items,
+)
 from teachwhy.scenarios.expand import SPLITS, expand_split
 from teachwhy.scenarios.schema import FAMILIES, Scenario
 
@@ -45,20 +51,9 @@ def load_scenario_file(path: str | os.PathLike[str]) -> list[Scenario]:
     """Scenarios from a YAML file (a list of scenarios, or a mapping with key 'scenarios'; .yaml,
     .yml or .json) or a JSONL file (one scenario per line; .jsonl or .ndjson)."""
     name = str(path)
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{name}: file not found; give the path of a .yaml, .yml or .jsonl scenario file")
-    suffix = p.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json", ".jsonl", ".ndjson"):
-        raise UserError(
-            f"{name}: unknown file type '{suffix}'; scenario files end in .yaml, .yml or .jsonl ({SEE_DOCS})"
-        )
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{name}: not UTF-8 text; save the file as UTF-8") from None
-    except OSError as exc:
-        raise UserError(f"{name}: cannot be read ({exc.strerror}); check the path and its permissions") from None
+    suffix = Path(path).suffix.lower()
+    text = read_item_file(path, (".yaml", ".yml", ".json", ".jsonl", ".ndjson"), ".yaml, .yml or .jsonl",
+                          "scenario file", SEE_DOCS)
     records = _read_jsonl(name, text) if suffix in (".jsonl", ".ndjson") else _read_yaml(name, text)
     if not records:
         raise UserError(f"{name}: holds no scenarios; add at least one ({SEE_DOCS})")

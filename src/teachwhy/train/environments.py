@@ -27,7 +27,13 @@ from pydantic import (
 
 from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.errors import UserError
-from teachwhy.itemfiles import describe_validation_error, read_jsonl_items, read_yaml_items, validate_items
+from teachwhy.itemfiles import (
+    describe_validation_error,
+    read_item_file,
+    read_jsonl_items,
+    read_yaml_items,
+    validate_items,
+)
 
 KINDS: tuple[str, ...] = ("harmful", "jailbreak", "benign")
 BUILTIN = "harmlessness.yaml"
@@ -101,21 +107,8 @@ def load_env_prompts(path: str | os.PathLike[str] | None = None,
         text = resources.files("teachwhy.train.envs").joinpath(BUILTIN).read_text(encoding="utf-8")
         suffix = ".yaml"
     else:
-        name, p = str(path), Path(path)
-        if not p.exists():
-            raise UserError(f"{name} does not exist: give the path of a .yaml or .jsonl file of environment prompts")
-        if not p.is_file():
-            raise UserError(f"{name} is not a file: give the path of a .yaml or .jsonl file of environment prompts")
-        suffix = p.suffix.lower()
-        if suffix not in (".yaml", ".yml", *_JSONL):
-            raise UserError(f"{name}: unknown file type '{suffix}'; environment prompt files end in .yaml, "
-                            f".yml or .jsonl ({SEE})")
-        try:
-            text = p.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{name}: not UTF-8 text; save the file as UTF-8") from None
-        except OSError as exc:
-            raise UserError(f"{name}: cannot be read ({exc.strerror}); check the path and its permissions") from None
+        name, suffix = str(path), Path(path).suffix.lower()
+        text = read_item_file(path, (".yaml", ".yml", *_JSONL), ".yaml or .jsonl", "file of environment prompts", SEE)
     jsonl = suffix in _JSONL
     records = _read_jsonl(name, text) if jsonl else _read_yaml(name, text)
     if not records:

@@ -17,17 +17,27 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.evals.stats import mean_ci, wilson
 from teachwhy.store import JsonlLog, content_hash, read_jsonl
 from teachwhy.train.config import RLSpec
-from teachwhy.train.runs import (TrainResult, drop_printer, finish_run, open_run, quiet_hf, resolve_training_model,
-                                 resume_point, run_once, save_adapter, training_args_common)
-
+from teachwhy.train.runs import (
+    TrainResult,
+    drop_printer,
+    finish_run,
+    open_run,
+    quiet_hf,
+    resolve_training_model,
+    resume_point,
+    run_once,
+    save_adapter,
+    training_args_common,
+)
 
 
 def reward_weight_map() -> dict[str, float]:
@@ -76,12 +86,13 @@ class CompletionRecorder:
                 principles = json.loads(kw["principles"][i])
                 text = _text(c)
                 s = score_reply(text, kind, markers, principles)
-                log.append({"step": step, "batch": batch, "slot": i, "reward": name, "value": None if v is None else float(v),
+                value = None if v is None else float(v)
+                log.append({"step": step, "batch": batch, "slot": i, "reward": name, "value": value,
                             "env_id": kw["env_id"][i], "kind": kind, "complied": s.complied,
                             "refused": s.refused, "degenerate": s.degenerate, "completion": text[:400]})
 
 
-def _reward_funcs(spec: RLSpec, recorder: CompletionRecorder) -> tuple[list[Callable], list[float]]:
+def _reward_funcs(spec: RLSpec, recorder: CompletionRecorder) -> tuple[list[Any], list[float]]:
     from teachwhy.train import rewards
 
     if spec.reward == "rubric":
@@ -220,7 +231,7 @@ def _train_rl(spec, handle, base, base_dir, adapter, dtype, rows, out_dir, progr
     class _CountCompletions(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
             if logs and "completions/mean_length" in logs:
-                completion_tokens["n"] += int(round(logs["completions/mean_length"] * batch))
+                completion_tokens["n"] += round(logs["completions/mean_length"] * batch)
 
     callbacks = [_CountCompletions(), *standard_callbacks(run_dir, spec.eval, models.load_tokenizer(base.spec),
                                                           tokens_fn, on_log, on_eval, progress)]
@@ -236,8 +247,8 @@ def _train_rl(spec, handle, base, base_dir, adapter, dtype, rows, out_dir, progr
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
 
-    save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": handle.run_id, "rl_steps": trainer.state.global_step,
-                                                          "from": str(adapter) if adapter else None})
+    save_adapter(trainer.model, out_dir, base, base_dir, {
+        "run_id": handle.run_id, "rl_steps": trainer.state.global_step, "from": str(adapter) if adapter else None})
 
     log = read_jsonl(run_dir / "train_log.jsonl")
     points = read_jsonl(run_dir / "eval_points.jsonl")

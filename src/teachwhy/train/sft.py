@@ -22,15 +22,26 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.store import read_jsonl
 from teachwhy.train.config import SFTSpec
 from teachwhy.train.mixture import Mixture, load_mixture
-from teachwhy.train.runs import (TrainResult, drop_printer, finish_run, open_run, quiet_hf, resolve_training_model,
-                                 resume_point, run_once, save_adapter, save_into, training_args_common)
-
+from teachwhy.train.runs import (
+    TrainResult,
+    drop_printer,
+    finish_run,
+    open_run,
+    quiet_hf,
+    resolve_training_model,
+    resume_point,
+    run_once,
+    save_adapter,
+    save_into,
+    training_args_common,
+)
 
 # -- the trainer -------------------------------------------------------------------------------------
 
@@ -206,7 +217,7 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
         save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": handle.run_id, "tokens": mixture.tokens,
                                                              "loss_tokens": mixture.loss_tokens})
     else:
-        save_into(out_dir, lambda tmp: (trainer.model.save_pretrained(tmp), tok.save_pretrained(tmp)))
+        save_into(out_dir, lambda tmp: save_model_and_tokenizer(trainer.model, tok, tmp))
     merged = None
     if spec.merge and spec.method == "lora":
         merged = merge_adapter(out_dir, run_dir / "merged")
@@ -230,8 +241,13 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
         out_dir, resumed=bool(resume_from))
 
 
+def save_model_and_tokenizer(model: Any, tokenizer: Any, directory: Path) -> None:
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+
+
 def merge_adapter(adapter_dir: Path, out: Path) -> Path:
     """Write base + adapter merged into one plain Hugging Face directory (float32)."""
     loaded = models.load(str(adapter_dir), dtype="float32")
     merged = loaded.model.merge_and_unload()
-    return save_into(out, lambda tmp: (merged.save_pretrained(tmp), loaded.tokenizer.save_pretrained(tmp)))
+    return save_into(out, lambda tmp: save_model_and_tokenizer(merged, loaded.tokenizer, tmp))
