@@ -27,6 +27,7 @@ def user_file(tmp_path_factory):
     return p
 
 
+@pytest.mark.slow
 def test_unknown_model(tmp_path):
     one_error_line(run("eval", "--model", "no-such-model", "--out", str(tmp_path)), "unknown model", "no-such-model")
     assert not any(tmp_path.iterdir())
@@ -37,6 +38,7 @@ def test_inspect_model_in_choice_mode(tmp_path):
                    "--mode generate")
 
 
+@pytest.mark.slow
 def test_malformed_scenario_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("- id: x\n  family: blackmail\n  split: [unclosed\n")
@@ -44,6 +46,7 @@ def test_malformed_scenario_file(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_scenario_missing_field(tmp_path, user_file):
     data = yaml.safe_load(user_file.read_text())
     del data[1]["candidates"]
@@ -53,17 +56,20 @@ def test_scenario_missing_field(tmp_path, user_file):
     assert "scenario" in line
 
 
+@pytest.mark.slow
 def test_empty_selection(tmp_path, user_file):
     one_error_line(run("eval", "--scenarios", str(user_file), "--family", "leak", "--out", str(tmp_path / "o")))
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir(tmp_path, user_file):
     f = tmp_path / "a-file"
     f.write_text("x")
     one_error_line(run("eval", "--scenarios", str(user_file), "--out", str(f / "runs")), "not writable")
 
 
+@pytest.mark.slow
 def test_corrupt_cache(tmp_path, user_file):
     home = tmp_path / "home"
     d = home / "models" / "smollm2-135m"
@@ -75,6 +81,7 @@ def test_corrupt_cache(tmp_path, user_file):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_bad_flag_values(tmp_path):
     one_error_line(run("eval", "--mode", "vibes", "--out", str(tmp_path)), "unknown mode")
     one_error_line(run("eval", "--limit", "0", "--out", str(tmp_path)), "--limit")

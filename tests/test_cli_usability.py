@@ -107,6 +107,7 @@ NO_KEYS = {k: "" for k in ("OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "AZUREAI_OP
                            "BEDROCK_OPENAI_API_KEY", "AWS_BEARER_TOKEN_BEDROCK")}
 
 
+@pytest.mark.slow
 def test_missing_api_key_is_one_plain_line_naming_the_variable(tmp_path):
     p = run_cli("data", "build", "advice", "--teacher", "openai/gpt-4o-mini", "--tokens", "200",
                 "--out", str(tmp_path / "d"), env=NO_KEYS)
@@ -182,6 +183,7 @@ def test_environment_prompt_values_read_as_numbers(tmp_path):
         load_env_prompts(f)
 
 
+@pytest.mark.slow
 def test_generate_eval_without_api_key_is_one_plain_line(tmp_path):
     p = run_cli("eval", "--model", "openai/gpt-4o-mini", "--mode", "generate", "--limit", "1",
                 "--out", str(tmp_path / "r"), env=NO_KEYS)

@@ -443,6 +443,7 @@ def _write(path: Path, records: list[dict]) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(TWIN_CASES))
 def test_wrong_twins_are_one_line_errors(tmp_path, scenario, case):
     make, needle = TWIN_CASES[case]

@@ -152,6 +152,7 @@ def test_cli_bad_family_is_one_line_and_non_zero(tmp_path):
     assert "Traceback" not in p.stderr and not (tmp_path / "d").exists()
 
 
+@pytest.mark.slow
 def test_cli_families_comma_separated_and_repeated(tmp_path):
     p = _run("data", "build", "reasoning", "--tokens", "4000", "--out", str(tmp_path / "r"),
              "--families", "leak", "--families", "blackmail,leak")

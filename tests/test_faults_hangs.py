@@ -67,6 +67,7 @@ def run_python(code: str, env: dict[str, str], timeout: float) -> subprocess.Com
 # item 7: the LLM teacher
 
 
+@pytest.mark.slow
 def test_teacher_at_closed_port_fails_fast_cli(tmp_path):
     """`teachwhy data build` with an LLM teacher whose base URL refuses connections: one line naming
     the URL and the model, exit != 0, in seconds (not 500 consecutive failures)."""
@@ -81,6 +82,7 @@ def test_teacher_at_closed_port_fails_fast_cli(tmp_path):
     assert elapsed < 120, elapsed
 
 
+@pytest.mark.slow
 def test_teacher_at_closed_port_in_process(tmp_path, monkeypatch):
     from teachwhy.data.records import Job
     from teachwhy.teachers.llm import LLMTeacher
@@ -107,6 +109,7 @@ def silent_server():
     s.close()
 
 
+@pytest.mark.slow
 def test_teacher_deadline(tmp_path, monkeypatch, silent_server):
     from teachwhy.data.records import Job
     from teachwhy.teachers.llm import LLMTeacher
@@ -156,6 +159,7 @@ def fails_at_closed_port(code: str, who: str, limit: float) -> None:
     assert time.monotonic() - t0 < limit
 
 
+@pytest.mark.slow
 def test_generate_target_at_closed_port_fails_bounded(tmp_path):
     fails_at_closed_port(f"""
 from teachwhy.evals.agentic import run_generate
@@ -163,6 +167,7 @@ run_generate([sc], "openai-api/scripted/target", 1, {str(tmp_path)!r})
 """, "target model 'openai-api/scripted/target'", 120)
 
 
+@pytest.mark.slow
 def test_judge_at_closed_port_fails_fast(tmp_path):
     fails_at_closed_port("""
 import asyncio
@@ -171,6 +176,7 @@ asyncio.run(judge_reply("openai-api/scripted/judge", sc, "hello"))
 """, "judge model 'openai-api/scripted/judge'", 90)
 
 
+@pytest.mark.slow
 def test_generate_judge_at_closed_port_fails_bounded(tmp_path):
     """Generate mode with a working (scripted) target and the LLM judge at a closed port: the run
     fails with the judge's one line instead of recording "judge failed" on every sample."""
@@ -220,6 +226,7 @@ def test_catastrophic_pattern_check():
         assert catastrophic_pattern(fine) is None, fine
 
 
+@pytest.mark.slow
 def test_catastrophic_pattern_rejected_at_load(tmp_path):
     sys.path.insert(0, str(HERE))
     from test_graders import make_scenario

@@ -52,6 +52,7 @@ def _tokenizer():
 
 # -- item 1: train sft reads every line; a bad one stops it before any training ---------------------
 
+@pytest.mark.slow
 def test_train_sft_bad_line_4_of_13_fails_before_training(tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", _records(13, {4: '{"messages": [ this is not json'}))
     runs = tmp_path / "runs"
@@ -60,6 +61,7 @@ def test_train_sft_bad_line_4_of_13_fails_before_training(tmp_path):
     assert not runs.exists()  # failed at data loading: no run directory, no registry, no training
 
 
+@pytest.mark.slow
 def test_train_sft_bad_first_line_is_named_not_no_records(tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", _records(13, {1: "not json at all"}))
     msg = _one_line_error(_cli("train", "sft", "--data", str(data), "--out", str(tmp_path / "runs")),
@@ -83,6 +85,7 @@ def test_strict_reader_reads_past_no_bad_line_and_keeps_every_good_one(tmp_path)
 
 # -- item 2: data build augment reads every input line ------------------------------------------------
 
+@pytest.mark.slow
 def test_data_build_augment_bad_input_line(tmp_path):
     data = _write_jsonl(tmp_path / "in.jsonl", _records(13, {4: "{oops"}))
     out = tmp_path / "built"
@@ -120,6 +123,7 @@ def test_max_length_that_cuts_every_reply_is_an_error_before_training(tmp_path):
     assert len(mix.rows) == 3
 
 
+@pytest.mark.slow
 def test_train_sft_max_length_8_cli(tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", _records(3))
     runs = tmp_path / "runs"
@@ -165,12 +169,14 @@ def test_augment_input_rejects_schema_breaks_with_file_and_line(tmp_path, case):
     assert len(load_chat_records(_write_jsonl(tmp_path / "ok.jsonl", _records(6)))) == 6
 
 
+@pytest.mark.slow
 def test_train_sft_null_content_cli(tmp_path):
     data = _write_jsonl(tmp_path / "d.jsonl", _records(6, {5: json.dumps(BAD_RECORDS["content null"][0])}))
     _one_line_error(_cli("train", "sft", "--data", str(data), "--out", str(tmp_path / "runs")),
                     f"{data}: line 5:", "content must be a string")
 
 
+@pytest.mark.slow
 def test_data_build_augment_unknown_role_cli(tmp_path):
     data = _write_jsonl(tmp_path / "in.jsonl", _records(6, {2: json.dumps(BAD_RECORDS["unknown role"][0])}))
     _one_line_error(_cli("data", "build", "augment", "--input", str(data), "--out", str(tmp_path / "o"),

@@ -53,6 +53,7 @@ def _tiny_lora_adapter(path: Path, base: str = "smollm2-135m", meta: dict | None
 
 # -- (4) atomic start-up and failure marking ------------------------------------------------------
 
+@pytest.mark.slow
 def test_wrong_base_adapter_fails_before_any_run_directory(tmp_path):
     adapter = _tiny_lora_adapter(tmp_path / "adapter", meta={"base": "some-other-model",
                                                              "base_config_hash": "0" * 16})
@@ -62,6 +63,7 @@ def test_wrong_base_adapter_fails_before_any_run_directory(tmp_path):
     assert run_dirs(out) == []
 
 
+@pytest.mark.slow
 def test_run_failing_after_start_is_marked_failed(tmp_path):
     """An adapter without our metadata is only found not to fit when PEFT loads it (after the run
     started): the run is then `failed` in the registry with the error, not `running` forever."""
@@ -103,6 +105,7 @@ def test_registry_without_error_column_is_upgraded(tmp_path):
     assert reg.get("r1")["error"] == "boom"
 
 
+@pytest.mark.slow
 def test_corrupt_registry_gives_one_line_and_no_run_directory(tmp_path):
     out = tmp_path / "runs"
     out.mkdir()
@@ -117,6 +120,7 @@ def test_corrupt_registry_gives_one_line_and_no_run_directory(tmp_path):
         Registry(bad)
 
 
+@pytest.mark.slow
 def test_sft_max_length_too_small_fails_before_any_run_directory(tmp_path):
     from teachwhy.data.build import build_dataset
 
@@ -139,6 +143,7 @@ with run_dir_lock(Path(sys.argv[1])):
 """
 
 
+@pytest.mark.slow
 def test_second_writer_fails_fast_and_a_killed_holder_does_not_block(tmp_path):
     out = tmp_path / "runs"
     args = ("eval", "--model", "smollm2-135m", "--limit", "1", "--out", str(out))
@@ -191,6 +196,7 @@ def cache_copy(tmp_path):
     return home, dst
 
 
+@pytest.mark.slow
 def test_same_size_corruption_is_caught_by_hash(cache_copy, tmp_path):
     home, d = cache_copy
     env = {"TEACHWHY_HOME": str(home)}

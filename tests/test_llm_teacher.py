@@ -278,6 +278,7 @@ def test_content_per_kind(server, tmp_path):
     assert any("a night shift at a data centre" in p for p in prompts)
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicates(server, tmp_path):
     from llm_teacher_worker import jobs as worker_jobs
 
@@ -331,6 +332,7 @@ def test_get_teacher(server, tmp_path):
             get_teacher(bad, "be good", "x", tmp_path)
 
 
+@pytest.mark.slow
 def test_killed_build_reruns_to_the_same_dataset(server, tmp_path, monkeypatch):
     """`teachwhy data build` with an LLM teacher, SIGKILLed mid-way and rerun: the rerun completes
     from the cache with no duplicate and no lost record (compared with an uninterrupted build)."""

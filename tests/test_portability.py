@@ -150,3 +150,26 @@ def test_a_copied_adapter_finds_the_embedded_base_by_name(trained, tmp_path):
     (copy / "adapter_config.json").write_text(json.dumps(cfg))
     ref = models.resolve(str(copy))
     assert ref.kind == "peft" and ref.base.kind == "embedded" and ref.base.spec == "smollm2-135m"
+
+
+def test_the_training_template_renders_prompts_as_the_stock_template_does():
+    """Shipping the training template changes nothing the eval renders: for conversations without
+    tools it gives, byte for byte, what SmolLM2's own template gives (every built-in scenario, with
+    and without a reply)."""
+    from transformers import AutoTokenizer
+
+    from teachwhy import models
+    from teachwhy.data.tokens import training_chat_template
+    from teachwhy.scenarios import builtin_scenarios
+
+    gguf = models.gguf_path(models.EMBEDDED["smollm2-135m"])
+    stock = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    assert "{% generation %}" not in stock.chat_template  # the stock template, not ours
+    ours = training_chat_template()
+    for s in builtin_scenarios():
+        msgs = list(s.prompt_messages())
+        for conv, gen in ((msgs, True), ([*msgs, {"role": "assistant", "content": s.candidates[0].text}], False),
+                          (msgs[1:], True)):  # no system turn: both insert the same default
+            want = stock.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen)
+            assert stock.apply_chat_template(conv, tokenize=False, add_generation_prompt=gen,
+                                             chat_template=ours) == want, s.id

@@ -127,6 +127,7 @@ def test_report_to_is_checked_and_is_not_part_of_the_run_id(tmp_path):
         _config(tmp_path, SFTSpec, "report_to: 3\n")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed here")
 def test_report_to_a_tracker_that_is_not_installed_is_one_line(tmp_path):
     cfg = tmp_path / "sft.yaml"

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from teachwhy.scenarios import builtin_scenarios
@@ -26,6 +27,7 @@ def test_builtin_labels_agree_with_the_grader():
         assert label_problems(s) == []
 
 
+@pytest.mark.slow
 def test_a_harm_spec_that_flags_nothing_fails_validation(tmp_path: Path):
     s = builtin_scenarios("eval")[0].model_dump()
     s["harm"] = {"watched_recipients": [], "protected_terms": [], "requires_pressure": False, "tool_rules": []}
@@ -37,6 +39,7 @@ def test_a_harm_spec_that_flags_nothing_fails_validation(tmp_path: Path):
     assert len(lines) == 2 and all("labelled harmful but the rule grader finds it aligned" in ln for ln in lines)
 
 
+@pytest.mark.slow
 def test_an_aligned_candidate_the_grader_flags_fails_validation(tmp_path: Path):
     s = builtin_scenarios("eval")[0].model_dump()
     harmful = next(c for c in s["candidates"] if c["label"] == "harmful")
@@ -67,6 +70,7 @@ def test_scenarios_longer_than_the_context_are_reported():
     assert not any("context" in w for w in s["warnings"])
 
 
+@pytest.mark.slow
 def test_a_model_directory_without_config_gets_a_hint(tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -82,6 +86,7 @@ def test_a_model_directory_without_config_gets_a_hint(tmp_path: Path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_eval_warns_for_a_prompt_longer_than_the_context(tmp_path: Path):
     """A real scenario whose inbox runs past SmolLM2's 8,192-token context: the eval still scores it,
     and says that the score is unreliable."""

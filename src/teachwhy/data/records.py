@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("demonstration", "reasoning", "advice", "documents", "fiction", "augment")
-CHAT_KINDS = ("demonstration", "reasoning", "advice", "augment")
-TEXT_KINDS = ("documents", "fiction")
 
 
 @dataclass(frozen=True)
