@@ -215,3 +215,23 @@ def test_generate_with_embedded_model(scenarios, tmp_path):
     assert len(log.samples) == 2
     assert all("harm_scorer" in s.scores for s in log.samples)
     assert all(s.output.usage.output_tokens <= 48 for s in log.samples)
+
+
+@pytest.mark.slow
+def test_close_engines_frees_the_model_and_a_memoized_model_still_works():
+    """A long-lived process frees local models after generate runs; a memoized Inspect model made
+    before that loads its model again on its next call."""
+    from inspect_ai.model import get_model
+
+    from teachwhy import inspect_local
+
+    model = get_model("teachwhy/smollm2-135m", memoize=True)
+    config = GenerateConfig(max_tokens=4, temperature=0)
+    first = asyncio.run(model.generate("Say hi.", config=config))
+    (eng,) = inspect_local._engines.values()
+    thread = eng._thread
+    inspect_local.close_engines()
+    assert not thread.is_alive() and not inspect_local._engines
+    again = asyncio.run(model.generate("Say hi.", config=config))
+    assert again.completion == first.completion  # greedy: the reloaded model answers the same
+    inspect_local.close_engines()

@@ -137,7 +137,7 @@ class Engine:
             self.loaded.model.to(device)
         self.device = next(self.loaded.model.parameters()).device
         self.batch_size = batch_size or (16 if self.device.type == "cuda" else 1)
-        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._queue: queue.Queue[_Request | None] = queue.Queue()  # None: stop serving
         self._held: list[_Request] = []
         self._seen: Counter[str] = Counter()
         self._seen_lock = threading.Lock()
@@ -156,8 +156,16 @@ class Engine:
         self._queue.put(request)
         return request.future
 
-    def _next_batch(self) -> list[_Request]:
+    def close(self) -> None:
+        """Stop the worker thread once the requests already queued are served; drop the model."""
+        self._queue.put(None)
+        self._thread.join()
+        del self.loaded
+
+    def _next_batch(self) -> list[_Request] | None:
         first = self._held.pop(0) if self._held else self._queue.get()
+        if first is None:
+            return None
         batch, key = [first], first.params.batch_key()
         time.sleep(0.005 if self.batch_size > 1 else 0)  # let concurrent requests arrive
         keep: list[_Request] = []
@@ -166,16 +174,22 @@ class Engine:
         self._held = keep
         while len(batch) < self.batch_size:
             try:
-                r = self._queue.get_nowait()
+                nxt = self._queue.get_nowait()
             except queue.Empty:
                 break
-            (batch if r.params.batch_key() == key else self._held).append(r)
+            if nxt is None:  # asked to stop: serve this batch and what is held first
+                self._queue.put(None)
+                break
+            (batch if nxt.params.batch_key() == key else self._held).append(nxt)
         return batch
 
     def _serve(self) -> None:
         while True:
+            taken = self._next_batch()
+            if taken is None:
+                return
             # requests whose caller gave up (a cancelled sample) are dropped here
-            batch = [r for r in self._next_batch() if r.future.set_running_or_notify_cancel()]
+            batch = [r for r in taken if r.future.set_running_or_notify_cancel()]
             if not batch:
                 continue
             try:
@@ -253,6 +267,16 @@ def engine(spec: str, dtype: str = "auto", batch_size: int | None = None,
         return _engines[key]
 
 
+def close_engines() -> None:
+    """Stop every engine and drop its model (a long-lived process done with local generation); the
+    next request loads the model again."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for e in engines:
+        e.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # the Inspect provider
 
@@ -278,7 +302,13 @@ class TeachwhyAPI(ModelAPI):
                 f"teachwhy/{model_name}: unknown model args {', '.join(sorted(model_args))}; "
                 "the local provider takes dtype, batch_size and device"
             )
-        self.engine = engine(model_name, dtype, int(batch_size) if batch_size else None, device)
+        self._engine_args = (model_name, dtype, int(batch_size) if batch_size else None, device)
+        engine(*self._engine_args)  # loads the model now, so a bad spec fails before the eval starts
+
+    @property
+    def engine(self) -> Engine:
+        """Looked up per call (not held), so close_engines() frees the model of a memoized API."""
+        return engine(*self._engine_args)
 
     async def generate(
         self,

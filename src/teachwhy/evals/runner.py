@@ -20,6 +20,7 @@ from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.evals import summary as summ
 from teachwhy.evals.compare import trained_families
+from teachwhy.memory import release_memory
 from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
 from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, run_dir_lock
 
@@ -180,11 +181,14 @@ def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list
         return
     loaded = models.load(model, dtype=dtype)
     backend = HFChoiceBackend(loaded.model, loaded.tokenizer, name=model)
-    for s, f in todo:
-        log.append(choice_record(s, f, score_scenario(backend, s, f)))
-        if progress:
-            progress(len(log.records), total)
-    del backend, loaded
+    try:
+        for s, f in todo:
+            log.append(choice_record(s, f, score_scenario(backend, s, f)))
+            if progress:
+                progress(len(log.records), total)
+    finally:
+        del backend, loaded
+        release_memory()  # a long-lived process (runner, notebook) gets the model's memory back
 
 
 def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge: str | None,
@@ -210,5 +214,12 @@ def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge:
             if progress:
                 progress(len(done), total)
 
-    run_generate(todo, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"), judge=judge,
-                 max_tokens=max_tokens, seed=seed, on_record=keep)
+    try:
+        run_generate(todo, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"), judge=judge,
+                     max_tokens=max_tokens, seed=seed, on_record=keep)
+    finally:
+        if model_id.startswith("teachwhy/"):  # a local model served to Inspect: free it
+            from teachwhy.inspect_local import close_engines
+
+            close_engines()
+            release_memory()

@@ -24,6 +24,7 @@ from typing import Any
 from teachwhy import models
 from teachwhy.data.tokens import training_chat_template
 from teachwhy.errors import UserError
+from teachwhy.memory import release_memory
 from teachwhy.store import Registry, atomic_write_json, content_hash, ensure_writable_dir, run_dir_lock
 
 ADAPTER_META = models.ADAPTER_META
@@ -230,8 +231,11 @@ def run_once(handle: RunHandle, model: str, out_dir: Path, body: Callable[[], Tr
         for fname, content in (files or {}).items():
             atomic_write_json(handle.run_dir / fname, content)
         handle.registry.start(handle.run_id, f"train/{handle.kind}", model, handle.config, handle.run_dir)
-        with handle.registry.failure_recorded(handle.run_id), tracker_dirs(handle.run_dir, report_to):
-            return body()
+        try:
+            with handle.registry.failure_recorded(handle.run_id), tracker_dirs(handle.run_dir, report_to):
+                return body()
+        finally:
+            release_memory()  # the trainer and model are gone: give their memory back
 
 
 @contextlib.contextmanager
