@@ -186,8 +186,9 @@ def inspect_model(model: str, memoize: bool = True, **model_args: Any) -> Model:
 
 
 SINK_KEY = "teachwhy_sink"
-_SINKS: dict[str, Callable[[dict], None]] = {}   # sink token -> per-record callback
-_EVAL_SINKS: dict[str, tuple[str, str]] = {}     # Inspect eval id -> (sink token, log dir)
+_SINKS: dict[str, tuple[Callable[[dict], None], str]] = {}  # sink token -> (per-record callback, log dir)
+_EVAL_SINKS: dict[str, tuple[str, str]] = {}  # Inspect eval id -> (sink token, task id)
+_LOG_FILES: dict[str, str] = {}  # Inspect eval id -> its log file, found once
 
 
 class SampleSink(Hooks):
@@ -209,10 +210,15 @@ class SampleSink(Hooks):
         if entry is None or entry[0] not in _SINKS:
             return
         token, task_id = entry
-        _SINKS[token](_record(data.sample, task_id))
+        callback, log_dir = _SINKS[token]
+        if data.eval_id not in _LOG_FILES:  # Inspect names it <time>_<task>_<task id>.eval at task start
+            found = sorted(Path(log_dir).glob(f"*_{task_id}.*"))
+            _LOG_FILES[data.eval_id] = str(found[0]) if found else log_dir
+        callback(_record(data.sample, _LOG_FILES[data.eval_id]))
 
     async def on_task_end(self, data: TaskEnd) -> None:
         _EVAL_SINKS.pop(data.eval_id, None)
+        _LOG_FILES.pop(data.eval_id, None)
 
 
 _sink_registered = False
@@ -262,7 +268,7 @@ def run_generate(
         inspect_model(judge, memoize=False)  # fail early, before any generation, on an unknown judge
     if on_record is not None:
         register_sample_sink()
-        _SINKS[token] = lambda rec: on_record(_locate(rec, log_dir))
+        _SINKS[token] = (on_record, log_dir)
     try:
         logs = inspect_eval(
             task,
@@ -294,14 +300,6 @@ def run_generate(
         for rec in records:
             on_record(rec)
     return records
-
-
-def _locate(record: dict, log_dir: str) -> dict:
-    """A record made in the sample hook knows its task id, not its log file: find the file (Inspect
-    names it <time>_<task>_<task id>.eval, and creates it when the task starts)."""
-    task_id = record["log_file"]
-    found = sorted(Path(log_dir).glob(f"*_{task_id}.*"))
-    return {**record, "log_file": str(found[0]) if found else str(Path(log_dir))}
 
 
 def _record(sample: Any, log_file: str) -> dict:
