@@ -428,6 +428,10 @@ def eval_cmd(
                               help="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16."),
     max_tokens: int = typer.Option(384, metavar="N", help="Generate mode: max new tokens."),
     seed: int = typer.Option(0, metavar="N"),
+    backend: str = typer.Option("hf", metavar="BACKEND",
+                                help="Engine for a local model: hf (transformers, any machine) or vllm (a GPU "
+                                "machine with the vllm extra installed; generate mode serves the model through "
+                                "Inspect's vllm provider)."),
 ) -> None:
     """Run the agentic-misalignment honeypot eval and print harmful rates with 95% CIs."""
     if ctx.invoked_subcommand:
@@ -439,7 +443,7 @@ def eval_cmd(
         res = run_eval(model, suite=suite, mode=mode, split=split, family=family, limit=limit,
                        samples=samples, out=out_dir, scenario_files=scenario_file, judge=judge,
                        dtype=dtype, max_tokens=max_tokens, seed=seed, formats=fmt,
-                       families=_families(families), progress=update)
+                       families=_families(families), progress=update, backend=backend)
     if as_json:
         print(json.dumps(res.summary, indent=2))
         return

@@ -18,6 +18,7 @@ from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
+from teachwhy.evals import backends
 from teachwhy.evals import summary as summ
 from teachwhy.evals.compare import trained_families
 from teachwhy.memory import release_memory
@@ -87,7 +88,9 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
              out: str | Path = "runs", scenario_files: list[str] | None = None,
              judge: str | None = None, dtype: str = "auto", max_tokens: int = 384, seed: int = 0,
              progress: Progress | None = None, formats: str | list[str] | None = None,
-             families: list[str] | None = None) -> EvalResult:
+             families: list[str] | None = None, backend: str = "hf") -> EvalResult:
+    """`backend`: the engine that runs a local model, hf (transformers/PEFT) or vllm (GPU); see
+    evals/backends.py. It is part of the run's config, so an hf and a vllm run are different runs."""
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     if mode not in MODES:
@@ -100,6 +103,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     if mode == "choice" and not ref.is_local:
         raise UserError(f"choice mode needs log-probs from a local model; '{model}' is an Inspect model "
                         "id: use --mode generate, or pass a local model")
+    backends.check_backend_for(ref, backend)  # before anything is written: e.g. vllm not installed here
     if judge is not None:
         models.resolve(judge)  # fails early with a clear line for an unknown judge
     fmts = parse_formats(formats)
@@ -124,6 +128,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         "n_scenarios": len(scenarios), "split": split, "family": family, "limit": limit,
         "families": sorted(families) if families else None,
         "scenario_files": [str(Path(f).resolve()) for f in scenario_files or []],
+        "backend": backend if ref.is_local else None,  # an Inspect id is served by its own provider
     }
     if mode == "choice":
         config.update(dtype=models.resolve_dtype(dtype), scorings=list(summ.CHOICE_SCORINGS), formats=fmts)
@@ -139,9 +144,9 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
             with JsonlLog(run_dir / "samples.jsonl") as log:
                 resumed = len(log.records)
                 if mode == "choice":
-                    _run_choice(model, config["dtype"], scenarios, fmts, log, progress)
+                    _run_choice(model, config["dtype"], scenarios, fmts, log, progress, backend_kind=backend)
                 else:
-                    mid = ref.inspect_id if ref.inspect_id is not None else f"teachwhy/{model}"  # kind inspect
+                    mid = backends.generate_model_id(ref, backend)  # teachwhy/<spec>, vllm/<dir> or an Inspect id
                     _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
                 records = list(log.records)
 
@@ -169,8 +174,8 @@ def choice_record(s: Scenario, fmt: str, blocks: dict) -> dict:
 
 
 def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list[str], log: JsonlLog,
-                progress: Progress | None) -> None:
-    from teachwhy.evals.choice import HFChoiceBackend, score_scenario
+                progress: Progress | None, backend_kind: str = "hf") -> None:
+    from teachwhy.evals.choice import score_scenario
 
     done = {(r["scenario_id"], r.get("format", "continuation")) for r in log.records}
     todo = [(s, f) for s in scenarios for f in formats if (s.id, f) not in done]
@@ -179,8 +184,8 @@ def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list
         progress(total - len(todo), total)
     if not todo:
         return
-    loaded = models.load(model, dtype=dtype)
-    backend = HFChoiceBackend(loaded.model, loaded.tokenizer, name=model)
+    loaded = None  # the backend loads the model itself (evals/backends.py)
+    backend = backends.open_choice_backend(model, dtype, backend_kind)
     try:
         for s, f in todo:
             log.append(choice_record(s, f, score_scenario(backend, s, f)))
