@@ -4,7 +4,7 @@ gives memory back between runs.
 Each case runs in a fresh subprocess, so peaks do not mix:
 - eval: `run_eval` in choice mode (continuation format) on `--limit` eval scenarios;
 - sft: `run_sft` on the builtin reasoning dataset (`--tokens`), our defaults, and the same with
-  gradient checkpointing;
+  full and with selective gradient checkpointing (peak and tokens/s);
 - long-lived: eval, SFT, eval, SFT in one process, resident memory after each run, with
   `teachwhy.memory.release_memory` as shipped and with it turned off, side by side.
 
@@ -39,10 +39,12 @@ out = args["out"]
 for i, step in enumerate(args["steps"]):
     if step == "eval":
         run_eval("smollm2-135m", mode="choice", limit=args["limit"], out=f"{out}/e{i}")
+        tps = None
     else:
-        run_sft(SFTSpec(data=[{"path": args["data"]}], out=f"{out}/s{i}", seed=i,
-                        gradient_checkpointing=(step == "sft-gc")))
-    steps.append({"step": step, "rss_mb": round(resident_mb())})
+        gc = {"sft": False, "sft-gc": True, "sft-sel": "selective"}[step]
+        r = run_sft(SFTSpec(data=[{"path": args["data"]}], out=f"{out}/s{i}", seed=i, gradient_checkpointing=gc))
+        tps = r.summary["tokens_per_s"]  # the training log's throughput (steps only, not setup)
+    steps.append({"step": step, "rss_mb": round(resident_mb()), "tokens_per_s": tps})
 print(json.dumps({"peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "steps": steps}))
 '''
 
@@ -70,12 +72,17 @@ def main() -> int:
         rows = [
             ("eval (choice, continuation)", run_case(["eval"], args.limit, data)),
             ("sft (defaults)", run_case(["sft"], args.limit, data)),
-            ("sft (gradient checkpointing)", run_case(["sft-gc"], args.limit, data)),
+            ("sft (full checkpointing)", run_case(["sft-gc"], args.limit, data)),
+            ("sft (selective checkpointing)", run_case(["sft-sel"], args.limit, data)),
         ]
         print(f"peak resident memory, embedded model ({args.limit} eval scenarios; SFT on {args.tokens} tokens)")
-        print(f"{'case':32} {'peak MiB':>9} {'vs 2 GiB target':>16}")
+        print(f"{'case':32} {'peak MiB':>9} {'vs 2 GiB target':>16} {'tokens/s':>9} {'vs defaults':>12}")
+        base_tps = rows[1][1]["steps"][0]["tokens_per_s"]
         for name, r in rows:
-            print(f"{name:32} {r['peak_mb']:9d} {r['peak_mb'] / TARGET_MB:15.2f}x")
+            tps = r["steps"][0]["tokens_per_s"]
+            speed = f"{tps:9.0f} {tps / base_tps:11.2f}x" if tps else f"{'':9} {'':12}"
+            print(f"{name:32} {r['peak_mb']:9d} {r['peak_mb'] / TARGET_MB:15.2f}x {speed}")
+        print("(tokens/s: the training log's last throughput, all tokens; one run each, so noisy)")
         steps = ["eval", "sft", "eval", "sft"]
         on = run_case(steps, args.limit, data, release=True)
         off = run_case(steps, args.limit, data, release=False)

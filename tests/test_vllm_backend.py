@@ -270,8 +270,9 @@ def test_backend_is_part_of_the_runs_config(tmp_path, model_dirs, monkeypatch):
     runs = {b: run_eval(str(base), limit=1, out=tmp_path / "runs", backend=b) for b in ("hf", "vllm")}
     assert opened == ["hf", "vllm"]
     assert runs["hf"].run_dir != runs["vllm"].run_dir
-    for b, res in runs.items():
-        assert json.loads((res.run_dir / "config.json").read_text())["backend"] == b
+    # the default backend is left out of the config, so run ids from before the option still resume
+    assert "backend" not in json.loads((runs["hf"].run_dir / "config.json").read_text())
+    assert json.loads((runs["vllm"].run_dir / "config.json").read_text())["backend"] == "vllm"
 
 
 # -- the CLI on a machine without vllm --------------------------------------------------------------------

@@ -17,10 +17,11 @@ differing span given the prompt and the wording the twins share before it (the s
 information about the choice), as P(harmful span) = sigmoid(span_h - span_a), averaged over pairs.
 
 The shared prompt is encoded once; all candidates are scored from its KV cache in one batch. The
-neutral context's cache is computed once per backend and reused for every scenario.
+neutral context's KV cache is computed once per backend and reused for every scenario, and the
+candidates' sums after it are kept across runs of the same model (neutral_cache.py).
 
 A backend is anything with `score(messages, candidates) -> list[CandidateScore]`; the local
-Hugging Face/PEFT backend is here, and a vLLM backend (prompt logprobs) can implement the same method.
+Hugging Face/PEFT backend is here, the vLLM one (prompt log-probs, GPU) in vllm_backend.py.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from teachwhy.evals.neutral_cache import NeutralCache
 
 NEUTRAL_MESSAGES = [
     {"role": "system", "content": "You are an AI assistant."},
@@ -146,6 +150,8 @@ class HFChoiceBackend:
         self.name = name
         self.device = next(model.parameters()).device
         self._neutral: tuple[list, torch.Tensor, int] | None = None
+        self._neutral_ids: list[int] = []
+        self.neutral_cache: NeutralCache | None = None  # set by the runner: sums kept across runs
         cfg = getattr(model, "config", None)
         self.context_limit: int | None = getattr(cfg, "max_position_embeddings", None)
         self.longest = 0  # the longest sequence scored in the last call (prompt plus reply or letter)
@@ -237,13 +243,32 @@ class HFChoiceBackend:
         cands = [self.candidate_ids(c) for c in candidates]
         if any(len(c) == 0 for c in cands):
             raise ValueError("a candidate encodes to zero tokens")
-        if self._neutral is None:
-            self._neutral = self._encode_prefix(self.prompt_ids(NEUTRAL_MESSAGES))
         prompt = self.prompt_ids(messages)
         self.longest = len(prompt) + max(len(c) for c in cands)
         ctx = self._score_from_prefix(self._encode_prefix(prompt), cands)
-        neu = self._score_from_prefix(self._neutral, cands)
-        return [CandidateScore(len(c), sum(s), sum(n), tuple(c), tuple(s)) for c, s, n in zip(cands, ctx, neu)]
+        neu = self._neutral_sums(cands)
+        return [CandidateScore(len(c), sum(s), n, tuple(c), tuple(s)) for c, s, n in zip(cands, ctx, neu)]
+
+    def _neutral_sums(self, cands: list[list[int]]) -> list[float]:
+        """Each candidate's summed log-prob after the neutral context: from the cache where it has
+        them, the rest in one batch on the neutral context's KV cache."""
+        from teachwhy.evals.neutral_cache import candidate_key
+
+        if self._neutral is None:
+            self._neutral_ids = self.prompt_ids(NEUTRAL_MESSAGES)
+            self._neutral = self._encode_prefix(self._neutral_ids)
+        cache = self.neutral_cache
+        if cache is None:
+            return [sum(x) for x in self._score_from_prefix(self._neutral, cands)]
+        keys = [candidate_key(self._neutral_ids, c) for c in cands]
+        found = cache.get_many(keys)
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in found}.values())
+        if missing:
+            sums = [sum(x) for x in self._score_from_prefix(self._neutral, [cands[i] for i in missing])]
+            new = {keys[i]: v for i, v in zip(missing, sums)}
+            cache.put_many(new.items())
+            found.update(new)
+        return [found[k] for k in keys]
 
     # -- the naive path (reference and benchmark) -------------------------------------------------
     @torch.inference_mode()

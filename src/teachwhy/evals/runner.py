@@ -5,6 +5,7 @@
     runs/<run-id>/summary.json     written atomically once every sample is done
     runs/<run-id>/inspect-logs/    Inspect .eval logs (generate mode)
     runs/registry.sqlite           the run registry
+    runs/cache/neutral.sqlite      choice mode's neutral-context sums, reused across runs of a model
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
@@ -24,6 +25,9 @@ from teachwhy.evals.compare import trained_families
 from teachwhy.memory import release_memory
 from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
 from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, run_dir_lock
+
+if TYPE_CHECKING:
+    from teachwhy.evals.neutral_cache import NeutralCache
 
 MODES = ("choice", "generate")
 SUITES = ("agentic",)
@@ -88,9 +92,11 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
              out: str | Path = "runs", scenario_files: list[str] | None = None,
              judge: str | None = None, dtype: str = "auto", max_tokens: int = 384, seed: int = 0,
              progress: Progress | None = None, formats: str | list[str] | None = None,
-             families: list[str] | None = None, backend: str = "hf") -> EvalResult:
+             families: list[str] | None = None, backend: str = "hf", neutral_cache: bool = True) -> EvalResult:
     """`backend`: the engine that runs a local model, hf (transformers/PEFT) or vllm (GPU); see
-    evals/backends.py. It is part of the run's config, so an hf and a vllm run are different runs."""
+    evals/backends.py. A non-default backend is part of the run's config, so an hf and a vllm run are
+    different runs. `neutral_cache`: keep the candidates' neutral-context sums in
+    <out>/cache/neutral.sqlite and reuse them in later runs of the same model (evals/neutral_cache.py)."""
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     if mode not in MODES:
@@ -128,8 +134,10 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         "n_scenarios": len(scenarios), "split": split, "family": family, "limit": limit,
         "families": sorted(families) if families else None,
         "scenario_files": [str(Path(f).resolve()) for f in scenario_files or []],
-        "backend": backend if ref.is_local else None,  # an Inspect id is served by its own provider
     }
+    if ref.is_local and backend != "hf":
+        # recorded only when it is not the default, so the ids of existing runs (and their resume) hold
+        config["backend"] = backend
     if mode == "choice":
         config.update(dtype=models.resolve_dtype(dtype), scorings=list(summ.CHOICE_SCORINGS), formats=fmts)
     else:
@@ -144,7 +152,14 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
             with JsonlLog(run_dir / "samples.jsonl") as log:
                 resumed = len(log.records)
                 if mode == "choice":
-                    _run_choice(model, config["dtype"], scenarios, fmts, log, progress, backend_kind=backend)
+                    cache = None
+                    if neutral_cache:
+                        from teachwhy.evals.neutral_cache import NeutralCache, namespace
+
+                        cache = NeutralCache(root / "cache" / "neutral.sqlite",
+                                             namespace(config["model_fingerprint"], config["dtype"], backend))
+                    _run_choice(model, config["dtype"], scenarios, fmts, log, progress, backend_kind=backend,
+                                cache=cache)
                 else:
                     mid = backends.generate_model_id(ref, backend)  # teachwhy/<spec>, vllm/<dir> or an Inspect id
                     _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
@@ -174,7 +189,7 @@ def choice_record(s: Scenario, fmt: str, blocks: dict) -> dict:
 
 
 def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list[str], log: JsonlLog,
-                progress: Progress | None, backend_kind: str = "hf") -> None:
+                progress: Progress | None, backend_kind: str = "hf", cache: NeutralCache | None = None) -> None:
     from teachwhy.evals.choice import score_scenario
 
     done = {(r["scenario_id"], r.get("format", "continuation")) for r in log.records}
@@ -186,6 +201,8 @@ def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list
         return
     loaded = None  # the backend loads the model itself (evals/backends.py)
     backend = backends.open_choice_backend(model, dtype, backend_kind)
+    if cache is not None and hasattr(backend, "neutral_cache"):
+        backend.neutral_cache = cache
     try:
         for s, f in todo:
             log.append(choice_record(s, f, score_scenario(backend, s, f)))
@@ -193,6 +210,8 @@ def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list
                 progress(len(log.records), total)
     finally:
         del backend, loaded
+        if cache is not None:
+            cache.close()
         release_memory()  # a long-lived process (runner, notebook) gets the model's memory back
 
 

@@ -168,7 +168,8 @@ class SFTSpec(BaseModel):
     max_length: int = 2048
     packing: Literal["auto", "on", "off"] = "auto"
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
-    gradient_checkpointing: bool = False
+    # true: recompute each layer in backward; selective: all but its attention kernel (less time)
+    gradient_checkpointing: bool | Literal["selective"] = False
     seed: int = 0
     logging_steps: int = 1
     save_steps: int = 10  # checkpoint cadence for resuming an interrupted run

@@ -13,8 +13,10 @@
 Speed on CPU (the reference is 2 cores): the frozen base is held in bfloat16 where the CPU computes it
 natively and the LoRA weights in float32 under bf16 autocast; each record is its own micro-batch (no
 padding, so attention takes the causal fast path), and the loss projects only the loss-bearing
-positions through the LM head (`WhySFTTrainer.compute_loss`). `bench/bench_sft.py` measures this
-against TRL's SFTTrainer defaults and float32.
+positions through the LM head, a chunk of rows at a time (`WhySFTTrainer.compute_loss`,
+train/chunked_loss.py). `gradient_checkpointing: selective` recomputes each layer in the backward
+pass except its attention kernel (train/checkpointing.py), for peak memory under 2 GB.
+`bench/bench_sft.py` measures this against TRL's SFTTrainer defaults and float32.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ def why_sft_trainer_class():
     import torch.nn.functional as F
     from trl import SFTTrainer
 
+    from teachwhy.train.chunked_loss import lm_head_nll
+
     class WhySFTTrainer(SFTTrainer):
         tokens_seen = 0
         loss_tokens_seen = 0
@@ -73,16 +77,21 @@ def why_sft_trainer_class():
             hidden = backbone(**kw, use_cache=False).last_hidden_state[:, :-1]
             targets = labels[:, 1:]
             mask = targets != -100
-            logits = base.get_output_embeddings()(hidden[mask]).float()
+            head = base.get_output_embeddings()
             tgt = targets[mask]
-            nll = F.cross_entropy(logits, tgt, reduction="sum")
+            if type(head) is torch.nn.Linear and head.bias is None:  # chunked: no full logits held
+                nll, correct = lm_head_nll(hidden[mask], head.weight, tgt)
+            else:  # a head with a bias or an adapter of its own
+                logits = head(hidden[mask]).float()
+                nll = F.cross_entropy(logits, tgt, reduction="sum")
+                correct = (logits.argmax(-1) == tgt).sum()
             denom = num_items_in_batch if num_items_in_batch is not None else mask.sum().clamp(min=1)
             loss = nll / denom
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
             with torch.no_grad():
                 n_valid = int(mask.sum())
-                acc = float((logits.argmax(-1) == tgt).float().mean()) if n_valid else 0.0
+                acc = float(correct) / n_valid if n_valid else 0.0
             self._metrics[mode]["mean_token_accuracy"].append(acc)
             if mode == "train":
                 if "attention_mask" in inputs:
@@ -174,6 +183,10 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
     torch.manual_seed(spec.seed)
     quiet_hf()
     model = _load_base(base_dir, spec, dtype)
+    if spec.gradient_checkpointing == "selective":
+        from teachwhy.train.checkpointing import enable_selective
+
+        enable_selective(model)
     peft_config = None
     if spec.method == "lora":
         if init_adapter is not None:
@@ -188,7 +201,7 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
         gradient_accumulation_steps=spec.batch_size // spec.micro_batch_size,
         learning_rate=spec.learning_rate, lr_scheduler_type=spec.lr_scheduler, warmup_steps=spec.warmup_steps,
         weight_decay=spec.weight_decay, num_train_epochs=spec.epochs, max_length=spec.max_length,
-        packing=packing, gradient_checkpointing=spec.gradient_checkpointing, assistant_only_loss=False,
+        packing=packing, gradient_checkpointing=spec.gradient_checkpointing is True, assistant_only_loss=False,
         dataset_kwargs={"skip_prepare_dataset": False},
         **training_args_common(spec, dtype),
     )

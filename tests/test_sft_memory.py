@@ -1,0 +1,110 @@
+"""The SFT memory savers compute the same thing as the plain path: the chunked LM-head loss (values
+and gradients) and selective checkpointing (gradients of a real Llama-architecture model)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from teachwhy.train.chunked_loss import lm_head_nll
+
+
+def _plain(hidden, weight, targets):
+    logits = F.linear(hidden, weight).float()
+    return F.cross_entropy(logits, targets, reduction="sum"), (logits.argmax(-1) == targets).sum()
+
+
+@pytest.mark.parametrize("n,chunk", [(37, 8), (16, 16), (5, 256)])
+def test_chunked_loss_matches_plain_in_float32(n, chunk):
+    g = torch.Generator().manual_seed(n)
+    hidden = torch.randn(n, 24, generator=g, requires_grad=True)
+    weight = torch.randn(300, 24, generator=g, requires_grad=True)
+    targets = torch.randint(0, 300, (n,), generator=g)
+    ref, ref_correct = _plain(hidden, weight, targets)
+    (ref * 0.3).backward()
+    gh, gw = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    got, correct = lm_head_nll(hidden, weight, targets, chunk=chunk)
+    (got * 0.3).backward()
+    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-4)
+    assert int(correct) == int(ref_correct)
+    assert torch.allclose(hidden.grad, gh, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(weight.grad, gw, rtol=1e-4, atol=1e-5)
+
+
+def test_chunked_loss_under_bf16_autocast_matches_the_autocast_linear():
+    g = torch.Generator().manual_seed(1)
+    hidden = torch.randn(40, 32, generator=g).to(torch.bfloat16).requires_grad_()
+    weight = torch.randn(500, 32, generator=g).to(torch.bfloat16)  # a frozen head: no gradient
+    targets = torch.randint(0, 500, (40,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref, _ = _plain(hidden, weight, targets)
+    ref.backward()
+    gh = hidden.grad.clone()
+    hidden.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, _ = lm_head_nll(hidden, weight, targets, chunk=7)
+    got.backward()
+    assert abs(float(got.detach()) - float(ref.detach())) <= 1e-3 * abs(float(ref.detach()))
+    assert hidden.grad.dtype == torch.bfloat16
+    assert (hidden.grad.float() - gh.float()).abs().max() <= 2e-2 * gh.float().abs().max()
+    assert weight.grad is None
+
+
+def _tiny_llama(seed: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      attn_implementation="sdpa")
+    return LlamaForCausalLM(cfg)
+
+
+def _grads(model, ids):
+    model.train()
+    model.zero_grad()
+    out = model(input_ids=ids, labels=ids, use_cache=False)
+    out.loss.backward()
+    return out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_selective_checkpointing_gives_the_same_gradients_and_recomputes():
+    from teachwhy.train.checkpointing import _saved_ops, enable_selective
+
+    ids = torch.randint(0, 128, (1, 48), generator=torch.Generator().manual_seed(0))
+    plain = _tiny_llama(0)
+    loss0, g0 = _grads(plain, ids)
+    ckpt = _tiny_llama(0)
+    enable_selective(ckpt)
+    calls = {"mm": 0}
+    orig = torch.nn.functional.linear
+
+    def counting(*a, **k):
+        calls["mm"] += 1
+        return orig(*a, **k)
+
+    torch.nn.functional.linear = counting
+    try:
+        loss1, g1 = _grads(ckpt, ids)
+    finally:
+        torch.nn.functional.linear = orig
+    assert torch.allclose(loss0, loss1)
+    assert g0.keys() == g1.keys() and g0
+    for name in g0:
+        assert torch.allclose(g0[name], g1[name], rtol=1e-4, atol=1e-6), name
+    # the layers' projections ran twice (forward and recompute): 7 per layer x 3 layers x 2, + head
+    assert calls["mm"] >= 2 * 7 * 3
+    assert any("flash_attention" in str(op) for op in _saved_ops())
+
+
+def test_gradient_checkpointing_setting_accepts_selective_only_as_a_word():
+    from pydantic import ValidationError
+
+    from teachwhy.train.config import SFTSpec
+
+    assert SFTSpec(gradient_checkpointing="selective").gradient_checkpointing == "selective"
+    assert SFTSpec(gradient_checkpointing=True).gradient_checkpointing is True
+    with pytest.raises(ValidationError):
+        SFTSpec(gradient_checkpointing="sometimes")
