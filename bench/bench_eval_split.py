@@ -1,0 +1,86 @@
+"""The whole eval split in choice mode, end to end through `run_eval`, against the 60-second target.
+
+Two runs of the same model in one process, alternating when `--rounds` > 1:
+- `computed`: every neutral-context sum computed (`neutral_cache=False`; what every run did before the
+  cache, and what a first run of a model does);
+- `cached`: a later run of the same model, reading the neutral sums a first run stored in
+  runs/cache/neutral.sqlite (the cache is copied into a fresh output directory, so the run itself is new).
+
+Prints wall seconds per run (median over rounds), seconds per scenario, the ratio between the two and
+to the 60 s target, and checks that both runs made the same decision on every scenario and scoring.
+
+    HF_HUB_OFFLINE=1 python bench/bench_eval_split.py [--limit N] [--rounds 1] [--dtype bfloat16]
+
+About 7 minutes for the whole split (96 scenarios) on the 2-core reference machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TARGET_S = 60.0
+
+
+def decisions(run_dir: Path) -> dict:
+    out = {}
+    for line in (run_dir / "samples.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        for k in ("mean", "sum", "calibrated", "pair"):
+            if k in r:
+                out[(r["scenario_id"], k)] = r[k]["top"]
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--limit", type=int, default=None, help="scenarios (default: the whole eval split)")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--dtype", default="bfloat16")
+    args = ap.parse_args()
+
+    import torch
+
+    from teachwhy.evals.runner import run_eval
+
+    times: dict[str, list[float]] = {"computed": [], "cached": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # fill the cache (and warm the process) once, untimed
+        n = run_eval(args.model, limit=args.limit, dtype=args.dtype, out=root / "fill").summary["n_scenarios"]
+        last: dict[str, Path] = {}
+        for rnd in range(args.rounds):
+            order = ["computed", "cached"] if rnd % 2 == 0 else ["cached", "computed"]
+            for name in order:
+                out = root / f"{name}-{rnd}"
+                if name == "cached":
+                    (out / "cache").mkdir(parents=True)
+                    shutil.copy(root / "fill" / "cache" / "neutral.sqlite", out / "cache" / "neutral.sqlite")
+                t = time.perf_counter()
+                res = run_eval(args.model, limit=args.limit, dtype=args.dtype, out=out,
+                               neutral_cache=(name == "cached"))
+                times[name].append(time.perf_counter() - t)
+                last[name] = res.run_dir
+        same = decisions(last["computed"]) == decisions(last["cached"])
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}, dtype {args.dtype}, "
+          f"{n} scenarios, {args.rounds} round(s)")
+    print(f"{'run':<34}{'median s':>10}{'s/scenario':>12}{'vs 60 s target':>16}")
+    for name, label in (("computed", "neutral sums computed (as before)"), ("cached", "neutral sums from the cache")):
+        print(f"{label:<34}{med[name]:>10.1f}{med[name] / n:>12.3f}{med[name] / TARGET_S:>15.2f}x")
+    print(f"cached vs computed: {med['computed'] / med['cached']:.2f}x faster; "
+          f"decisions identical on every scenario and scoring: {'yes' if same else 'NO'}")
+    print("against lm-evaluation-harness on the same requests: bench/bench_choice_peers.py")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
