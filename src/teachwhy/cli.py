@@ -803,6 +803,10 @@ def train_rl(
     _train_and_print("rl", run_rl, load_spec(RLSpec, config, overrides), as_json)
 
 
+# `teachwhy experiment ...` and `teachwhy report` live in their own module (registered on import)
+from teachwhy import cli_experiment  # noqa: E402, F401
+
+
 def main() -> None:
     try:
         # without standalone mode click returns a typer.Exit's code instead of exiting with it

@@ -92,11 +92,14 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
              out: str | Path = "runs", scenario_files: list[str] | None = None,
              judge: str | None = None, dtype: str = "auto", max_tokens: int = 384, seed: int = 0,
              progress: Progress | None = None, formats: str | list[str] | None = None,
-             families: list[str] | None = None, backend: str = "hf", neutral_cache: bool = True) -> EvalResult:
+             families: list[str] | None = None, backend: str = "hf", neutral_cache: bool = True,
+             system_prefix: str | None = None) -> EvalResult:
     """`backend`: the engine that runs a local model, hf (transformers/PEFT) or vllm (GPU); see
     evals/backends.py. A non-default backend is part of the run's config, so an hf and a vllm run are
     different runs. `neutral_cache`: keep the candidates' neutral-context sums in
-    <out>/cache/neutral.sqlite and reuse them in later runs of the same model (evals/neutral_cache.py)."""
+    <out>/cache/neutral.sqlite and reuse them in later runs of the same model (evals/neutral_cache.py).
+    `system_prefix`: text put before every scenario's system prompt (the experiments' prompting arms);
+    it is part of the run's config."""
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     if mode not in MODES:
@@ -116,6 +119,9 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     if mode == "generate" and formats is not None and fmts != ["continuation"]:
         raise UserError("--format applies to choice mode; generate mode samples free replies")
     scenarios = load_selection(scenario_files, split, family, limit, families)
+    if system_prefix:  # a prompting arm: text put before every scenario's system prompt
+        scenarios = [s.model_copy(update={"system_prompt": system_prefix.rstrip() + "\n\n" + s.system_prompt})
+                     for s in scenarios]
     # a missing or corrupt model cache fails here, before anything is written; so does an adapter
     # trained on another base
     if ref.kind == "peft":
@@ -135,6 +141,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         "families": sorted(families) if families else None,
         "scenario_files": [str(Path(f).resolve()) for f in scenario_files or []],
     }
+    if system_prefix:
+        config["system_prefix"] = system_prefix
     if ref.is_local and backend != "hf":
         # recorded only when it is not the default, so the ids of existing runs (and their resume) hold
         config["backend"] = backend

@@ -249,7 +249,7 @@ class RLSpec(BaseModel):
 _UNION_BRANCH = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\])$")  # loc parts naming a union's type
 
 
-def _describe(err: ValidationError) -> str:
+def _describe(err: ValidationError, docs: str = SEE_DOCS) -> str:
     errors = err.errors()
     e = errors[0]
     # a value YAML read as a number or date where text belongs (in any branch of a union such as
@@ -260,7 +260,7 @@ def _describe(err: ValidationError) -> str:
     where = ".".join(str(p) for p in e["loc"] if not _UNION_BRANCH.match(str(p))) or "(top level)"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        msg = f"unknown key (check the spelling against {SEE_DOCS})"
+        msg = f"unknown key (check the spelling against {docs})"
     elif e is unquoted:
         msg = f"must be text, but {read_as(e['input'])}"
     elif e["type"] == "literal_error" and read_as(e.get("input")):  # e.g. `packing: on` read as true
@@ -268,14 +268,16 @@ def _describe(err: ValidationError) -> str:
     return f"'{where}': {msg}"
 
 
-def load_spec(cls: type[BaseModel], path: str | None, overrides: dict[str, Any]) -> Any:
-    """Build a spec from a YAML file (optional) and flag overrides (None values are ignored)."""
+def load_spec(cls: type[BaseModel], path: str | None, overrides: dict[str, Any], docs: str = SEE_DOCS,
+              what: str = "training") -> Any:
+    """Build a spec from a YAML file (optional) and flag overrides (None values are ignored); errors
+    point to `docs`."""
     raw: dict[str, Any] = {}
     name = str(path)
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"config {name} does not exist: give the path of a YAML training config")
+            raise UserError(f"config {name} does not exist: give the path of a YAML {what} config")
         try:
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
@@ -285,7 +287,7 @@ def load_spec(cls: type[BaseModel], path: str | None, overrides: dict[str, Any])
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise UserError(f"config {name}: must be a mapping of keys to values (see {SEE_DOCS})")
+            raise UserError(f"config {name}: must be a mapping of keys to values (see {docs})")
         raw = loaded
     if isinstance(raw.get("data"), list):
         raw["data"] = [DataSource.parse(d).model_dump() if isinstance(d, str) else d for d in raw["data"]]
@@ -303,5 +305,5 @@ def load_spec(cls: type[BaseModel], path: str | None, overrides: dict[str, Any])
     try:
         return cls.model_validate(raw)
     except ValidationError as err:
-        src = f"config {name}" if path is not None else "training options"
-        raise UserError(f"{src}: {_describe(err)}") from None
+        src = f"config {name}" if path is not None else f"{what} options"
+        raise UserError(f"{src}: {_describe(err, docs)}") from None

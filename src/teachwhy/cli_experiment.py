@@ -1,0 +1,125 @@
+"""`teachwhy experiment run|status|analyse SPEC` and `teachwhy report EXP_DIR`: thin over
+teachwhy.experiments."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from teachwhy.cli import _Command, _progress, _typer, app, err, out
+from teachwhy.errors import UserError
+
+exp_app = _typer(no_args_is_help=True, help="Experiments: arms x budgets x seeds, analysis and report.")
+app.add_typer(exp_app, name="experiment")
+
+SPEC_ARG = typer.Argument(..., help="The experiment's YAML spec (docs/experiments.md).")
+
+
+def _load(spec_path: str):
+    from teachwhy.experiments.spec import load_experiment
+
+    return load_experiment(spec_path)
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "-"
+    return f"{s / 3600:.1f} h" if s >= 5400 else f"{s / 60:.0f} min" if s >= 90 else f"{s:.0f} s"
+
+
+def _status_table(st: dict) -> Table:
+    t = Table("cell", "arm", "budget", "seed", "stage", "state", "time",
+              title=f"{st['done']}/{st['total']} cells done; ETA {_fmt_s(st['eta_seconds'])}")
+    colour = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "to do": "dim"}
+    for r in st["cells"]:
+        state = f"[{colour[r['state']]}]{r['state']}[/]"
+        if r["error"]:
+            state += f" ({r['error']})"
+        t.add_row(r["cell"], r["arm"], str(r["budget"] or "-"), str(r["seed"]), r["stage"], state,
+                  _fmt_s(r["seconds"]))
+    return t
+
+
+@exp_app.command("run", cls=_Command)
+def experiment_run(spec_path: str = SPEC_ARG,
+                   no_report: bool = typer.Option(False, "--no-report", help="Skip the analysis and report.")) -> None:
+    """Run every cell not done yet (each resumable), then analyse and write the report."""
+    from teachwhy.experiments.analysis import analyse_experiment
+    from teachwhy.experiments.runner import plan, run_experiment
+
+    spec = _load(spec_path)
+    cells = plan(spec)
+    done = {"n": 0}
+    with _progress(f"experiment {spec.name}", "cells", len(cells)) as update:
+        def on_cell(cell, state, info):
+            if state in ("done", "skipped", "failed"):
+                done["n"] += 1
+            if state == "failed":
+                err.print(f"[red]cell {cell.cell_id} failed:[/] {info['error']}", highlight=False)
+            update(done["n"], len(cells), note=f"{cell.cell_id}: {state}")
+
+        res = run_experiment(spec, on_cell=on_cell, log=lambda m: update(done["n"], len(cells), note=m))
+    if res["failed"] and len(res["failed"]) == len(cells):
+        raise UserError(f"every cell failed; the first: {res['failed'][0][1]}")
+    if not no_report:
+        a = analyse_experiment(spec)
+        for s in a["analysis"].get("statements", [])[:8]:
+            out.print(f"- {s}", highlight=False)
+        out.print(f"report: {a['report']['html']}", highlight=False)
+    if res["failed"]:
+        err.print(f"{len(res['failed'])} cell(s) failed; fix the cause and rerun to retry them "
+                  f"(`teachwhy experiment status {spec_path}` lists them)", highlight=False)
+        raise typer.Exit(1)
+
+
+@exp_app.command("status", cls=_Command)
+def experiment_status(spec_path: str = SPEC_ARG,
+                      as_json: bool = typer.Option(False, "--json", help="Print the grid as JSON.")) -> None:
+    """The grid: done / running / failed / to do per cell, with an ETA from the cells done so far."""
+    from teachwhy.experiments.runner import status
+
+    st = status(_load(spec_path))
+    if as_json:
+        out.print_json(json.dumps(st))
+        return
+    out.print(_status_table(st))
+
+
+@exp_app.command("analyse", cls=_Command)
+def experiment_analyse(spec_path: str = SPEC_ARG,
+                       replicates: int = typer.Option(2000, help="Bootstrap replicates."),
+                       seed: int = typer.Option(0, help="Bootstrap seed.")) -> None:
+    """Analyse the cells finished so far and write analysis.json, report.html and report.md."""
+    from teachwhy.experiments.analysis import analyse_experiment
+
+    a = analyse_experiment(_load(spec_path), seed=seed, replicates=replicates)
+    for s in a["analysis"].get("statements", []):
+        out.print(f"- {s}", highlight=False)
+    out.print(f"report: {a['report']['html']}", highlight=False)
+
+
+@app.command("report", cls=_Command)
+def report(exp_dir: Path = typer.Argument(..., help="An experiment directory (runs/experiments/<name>)."),
+           replicates: int = typer.Option(2000, help="Bootstrap replicates.")) -> None:
+    """Write report.html (self-contained) and report.md for an experiment directory."""
+    from pydantic import ValidationError
+
+    from teachwhy.experiments.analysis import analyse_experiment
+    from teachwhy.experiments.spec import ExperimentSpec
+
+    spec_file = exp_dir / "spec.json"
+    if not spec_file.is_file():
+        raise UserError(f"{exp_dir} is not an experiment directory (no spec.json): give "
+                        "runs/experiments/<name>, written by `teachwhy experiment run`")
+    try:
+        spec = ExperimentSpec.model_validate(json.loads(spec_file.read_text()))
+    except (ValueError, ValidationError) as e:
+        raise UserError(f"{spec_file} is not a valid experiment spec ({type(e).__name__}): rerun "
+                        "`teachwhy experiment run` on the YAML spec") from None
+    # the spec's `out` is where its runs are; an experiment directory that moved keeps them beside it
+    spec = spec.model_copy(update={"out": str(exp_dir.resolve().parent.parent)})
+    a = analyse_experiment(spec, replicates=replicates)
+    out.print(f"report: {a['report']['html']}", highlight=False)

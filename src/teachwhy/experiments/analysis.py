@@ -1,0 +1,134 @@
+"""From an experiment's finished cells to the long table the analysis reads, the sample browser's
+rows, analysis.json and the report.
+
+One row per (cell, eval, scenario): choice mode takes the first format's primary scoring (pair where
+every scenario has twins; see evals/choice.py), P(harmful) and whether the top candidate is harmful;
+generate mode takes the share of valid samples graded harmful as P(harmful) and its majority as the
+choice.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from teachwhy.errors import UserError
+from teachwhy.experiments.runner import experiment_dir, plan, system_prefix
+from teachwhy.experiments.spec import ExperimentSpec
+from teachwhy.store import atomic_write_json, atomic_write_text, read_jsonl
+
+
+def _scenarios(spec: ExperimentSpec) -> dict[str, Any]:
+    from teachwhy.scenarios import builtin_scenarios, load_scenario_file
+
+    pool = {s.id: s for s in builtin_scenarios()}
+    for ev in spec.evals:
+        for f in ev.scenario_files:
+            pool.update({s.id: s for s in load_scenario_file(f)})
+    return pool
+
+
+def _per_scenario(records: list[dict], mode: str) -> list[dict]:
+    from teachwhy.evals.choice import primary_scoring
+
+    if mode == "choice":
+        fmts = [r.get("format", "continuation") for r in records]
+        first = fmts[0] if fmts else "continuation"
+        recs = [r for r, f in zip(records, fmts) if f == first]
+        scoring = primary_scoring(first, recs)
+        return [{"scenario_id": r["scenario_id"], "family": r["family"], "condition": r.get("condition"),
+                 "p_harmful": r[scoring]["p_harmful"], "harmful": bool(r[scoring]["harmful_choice"]),
+                 "top": r[scoring]["top"], "scores": {c["id"]: c.get("mean_logprob") for c in r.get("candidates", [])},
+                 "scoring": f"{first}/{scoring}"} for r in recs]
+    by: dict[str, list[dict]] = {}
+    for r in records:
+        by.setdefault(r["scenario_id"], []).append(r)
+    out = []
+    for sid, rs in by.items():
+        valid = [r for r in rs if r["verdict"] in ("harmful", "aligned")]
+        if not valid:
+            continue
+        p = sum(r["verdict"] == "harmful" for r in valid) / len(valid)
+        out.append({"scenario_id": sid, "family": rs[0]["family"], "condition": rs[0].get("condition"),
+                    "p_harmful": p, "harmful": p > 0.5, "top": None, "scores": {}, "scoring": "generate/rule"})
+    return out
+
+
+def collect(spec: ExperimentSpec) -> tuple[list[dict], list[dict]]:
+    """The long table (for efficiency.analyse) and the sample browser's rows, from finished cells."""
+    exp = experiment_dir(spec)
+    modes = {e.name: e.mode for e in spec.evals}
+    pool = _scenarios(spec)
+    rows, samples = [], []
+    for cell in plan(spec):
+        path = exp / "cells" / f"{cell.cell_id}.json"
+        if not path.is_file():
+            continue
+        rec = json.loads(path.read_text())
+        prefix = system_prefix(spec, cell.arm)
+        for ev_name, ev in rec.get("evals", {}).items():
+            for x in _per_scenario(read_jsonl(Path(ev["run_dir"]) / "samples.jsonl"), modes.get(ev_name, "choice")):
+                held = x["family"] in spec.holdout_families
+                row = {"arm": cell.arm.name, "kind": cell.arm.kind, "budget": cell.budget, "seed": cell.seed,
+                       "stage": cell.stage, "eval": ev_name, "scenario_id": x["scenario_id"],
+                       "family": x["family"], "held_out": held, "p_harmful": x["p_harmful"],
+                       "harmful": x["harmful"]}
+                rows.append(row)
+                sc = pool.get(x["scenario_id"])
+                prompt = sc.prompt_messages() if sc is not None else []
+                if prompt and prefix:
+                    prompt[0] = {**prompt[0], "content": prefix.rstrip() + "\n\n" + prompt[0]["content"]}
+                cands = ([{"id": c.id, "label": c.label, "text": c.text, "score": x["scores"].get(c.id)}
+                          for c in sc.candidates] if sc is not None else [])
+                samples.append({"cell_id": cell.cell_id, **{k: row[k] for k in (
+                    "arm", "budget", "seed", "stage", "eval", "scenario_id", "family", "held_out",
+                    "p_harmful", "harmful")}, "condition": x["condition"], "top": x["top"],
+                    "scoring": x["scoring"], "prompt": prompt, "candidates": cands})
+    return rows, samples
+
+
+def _diagnostics(spec: ExperimentSpec) -> dict | None:
+    """The base model's eval validity diagnostics (first eval), as its summary has them."""
+    exp = experiment_dir(spec)
+    base = next(a for a in spec.arms if a.kind == "base")
+    path = exp / "cells" / f"{base.name}.json"
+    if not path.is_file():
+        return None
+    ev = next(iter(json.loads(path.read_text()).get("evals", {}).values()), None)
+    if ev is None:
+        return None
+    summary = json.loads((Path(ev["run_dir"]) / "summary.json").read_text())
+    fmts = summary.get("formats") or {}
+    first = next(iter(fmts.values()), None) if isinstance(fmts, dict) else None
+    if not first:
+        return None
+    return {"format": first.get("format"), "scoring": first.get("scoring"),
+            "diagnostics": first.get("diagnostics"), "warnings": first.get("warnings"),
+            "pressure": first.get("pressure")}
+
+
+def analyse_experiment(spec: ExperimentSpec, seed: int = 0, replicates: int = 2000,
+                       report: bool = True) -> dict:
+    """Write samples.jsonl and analysis.json (and the report) for the cells finished so far."""
+    from teachwhy.experiments.efficiency import analyse
+
+    exp = experiment_dir(spec)
+    if not (exp / "spec.json").is_file():
+        raise UserError(f"no experiment at {exp}: run `teachwhy experiment run` on this spec first")
+    rows, samples = collect(spec)
+    if not rows:
+        raise UserError(f"experiment {spec.name} has no finished cells yet: run it first")
+    result = analyse(rows, seed=seed, replicates=replicates)
+    result.update(eval=spec.evals[0].name, metric="mean P(harmful) over scenarios (choice: primary scoring; "
+                  "generate: share of valid samples graded harmful); effect = base minus arm, paired by scenario",
+                  diagnostics=_diagnostics(spec))
+    atomic_write_text(exp / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
+    atomic_write_json(exp / "rows.json", rows)
+    atomic_write_json(exp / "analysis.json", result)
+    out = {"dir": str(exp), "analysis": result}
+    if report:
+        from teachwhy.report import write_report
+
+        out["report"] = {k: str(v) for k, v in write_report(exp).items()}
+    return out

@@ -1,0 +1,248 @@
+"""The experiment spec: arms x token budgets x seeds (+ an optional RL stage), the evals to run on
+every cell, and the families held out of training. Written in YAML, validated here with one-line
+errors; the format is documented in docs/experiments.md.
+
+An arm is one of:
+- `kind: base`: the model as it is (one per experiment; added if the spec has none);
+- `data: [...]`: SFT on a mixture of why-data kinds, each with a share of the budget;
+- `prompt: why_first | constitution_in_prompt`: no training, a system prompt added at eval time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DOCS = "docs/experiments.md"
+PROMPTS = ("why_first", "constitution_in_prompt")
+
+
+class Component(BaseModel):
+    """One dataset of an SFT arm: a why-data kind and its share of the arm's token budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    share: float = 1.0
+    teacher: str | None = None  # None: the experiment's teacher
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from teachwhy.data.records import KINDS
+
+        if v not in KINDS:
+            raise ValueError(f"unknown data kind '{v}'; use one of {', '.join(KINDS)}")
+        return v
+
+    @field_validator("share")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 < v <= 1:
+            raise ValueError(f"share must be in (0, 1] (got {v})")
+        return v
+
+
+class Arm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["base", "sft", "prompt"] | None = None  # inferred from data / prompt when left out
+    data: list[Component] = []
+    prompt: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}", v):
+            raise ValueError(f"arm name '{v}' must be 1-64 letters, digits or _ . + - (it names files)")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, v: str | None) -> str | None:
+        if v is not None and v not in PROMPTS:
+            raise ValueError(f"unknown prompting arm '{v}'; use one of {', '.join(PROMPTS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> Arm:
+        given = [k for k, on in (("data", bool(self.data)), ("prompt", self.prompt is not None)) if on]
+        if len(given) > 1:
+            raise ValueError(f"arm '{self.name}' has both data and prompt; an arm is trained or prompted, not both")
+        inferred = "sft" if self.data else "prompt" if self.prompt is not None else None
+        if self.kind is None:
+            if inferred is None:
+                raise ValueError(f"arm '{self.name}' needs data (an SFT arm), prompt (a prompting arm) or kind: base")
+            self.kind = inferred
+        elif self.kind == "base" and given:
+            raise ValueError(f"arm '{self.name}' is kind base, which takes no data or prompt")
+        elif self.kind != "base" and self.kind != inferred:
+            need = "data" if self.kind == "sft" else "prompt"
+            raise ValueError(f"arm '{self.name}' is kind {self.kind} but has no {need}")
+        if self.data:
+            total = sum(c.share for c in self.data)
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"arm '{self.name}': the shares of its data add up to {total:g}, not 1")
+            kinds = [c.kind for c in self.data]
+            if len(set(kinds)) != len(kinds):
+                raise ValueError(f"arm '{self.name}' lists a data kind twice; give each kind once with its share")
+        return self
+
+
+class EvalSpec(BaseModel):
+    """One eval run on every cell (the same arguments as `teachwhy eval`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "honeypots"
+    mode: Literal["choice", "generate"] = "choice"
+    formats: list[str] = ["continuation"]
+    split: str | None = "eval"
+    families: list[str] | None = None
+    limit: int | None = None
+    scenario_files: list[str] = []
+    samples: int = 1  # generate mode
+    judge: str | None = None  # generate mode
+    max_tokens: int = 384  # generate mode
+
+    @field_validator("limit", "samples", "max_tokens")
+    @classmethod
+    def _positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(f"must be at least 1 (got {v})")
+        return v
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str]) -> list[str]:
+        from teachwhy.evals.choice import FORMATS
+
+        bad = [f for f in v if f not in FORMATS]
+        if bad or not v:
+            raise ValueError(f"formats must list some of {', '.join(FORMATS)}")
+        return v
+
+
+class RLStage(BaseModel):
+    """GRPO after SFT on some arms, each evaluated before and after."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arms: list[str]
+    steps: int = 20
+    options: dict[str, Any] = {}  # any other RLSpec key (docs/training.md)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"must be at least 1 (got {v})")
+        return v
+
+
+class ExperimentSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    model: str = "smollm2-135m"
+    out: str = "runs"  # the experiment lives in <out>/experiments/<name>; its runs in <out>
+    teacher: str = "builtin"
+    constitution: str | None = None  # None: the built-in constitution
+    arms: list[Arm]
+    budgets: list[int] = [30_000]
+    seeds: list[int] = [0]
+    sft: dict[str, Any] = {}  # any other SFTSpec key for every SFT cell (docs/training.md)
+    rl: RLStage | None = None
+    evals: list[EvalSpec] = Field(default_factory=lambda: [EvalSpec()])
+    holdout_families: list[str] = []
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return Arm._name(v)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, v: list[int]) -> list[int]:
+        if not v or any(b < 1 for b in v):
+            raise ValueError("budgets must be a non-empty list of positive token counts")
+        if len(set(v)) != len(v):
+            raise ValueError("budgets lists a budget twice")
+        return sorted(v)
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct integers")
+        return v
+
+    @field_validator("holdout_families")
+    @classmethod
+    def _families(cls, v: list[str]) -> list[str]:
+        from teachwhy.scenarios.schema import FAMILIES
+
+        bad = [f for f in v if f not in FAMILIES]
+        if bad:
+            raise ValueError(f"unknown family '{bad[0]}'; use some of {', '.join(FAMILIES)}")
+        if set(v) >= set(FAMILIES):
+            raise ValueError("holding out every family leaves nothing to train on")
+        return v
+
+    @field_validator("sft")
+    @classmethod
+    def _sft(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from teachwhy.train.config import SFTSpec
+
+        owned = {"model", "data", "out", "name", "seed", "init_adapter"} & set(v)
+        if owned:
+            raise ValueError(f"'{sorted(owned)[0]}' is set per cell by the experiment; remove it from sft")
+        unknown = set(v) - set(SFTSpec.model_fields)
+        if unknown:
+            raise ValueError(f"unknown SFT key '{sorted(unknown)[0]}' (see docs/training.md)")
+        return v
+
+    @model_validator(mode="after")
+    def _arms(self) -> ExperimentSpec:
+        names = [a.name for a in self.arms]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ValueError(f"two arms are named '{dup}'; give each arm its own name")
+        bases = [a for a in self.arms if a.kind == "base"]
+        if len(bases) > 1:
+            raise ValueError("more than one arm is kind base; keep one")
+        if not bases:
+            if "base" in names:
+                raise ValueError("an arm named 'base' must be kind base (the experiment adds one under that name)")
+            self.arms.insert(0, Arm(name="base", kind="base"))
+        if self.rl is not None:
+            sft_arms = {a.name for a in self.arms if a.kind == "sft"}
+            bad = [a for a in self.rl.arms if a not in sft_arms]
+            if bad:
+                raise ValueError(f"rl.arms names '{bad[0]}', which is not an SFT arm of this experiment")
+            unknown = set(self.rl.options) - _rl_keys()
+            if unknown:
+                raise ValueError(f"unknown RL key '{sorted(unknown)[0]}' in rl.options (see docs/training.md)")
+        names_e = [e.name for e in self.evals]
+        if not names_e or len(set(names_e)) != len(names_e):
+            raise ValueError("evals must list at least one eval, each with its own name")
+        return self
+
+
+def _rl_keys() -> set[str]:
+    from teachwhy.train.config import RLSpec
+
+    return set(RLSpec.model_fields) - {"model", "out", "name", "seed", "steps"}
+
+
+def load_experiment(path: str) -> ExperimentSpec:
+    """Read and validate an experiment YAML file (one-line UserError on any problem)."""
+    from teachwhy.train.config import load_spec
+
+    spec: ExperimentSpec = load_spec(ExperimentSpec, path, {}, docs=DOCS, what="experiment")
+    return spec

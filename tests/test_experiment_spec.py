@@ -1,0 +1,84 @@
+"""Experiment specs: what a valid one plans, and one clear line for each kind of mistake."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from cliutil import one_error_line, run_cli
+from teachwhy.errors import UserError
+from teachwhy.experiments.runner import plan, status
+from teachwhy.experiments.spec import load_experiment
+
+GOOD = {
+    "name": "tiny", "arms": [
+        {"name": "demonstration", "data": [{"kind": "demonstration"}]},
+        {"name": "mix", "data": [{"kind": "documents", "share": 0.5}, {"kind": "fiction", "share": 0.5}]},
+        {"name": "why-first", "prompt": "why_first"},
+    ],
+    "budgets": [3000, 1000], "seeds": [0, 1], "rl": {"arms": ["mix"], "steps": 2},
+}
+
+
+def _write(tmp_path, spec) -> str:
+    p = tmp_path / "spec.yaml"
+    p.write_text(yaml.safe_dump(spec, sort_keys=False) if not isinstance(spec, str) else spec)
+    return str(p)
+
+
+def test_a_valid_spec_plans_every_cell_in_order(tmp_path):
+    spec = load_experiment(_write(tmp_path, GOOD))
+    assert [a.name for a in spec.arms][0] == "base" and spec.arms[0].kind == "base"  # added
+    assert spec.budgets == [1000, 3000]
+    ids = [c.cell_id for c in plan(spec)]
+    assert ids[:2] == ["base", "why-first"]
+    assert ids[2:5] == ["demonstration-b1000-s0-sft", "mix-b1000-s0-sft", "mix-b1000-s0-rl"]
+    assert len(ids) == 2 + 2 * 2 * 2 + 2 * 2  # base, prompt; 2 sft arms x 2 budgets x 2 seeds; rl on one
+    st = status(spec.model_copy(update={"out": str(tmp_path / "runs")}))
+    assert st["done"] == 0 and st["eta_seconds"] is None and {c["state"] for c in st["cells"]} == {"to do"}
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"arms": [{"name": "x", "data": [{"kind": "poetry"}]}]}, "unknown data kind 'poetry'"),
+    ({"arms": [{"name": "x", "data": [{"kind": "advice", "share": 0.5}]}]}, "add up to 0.5, not 1"),
+    ({"arms": [{"name": "x", "data": [{"kind": "advice"}], "prompt": "why_first"}]}, "both data and prompt"),
+    ({"arms": [{"name": "x"}]}, "needs data"),
+    ({"arms": [{"name": "x", "prompt": "shout"}]}, "unknown prompting arm 'shout'"),
+    ({"arms": [{"name": "a b", "prompt": "why_first"}]}, "must be 1-64 letters"),
+    ({"arms": [{"name": "x", "prompt": "why_first"}, {"name": "x", "prompt": "why_first"}]}, "two arms are named 'x'"),
+    ({"rl": {"arms": ["why-first"]}}, "not an SFT arm"),
+    ({"rl": {"arms": ["mix"], "options": {"temprature": 1}}}, "unknown RL key 'temprature'"),
+    ({"holdout_families": ["romance"]}, "unknown family 'romance'"),
+    ({"holdout_families": ["blackmail", "leak", "sabotage", "framing"]}, "leaves nothing to train on"),
+    ({"budgets": [0]}, "positive token counts"),
+    ({"seeds": [1, 1]}, "distinct"),
+    ({"sft": {"seed": 3}}, "set per cell by the experiment"),
+    ({"sft": {"learning_rat": 3}}, "unknown SFT key 'learning_rat'"),
+    ({"budget": [100]}, "docs/experiments.md"),
+    ({"evals": [{"name": "a", "formats": ["essay"]}]}, "formats must list"),
+])
+def test_each_mistake_is_one_line(tmp_path, change, needle):
+    with pytest.raises(UserError) as e:
+        load_experiment(_write(tmp_path, {**GOOD, **change}))
+    msg = str(e.value)
+    assert needle in msg and "\n" not in msg, msg
+    assert msg.startswith("config ")
+
+
+def test_cli_bad_spec_exits_2_with_one_line(tmp_path):
+    p = _write(tmp_path, {**GOOD, "budgets": "many"})
+    one_error_line(run_cli("experiment", "status", p), "budgets", code=2)
+    one_error_line(run_cli("experiment", "run", str(tmp_path / "missing.yaml")), "does not exist", code=2)
+    one_error_line(run_cli("experiment", "status", _write(tmp_path, "name: [unclosed")), "not valid YAML", code=2)
+    one_error_line(run_cli("report", str(tmp_path)), "not an experiment directory", code=2)
+
+
+def test_shipped_examples_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    demo = load_experiment(str(root / "demo_study.yaml"))
+    assert {a.name for a in demo.arms} == {"base", "demonstration", "reasoning", "why-first"}
+    study = load_experiment(str(root / "study.yaml"))
+    assert len(study.budgets) == 3 and len(study.seeds) == 2 and study.rl is not None
+    assert {a.kind for a in study.arms} == {"base", "sft", "prompt"}
