@@ -99,13 +99,11 @@ def _diagnostics(spec: ExperimentSpec) -> dict | None:
     if ev is None:
         return None
     summary = json.loads((Path(ev["run_dir"]) / "summary.json").read_text())
-    fmts = summary.get("formats") or {}
-    first = next(iter(fmts.values()), None) if isinstance(fmts, dict) else None
-    if not first:
+    if "diagnostics" not in summary:
         return None
-    return {"format": first.get("format"), "scoring": first.get("scoring"),
-            "diagnostics": first.get("diagnostics"), "warnings": first.get("warnings"),
-            "pressure": first.get("pressure")}
+    return {"model": summary.get("model"), "format": summary.get("format"), "scoring": summary.get("scoring"),
+            "n_scenarios": summary.get("n_scenarios"), "diagnostics": summary.get("diagnostics"),
+            "warnings": summary.get("warnings"), "pressure": summary.get("pressure")}
 
 
 def analyse_experiment(spec: ExperimentSpec, seed: int = 0, replicates: int = 2000,
