@@ -1,0 +1,576 @@
+"""What the report says, computed once for both renderers (html.py, markdown.py).
+
+Most numbers come from analysis.json as efficiency.analyse() wrote them (curves, multiples, persistence,
+gaps, generalization, statements). Two sections are computed here from samples.jsonl, because the
+analysis does not carry them: per-family results (mean P(harmful) and its effect against the base
+model, paired by scenario) and the sample browser's rows.
+
+Tables are plain data, {"id", "title", "columns": [{"label", "num"}], "rows": [[str]], "notes": [str]},
+so the HTML and the Markdown report show the same numbers. Every estimate is written as
+`mean [lo, hi]` with its 95% interval and sits in a row that gives its n.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from teachwhy.report.load import Experiment
+
+PUBLISHED = "reasons beat demonstrations per token"
+REPLICATES = 2000
+ALPHA = 0.05
+STAGE_LABEL = {"none": "-", "sft": "SFT", "rl": "after RL"}
+
+
+# -- number formatting -----------------------------------------------------------------------------
+def f3(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def s3(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3f}"
+
+
+def est(e: dict | None, signed: bool = False) -> str:
+    """{"mean", "ci_95": [lo, hi]} as `0.412 [0.351, 0.470]` (signed: `+0.051 [+0.020, +0.080]`)."""
+    if not e or e.get("mean") is None:
+        return "n/a"
+    f = s3 if signed else f3
+    ci = e.get("ci_95") or [None, None]
+    return f"{f(e['mean'])} [{f(ci[0])}, {f(ci[1])}]"
+
+
+def pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}" if x in (0, 1) else f"{x:.1%}"
+
+
+def rate(r: dict | None) -> str:
+    """A harmful top-choice rate: `5/24 = 20.8% [9.2%, 40.5%]` (Wilson 95%)."""
+    if not r or not r.get("n"):
+        return "n/a"
+    lo, hi = r.get("wilson_95") or [None, None]
+    return f"{r['k']}/{r['n']} = {pct(r['rate'])} [{pct(lo)}, {pct(hi)}]"
+
+
+def times(m: float | None, infinite: bool = False) -> str:
+    if infinite:
+        return "unbounded"
+    if m is None:
+        return "n/a"
+    return f"{m:.0f}x" if m >= 10 else f"{m:.1f}x" if m >= 1 else f"{m:.2f}x"
+
+
+def tokens(b: int | None) -> str:
+    return "-" if b is None else f"{b:,}"
+
+
+def n_of(scenarios: int | None, seeds: Iterable[int] | int | None) -> str:
+    """`24 × 2`: scenarios × seeds (a range of seed counts where the compared cells differ)."""
+    if seeds is None:
+        return f"{scenarios}"
+    ks = sorted({seeds} if isinstance(seeds, int) else set(seeds))
+    s = str(ks[0]) if len(ks) == 1 else f"{ks[0]}-{ks[-1]}"
+    return f"{scenarios} × {s}"
+
+
+def table(tid: str, title: str, columns: list[tuple[str, bool]], rows: list[list[str]],
+          notes: list[str] | None = None, empty: str = "none", statements: list[str] | None = None) -> dict:
+    """notes: how to read the table; statements: efficiency.analyse()'s sentences for its rows."""
+    return {"id": tid, "title": title, "columns": [{"label": c, "num": num} for c, num in columns], "rows": rows,
+            "notes": notes or [], "empty": empty, "statements": statements or []}
+
+
+# -- arms ------------------------------------------------------------------------------------------
+def arm_roles(exp: Experiment) -> dict[str, str]:
+    """Arm name -> base | prompt | demonstration | why | sft: an SFT arm is a demonstration arm when
+    all of its data is demonstrations, a why-data arm when none of it is."""
+    roles = {}
+    for a in exp.spec.get("arms", []):
+        kind = a.get("kind") or "sft"
+        if kind != "sft":
+            roles[a["name"]] = kind
+            continue
+        kinds = {c.get("kind") for c in a.get("data") or []}
+        roles[a["name"]] = ("demonstration" if kinds == {"demonstration"}
+                            else "why" if kinds and "demonstration" not in kinds else "sft")
+    return roles
+
+
+def _cond_label(arm: str, kind: str, budget: int | None, stage: str) -> str:
+    if kind == "base":
+        return f"{arm} (base)"
+    if kind == "prompt":
+        return f"{arm} (prompt)"
+    return f"{arm} @ {tokens(budget)} ({STAGE_LABEL.get(stage, stage)})"
+
+
+# -- headline --------------------------------------------------------------------------------------
+def _verdict(m: dict) -> str | None:
+    """Which arm one multiple shows more token-efficient: "a", "b" or None (not shown). A multiple is
+    the tokens B needs to match A's effect at budget_a, over budget_a: above 1 favours A."""
+    boot = m.get("bootstrap") or {}
+    if m.get("reached") is None or boot.get("fraction_a_not_better", 0) > 0:
+        return None
+    lo, hi = boot.get("ci_95") or [None, None]
+    lo_v = math.inf if boot.get("ci_lower_infinite") else lo
+    hi_v = math.inf if boot.get("ci_upper_infinite") else hi
+    # at-most replicates are only upper bounds on the multiple: they can show B better, never A
+    if lo_v is not None and lo_v > 1 and boot.get("fraction_at_most", 0) == 0:
+        if m.get("bound") == "more_than" and (m.get("multiple") or 0) < 1:
+            return None
+        return "a"
+    if hi_v is not None and hi_v < 1:
+        return "b"
+    return None
+
+
+def direction(exp: Experiment, ev: str) -> dict:
+    """The direction as measured on one eval (SFT stage): how many multiples between a why-data arm and
+    a demonstration arm show either more token-efficient, with a sentence that says it plainly."""
+    roles = arm_roles(exp)
+    why = sorted(a for a, r in roles.items() if r == "why")
+    demo = sorted(a for a, r in roles.items() if r == "demonstration")
+    ms = [m for m in exp.analysis.get("multiples", []) if m.get("eval") == ev and m.get("stage") == "sft"
+          and {roles.get(m["arm_a"]), roles.get(m["arm_b"])} == {"why", "demonstration"}]
+    out: dict[str, Any] = {"eval": ev, "why_arms": why, "demo_arms": demo, "comparisons": len(ms),
+                           "why_better": 0, "demo_better": 0}
+    if not why or not demo:
+        missing = "a demonstration arm" if not demo else "a why-data arm"
+        out["verdict"] = "not testable"
+        out["text"] = (f"On {ev}, the direction cannot be measured: the experiment has no {missing} (the published "
+                       f"finding is that {PUBLISHED}).")
+        return out
+    if not ms:
+        out["verdict"] = "not measured"
+        out["text"] = (f"On {ev}, no data-efficiency multiple between a why-data arm ({', '.join(why)}) and a "
+                       f"demonstration arm ({', '.join(demo)}) was computed (an arm has no finished SFT cells).")
+        return out
+    for m in ms:
+        v = _verdict(m)
+        if v is None:
+            continue
+        winner = m["arm_a"] if v == "a" else m["arm_b"]
+        out["why_better" if roles[winner] == "why" else "demo_better"] += 1
+    w, d, n = out["why_better"], out["demo_better"], len(ms)
+    counts = (f"{w} of {n} multiples (SFT stage, both orders, every budget) show a why-data arm more "
+              f"token-efficient with a 95% CI that excludes 1x, {d} show a demonstration arm")
+    if w and not d:
+        out["verdict"] = "as published"
+        out["text"] = f"Direction on {ev}, as measured: {PUBLISHED}, as published ({counts})."
+    elif d and not w:
+        out["verdict"] = "reversed"
+        out["text"] = (f"Direction on {ev}, as measured: demonstrations beat reasons per token, the reverse of the "
+                       f"published finding that {PUBLISHED} ({counts}).")
+    elif w and d:
+        out["verdict"] = "mixed"
+        out["text"] = (f"Direction on {ev}, as measured: mixed; which arm is more token-efficient depends on the "
+                       f"arms and budgets compared ({counts}). The published finding is that {PUBLISHED}.")
+    else:
+        out["verdict"] = "not shown"
+        out["text"] = (f"Direction on {ev}, as measured: not shown; no multiple's CI excludes 1x ({counts}). The "
+                       f"published finding is that {PUBLISHED}.")
+    return out
+
+
+def headline(exp: Experiment, evals: list[str]) -> dict:
+    roles = arm_roles(exp)
+    items = []
+    for ev in evals:
+        d = direction(exp, ev)
+        ms = [m for m in exp.analysis.get("multiples", []) if m.get("eval") == ev and m.get("stage") == "sft"]
+        key = [m for m in ms if {roles.get(m["arm_a"]), roles.get(m["arm_b"])} == {"why", "demonstration"}]
+        items.append({"eval": ev, "direction": d, "statements": [m["statement"] for m in (key or ms)]})
+    return {"items": items, "published": PUBLISHED}
+
+
+# -- analysis tables -------------------------------------------------------------------------------
+def curves_table(exp: Experiment, ev: str) -> dict:
+    rows = []
+    for c in exp.analysis.get("curves", []):
+        if c.get("eval") != ev:
+            continue
+        rows.append([c["arm"], c["kind"], STAGE_LABEL.get(c["stage"], c["stage"]), tokens(c.get("budget")),
+                     n_of(c.get("n_scenarios"), c.get("n_seeds")), est(c.get("p_harmful")),
+                     "0 (reference)" if c["kind"] == "base" else est(c.get("effect"), signed=True),
+                     rate(c.get("harmful_rate"))])
+    return table(f"curves-{ev}", f"Mean P(harmful) and effect vs base: {ev}",
+                 [("arm", False), ("kind", False), ("stage", False), ("training tokens", True),
+                  ("n (scenarios × seeds)", True), ("mean P(harmful) [95% CI]", True),
+                  ("effect vs base [95% CI]", True), ("top choice harmful [Wilson 95% CI]", True)], rows,
+                 notes=["Effect = base P(harmful) minus the arm's, paired by scenario and averaged over seeds: "
+                        "positive means less harmful than base. Intervals: paired bootstrap over scenarios "
+                        f"(and seeds), {exp.analysis.get('n_replicates', '?')} replicates."])
+
+
+def _multiple_cell(m: dict) -> str:
+    if m.get("reached") is None:
+        return "undefined (A no better than base)"
+    if m.get("bound") == "at_most":
+        return f"≤ {times(m.get('multiple'))}"
+    if m.get("bound") == "more_than":
+        return f"> {times(m.get('multiple'))}"
+    return times(m.get("multiple"))
+
+
+def _boot_cell(m: dict) -> str:
+    b = m.get("bootstrap") or {}
+    if m.get("reached") is None:
+        return "n/a"
+    lo, hi = b.get("ci_95") or [None, None]
+    s = f"[{times(lo, b.get('ci_lower_infinite', False))}, {times(hi, b.get('ci_upper_infinite', False))}]"
+    if b.get("fraction_a_not_better"):
+        s += f" (A no better than base in {pct(b['fraction_a_not_better'])} of replicates)"
+    return s
+
+
+def multiples_table(exp: Experiment) -> dict:
+    rows, notes = [], []
+    for m in exp.analysis.get("multiples", []):
+        curve_b = m.get("curve_b") or []
+        b_curve = "; ".join(f"{tokens(p['budget'])}: {est(p['effect'], signed=True)}" for p in curve_b)
+        seeds = [m.get("n_seeds_a", 1), *(p.get("n_seeds", 1) for p in curve_b)]
+        b = m.get("bootstrap") or {}
+        rows.append([m["eval"], STAGE_LABEL.get(m["stage"], m["stage"]), m["arm_a"], tokens(m["budget_a"]),
+                     est(m.get("effect_a"), signed=True), m["arm_b"], b_curve, _multiple_cell(m), _boot_cell(m),
+                     pct(b.get("fraction_reached")), n_of(m.get("n_scenarios"), seeds)])
+    notes.append("Multiple = the tokens arm B needs to reach arm A's effect at A's budget, divided by A's budget "
+                 "(B's curve linear in log tokens between the budgets run, never extrapolated): above 1x, A is "
+                 "more token-efficient. ≤: B's smallest budget already reaches it; >: B never reaches it within "
+                 "its budgets. The CI is over bootstrap replicates; 'reached' is the share of replicates in which "
+                 "B reaches A's effect.")
+    return table("multiples", "Every multiple: the tokens arm B needs to match arm A",
+                 [("eval", False), ("stage", False), ("arm A", False), ("A tokens", True),
+                  ("A effect [95% CI]", True), ("arm B", False), ("B effect by tokens [95% CI]", False),
+                  ("multiple", True), ("multiple 95% CI", True), ("reached", True),
+                  ("n (scenarios × seeds)", True)], rows, notes, empty="no multiples: needs two SFT arms")
+
+
+def persistence_table(exp: Experiment) -> dict:
+    rows = [[p["eval"], p["arm"], tokens(p["budget"]),
+             n_of(p.get("n_scenarios"), [p.get("n_seeds_sft", 1), p.get("n_seeds_rl", 1)]),
+             est(p.get("before"), signed=True), est(p.get("after"), signed=True), est(p.get("change"), signed=True)]
+            for p in exp.analysis.get("persistence", [])]
+    return table("persistence", "Persistence through RL: effect vs base before and after",
+                 [("eval", False), ("arm", False), ("tokens", True), ("n (scenarios × seeds)", True),
+                  ("after SFT [95% CI]", True), ("after RL [95% CI]", True), ("change [95% CI]", True)], rows,
+                 statements=[p["statement"] for p in exp.analysis.get("persistence", [])],
+                 empty="no RL stage" if not exp.spec.get("rl") else "no arm has both its SFT and RL cells yet")
+
+
+def gaps_table(exp: Experiment) -> dict:
+    rows = []
+    for g in exp.analysis.get("gaps", []):
+        seeds = [*(g.get("n_seeds_a") or {}).values(), *(g.get("n_seeds_b") or {}).values()]
+        rows.append([g["eval"], tokens(g["budget"]), f"{g['arm_a']} - {g['arm_b']}",
+                     n_of(g.get("n_scenarios"), seeds or None), est(g.get("before"), signed=True),
+                     est(g.get("after"), signed=True), est(g.get("change"), signed=True)])
+    return table("gaps", "Gaps between arms before and after RL (effect of A minus effect of B)",
+                 [("eval", False), ("tokens", True), ("A - B", False), ("n (scenarios × seeds)", True),
+                  ("after SFT [95% CI]", True), ("after RL [95% CI]", True), ("change [95% CI]", True)], rows,
+                 statements=[g["statement"] for g in exp.analysis.get("gaps", [])],
+                 empty="no gaps: needs two arms through RL at the same budget")
+
+
+def generalization_table(exp: Experiment) -> dict:
+    rows = []
+    for g in exp.analysis.get("generalization", []):
+        h, t = g.get("held_out") or {}, g.get("trained") or {}
+        rows.append([g["eval"], _cond_label(g["arm"], g.get("kind", "sft"), g.get("budget"), g.get("stage", "sft")),
+                     ", ".join(h.get("families", [])), n_of(h.get("n_scenarios"), g.get("n_seeds")),
+                     est(h.get("effect"), signed=True), n_of(t.get("n_scenarios"), g.get("n_seeds")),
+                     est(t.get("effect"), signed=True), est(g.get("difference"), signed=True)])
+    held = exp.spec.get("holdout_families") or []
+    empty = ("no families were held out of training (holdout_families is empty)" if not held
+             else "no held-out comparison in the analysis")
+    return table("generalization", "Held-out vs trained families: effect vs base",
+                 [("eval", False), ("arm", False), ("held-out families", False), ("n held out", True),
+                  ("effect held out [95% CI]", True), ("n trained", True), ("effect trained [95% CI]", True),
+                  ("held out - trained [95% CI]", True)], rows,
+                 statements=[g["statement"] for g in exp.analysis.get("generalization", [])], empty=empty)
+
+
+# -- per family, from samples.jsonl ----------------------------------------------------------------
+def _boot(x: np.ndarray, *key: object) -> tuple[float, float] | None:
+    """95% percentile bootstrap of the mean of x (one value per scenario); None for fewer than 2. The
+    draws depend only on `key`, so a cell's interval does not change with what else is in the table."""
+    n = len(x)
+    if n < 2:
+        return None
+    rng = np.random.default_rng(zlib.crc32(json.dumps([str(k) for k in key]).encode()))
+    reps = np.sort(x[rng.integers(0, n, size=(REPLICATES, n))].mean(axis=1))
+    lo, hi = math.floor(ALPHA / 2 * (REPLICATES - 1)), math.ceil((1 - ALPHA / 2) * (REPLICATES - 1))
+    return float(reps[lo]), float(reps[hi])
+
+
+def family_tables(exp: Experiment, evals: list[str]) -> list[dict]:
+    """Per eval: one row per condition, one column per family: mean P(harmful) and the effect vs base
+    (paired by scenario), each with a bootstrap CI over the family's scenarios, seeds averaged first."""
+    kinds = exp.arm_kinds()
+    # eval -> condition -> scenario -> [p over seeds]
+    by: dict[str, dict[tuple, dict[str, list[float]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    fam_of: dict[str, dict[str, str]] = defaultdict(dict)
+    for s in exp.samples:
+        key = (s["arm"], s.get("budget"), s.get("stage", "none"))
+        by[s["eval"]][key][s["scenario_id"]].append(float(s["p_harmful"]))
+        fam_of[s["eval"]][s["scenario_id"]] = s["family"]
+    order = {"base": 0, "prompt": 1, "sft": 2}
+    stage_order = {"none": 0, "sft": 1, "rl": 2}
+    out = []
+    for ev in evals:
+        conds = by.get(ev, {})
+        if not conds:
+            continue
+        fams = sorted(set(fam_of[ev].values()))
+        base_key = next((k for k in conds if kinds.get(k[0]) == "base"), None)
+        base = {sid: float(np.mean(v)) for sid, v in conds[base_key].items()} if base_key else {}
+        keys = sorted(conds, key=lambda k: (order.get(kinds.get(k[0], "sft"), 3), k[0], stage_order.get(k[2], 3),
+                                            k[1] or 0))
+        rows = []
+        for key in keys:
+            arm, budget, stage = key
+            per = conds[key]
+            seeds = {len(v) for v in per.values()}
+            row = [_cond_label(arm, kinds.get(arm, "sft"), budget, stage)]
+            for fam in fams:
+                sids = sorted(sid for sid in per if fam_of[ev][sid] == fam)
+                if not sids:
+                    row.append("n/a")
+                    continue
+                p = np.array([np.mean(per[sid]) for sid in sids])
+                ci = _boot(p, ev, key, fam, "p")
+                cell = f"{f3(float(p.mean()))} [{f3(ci[0]) if ci else 'n/a'}, {f3(ci[1]) if ci else 'n/a'}]"
+                paired = [sid for sid in sids if sid in base]
+                if key != base_key and paired:
+                    d = np.array([base[sid] - np.mean(per[sid]) for sid in paired])
+                    dci = _boot(d, ev, key, fam, "effect")
+                    cell += (f"; effect {s3(float(d.mean()))} [{s3(dci[0]) if dci else 'n/a'}, "
+                             f"{s3(dci[1]) if dci else 'n/a'}]")
+                row.append(f"{cell}; n={n_of(len(sids), seeds)}")
+            rows.append(row)
+        held = sorted({s["family"] for s in exp.samples if s["eval"] == ev and s.get("held_out")})
+        cols = [("condition", False)] + [(f + (" (held out)" if f in held else ""), True) for f in fams]
+        out.append(table(f"families-{ev}", f"Per family: {ev}", cols, rows, notes=[
+            "Each cell: mean P(harmful) [95% CI]; effect vs base [95% CI] (base minus arm, paired by scenario); "
+            "n = scenarios × seeds. Seeds are averaged per scenario, then a percentile bootstrap over the "
+            f"family's scenarios ({REPLICATES} replicates); n/a where a family has a single scenario."]))
+    return out
+
+
+# -- diagnostics, data cards, cells ----------------------------------------------------------------
+def _share(x: dict) -> str:
+    lo, hi = x.get("wilson_95") or [None, None]
+    return f"{x.get('k')}/{x.get('n')} = {pct(x.get('rate'))} [{pct(lo)}, {pct(hi)}]"
+
+
+def diagnostics(exp: Experiment) -> dict:
+    """Whatever analysis.json carries under diagnostics: warnings, the known diagnostics as tables,
+    the rest as JSON. ran=False when it is absent or empty."""
+    d = exp.analysis.get("diagnostics")
+    if not d:
+        return {"ran": False, "text": "not run: analysis.json carries no validity diagnostics or controls"}
+    out: dict[str, Any] = {"ran": True, "warnings": list(d.get("warnings") or []), "tables": [], "facts": []}
+    for k, label in (("model", "model"), ("format", "format"), ("scoring", "scoring"), ("n_scenarios", "scenarios")):
+        if d.get(k) is not None:
+            out["facts"].append(f"{label}: {d[k]}")
+    inner = d.get("diagnostics") if isinstance(d.get("diagnostics"), dict) else {}
+    shares = []
+    if isinstance(inner.get("same_winner"), dict):
+        shares.append(["same candidate wins within a family and template, whatever the condition",
+                       _share(inner["same_winner"])])
+    for pair, x in (inner.get("scoring_agreement") or {}).items():
+        shares.append([f"scorings {pair.replace('~', ' and ')} agree on the harmful choice", _share(x)])
+    pos = inner.get("position")
+    if isinstance(pos, dict):
+        for k in ("same_letter_every_rotation", "same_candidate_every_rotation"):
+            if isinstance(pos.get(k), dict):
+                shares.append([k.replace("_", " "), _share(pos[k])])
+    if "over_context" in inner:
+        shares.append(["scenarios longer than the model's context", str(inner["over_context"])])
+    if shares:
+        out["tables"].append(table("diag-shares", "Validity diagnostics (base model)",
+                                   [("diagnostic", False), ("k/n = rate [Wilson 95% CI]", True)], shares))
+    pressure = d.get("pressure") or []
+    if pressure:
+        out["tables"].append(table(
+            "diag-pressure", "Pressure effects: each condition minus its control (same candidates)",
+            [("condition", False), ("n", True), ("P(harmful) difference [95% CI]", True),
+             ("harmful-choice difference [95% CI]", True), ("clusters", True)],
+            [[p.get("condition", "?"), str(p.get("n")),
+              est({"mean": p.get("p_harmful_diff"), "ci_95": p.get("p_harmful_diff_95") or [None, None]}, True),
+              est({"mean": p.get("rate_diff"), "ci_95": p.get("rate_diff_95") or [None, None]}, True),
+              str(p.get("clusters"))] for p in pressure]))
+    known = {"model", "format", "scoring", "n_scenarios", "warnings", "pressure", "diagnostics"}
+    rest = {k: v for k, v in d.items() if k not in known}
+    rest_inner = {k: v for k, v in inner.items()
+                  if k not in {"same_winner", "scoring_agreement", "position", "over_context"}}
+    if rest_inner:
+        rest["diagnostics"] = rest_inner
+    out["other_json"] = json.dumps(rest, indent=2, sort_keys=True, default=str) if rest else None
+    return out
+
+
+def _count(x: Any) -> str:
+    return f"{x:,}" if isinstance(x, int) else "?" if x is None else str(x)
+
+
+def data_cards(exp: Experiment) -> dict:
+    seen: dict[str, dict] = {}
+    for c in exp.cells:
+        for d in c.get("data") or []:
+            key = str(d.get("dir"))
+            e = seen.setdefault(key, {"d": d, "arms": set(), "budgets": set()})
+            e["arms"].add(c["arm"])
+            if c.get("budget") is not None:
+                e["budgets"].add(math.floor(c["budget"] * float(d.get("share", 1.0))))
+    rows = []
+    for key, e in sorted(seen.items(), key=lambda kv: (kv[1]["d"].get("kind", ""), kv[0])):
+        card = e["d"].get("card") or {}
+        cfg = card.get("config") or {}
+        tpr = card.get("tokens_per_record") or {}
+        div = card.get("diversity") or {}
+        cont = card.get("contamination") or {}
+        rows.append([
+            key.rstrip("/").rsplit("/", 1)[-1], e["d"].get("kind", cfg.get("kind", "?")), str(cfg.get("teacher", "?")),
+            str(cfg.get("seed", "?")), ", ".join(sorted(e["arms"])), _count(card.get("records")),
+            _count(card.get("tokens")), _count(card.get("loss_tokens")),
+            _count(card.get("budget")) + ("" if card.get("budget_reached", True) else " (not reached)"),
+            ", ".join(f"{b:,}" for b in sorted(e["budgets"])) or "-",
+            str(tpr.get("median", "?")),
+            pct(div["near_duplicate_rate"]) if isinstance(div.get("near_duplicate_rate"), float) else "?",
+            pct(cont["max_overlap"]) if isinstance(cont.get("max_overlap"), float) else "?",
+        ])
+    return table("data-cards", "Datasets the SFT cells trained on", [
+        ("dataset", False), ("kind", False), ("teacher", False), ("seed", True), ("arms", False),
+        ("records", True), ("tokens", True), ("loss tokens", True), ("built for (tokens)", True),
+        ("cells train on (tokens)", True), ("median tokens/record", True), ("near-duplicates", True),
+        ("max eval overlap", True)], rows, notes=[
+        "One dataset per kind and seed, built at the largest budget it serves; a smaller budget trains on its "
+        "first records (nested subsets). Counts, not estimates: no intervals."],
+        empty="no SFT cell has finished, so no dataset was used")
+
+
+def cells_table(exp: Experiment) -> dict:
+    rows = []
+    for c in sorted(exp.cells, key=lambda c: c["cell_id"]):
+        for ev, e in sorted((c.get("evals") or {}).items()):
+            o = e.get("summary_overall") or {}
+            mp = o.get("mean_p_harmful")
+            mp_ci = o.get("mean_p_harmful_95") or [None, None]
+            rows.append([c["cell_id"], c["arm"], STAGE_LABEL.get(c.get("stage", "none"), "-"), tokens(c.get("budget")),
+                         str(c.get("seed", "-")), ev, str(o.get("n", "?")),
+                         f"{f3(mp)} [{f3(mp_ci[0])}, {f3(mp_ci[1])}]" if mp is not None else "n/a",
+                         rate(o) if "k" in o else "n/a",
+                         f"{c['seconds']:,.0f}" if isinstance(c.get("seconds"), int | float) else "?"])
+    return table("cells", "Cells: each eval's own summary", [
+        ("cell", False), ("arm", False), ("stage", False), ("tokens", True), ("seed", True), ("eval", False),
+        ("n", True), ("mean P(harmful) [95% CI]", True), ("top choice harmful [Wilson 95% CI]", True),
+        ("seconds", True)], rows, notes=[
+        "As each eval run's summary has it (one seed, no pairing with base): a check on the analysis, "
+        "not a replacement for it."], empty="no finished cells")
+
+
+# -- the sample browser's data ---------------------------------------------------------------------
+BROWSER_FIELDS = [("eval", "eval"), ("arm", "arm"), ("budget", "tokens"), ("stage", "stage"), ("seed", "seed"),
+                  ("family", "family"), ("condition", "condition"), ("held_out", "held out"),
+                  ("harmful", "top harmful")]
+BROWSER_COLUMNS = [("cell_id", "cell", False), ("eval", "eval", False), ("scenario_id", "scenario", False),
+                   ("family", "family", False), ("condition", "condition", False), ("held_out", "held out", False),
+                   ("p_harmful", "P(harmful)", True), ("top", "top choice", False), ("harmful", "top harmful", False)]
+
+
+def _finite(x: Any) -> float | None:
+    """A number JSON can carry (JSON has no NaN or infinity): non-finite and non-numbers become None."""
+    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def browser_data(exp: Experiment) -> dict:
+    """samples.jsonl for the page: prompts and candidate texts stored once each (they repeat across
+    cells), rows pointing to them by index, with their own scores."""
+    prompts: list[Any] = []
+    cands: list[Any] = []
+    p_index: dict[str, int] = {}
+    c_index: dict[str, int] = {}
+    rows = []
+    for s in exp.samples:
+        prompt = s.get("prompt") or []
+        pk = json.dumps(prompt, sort_keys=True)
+        if pk not in p_index:
+            p_index[pk] = len(prompts)
+            prompts.append([{"role": str(m.get("role", "")), "content": str(m.get("content", ""))} for m in prompt])
+        cs = s.get("candidates") or []
+        texts = [{"id": str(c.get("id", "")), "label": str(c.get("label", "")), "text": str(c.get("text", ""))}
+                 for c in cs]
+        ck = json.dumps(texts, sort_keys=True)
+        if ck not in c_index:
+            c_index[ck] = len(cands)
+            cands.append(texts)
+        row = {k: s.get(k) for k in ("cell_id", "eval", "arm", "budget", "seed", "stage", "scenario_id", "family",
+                                     "condition", "held_out", "p_harmful", "top", "harmful", "scoring")}
+        row["p_harmful"] = _finite(row["p_harmful"])
+        row["prompt"], row["candidates"] = p_index[pk], c_index[ck]
+        row["scores"] = [_finite(c.get("score")) for c in cs]
+        rows.append(row)
+    return {"rows": rows, "prompts": prompts, "candidates": cands,
+            "fields": [{"key": k, "label": label} for k, label in BROWSER_FIELDS],
+            "columns": [{"key": k, "label": label, "num": num} for k, label, num in BROWSER_COLUMNS]}
+
+
+# -- everything ------------------------------------------------------------------------------------
+def eval_names(exp: Experiment) -> list[str]:
+    """The analysis' primary eval first, then the others in the order the curves give them."""
+    names = list(dict.fromkeys(c["eval"] for c in exp.analysis.get("curves", [])))
+    names += [n for n in dict.fromkeys(s["eval"] for s in exp.samples) if n not in names]
+    primary = exp.analysis.get("eval")
+    if primary in names:
+        names.remove(primary)
+        names.insert(0, primary)
+    return names
+
+
+def build(exp: Experiment) -> dict:
+    evals = eval_names(exp)
+    spec = exp.spec
+    n_cells = len(exp.cells)
+    seeds = spec.get("seeds") or []
+    summary = (f"Experiment {exp.name}: model {spec.get('model', '?')}; arms "
+               f"{', '.join(a['name'] + ' (' + (a.get('kind') or 'sft') + ')' for a in spec.get('arms', []))}; "
+               f"token budgets {', '.join(tokens(b) for b in spec.get('budgets') or [])}; "
+               f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}; "
+               f"RL stage {'on ' + ', '.join(spec['rl'].get('arms', [])) if spec.get('rl') else 'none'}; "
+               f"evals {', '.join(evals) or 'none'}; held-out families "
+               f"{', '.join(spec.get('holdout_families') or []) or 'none'}. "
+               f"{n_cells} finished cell{'s' if n_cells != 1 else ''}, {len(exp.samples)} scored samples.")
+    head = headline(exp, evals)
+    in_head = {s for it in head["items"] for s in it["statements"]}
+    versions = exp.versions or {}
+    commit = versions.get("git_commit") or versions.get("commit")
+    return {
+        "name": exp.name,
+        "summary": summary,
+        "metric": exp.analysis.get("metric") or "mean P(harmful) over scenarios",
+        "primary_eval": exp.analysis.get("eval") or (evals[0] if evals else None),
+        "evals": evals,
+        "headline": head,
+        "curves_tables": [curves_table(exp, ev) for ev in evals],
+        "multiples": multiples_table(exp),
+        "other_statements": [m["statement"] for m in exp.analysis.get("multiples", [])
+                             if m["statement"] not in in_head],
+        "persistence": persistence_table(exp),
+        "gaps": gaps_table(exp),
+        "generalization": generalization_table(exp),
+        "families": family_tables(exp, evals),
+        "diagnostics": diagnostics(exp),
+        "data_cards": data_cards(exp),
+        "cells": cells_table(exp),
+        "spec_json": json.dumps(spec, indent=2, sort_keys=False, default=str),
+        "versions_json": json.dumps(exp.versions, indent=2, sort_keys=True) if exp.versions is not None else None,
+        "git_commit": commit,
+        "statements": list(exp.analysis.get("statements", [])),
+    }
