@@ -43,6 +43,34 @@ def _status_table(st: dict) -> Table:
     return t
 
 
+def _ci(est: dict | None) -> str:
+    if not est or est.get("mean") is None:
+        return "-"
+    lo, hi = est.get("ci_95") or (None, None)
+    return f"{est['mean']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{est['mean']:.3f}"
+
+
+def print_results(analysis: dict, report: dict | None = None) -> None:
+    """The short version in the terminal: per arm the first eval's mean P(harmful) and effect with
+    CIs, then the data-efficiency and RL statements, then where the report is."""
+    curves = [c for c in analysis.get("curves", []) if c.get("eval") == analysis.get("eval")]
+    t = Table("arm", "stage", "tokens", "n", "mean P(harmful) [95% CI]", "effect vs base [95% CI]", "harmful",
+              title=f"{analysis.get('eval')}: {analysis.get('metric', '')}")
+    for c in curves:
+        hr = c.get("harmful_rate") or {}
+        seeds = f" x {c['n_seeds']} seeds" if c.get("n_seeds", 1) > 1 else ""
+        t.add_row(c["arm"], c["stage"], f"{c['budget']:,}" if c.get("budget") else "-",
+                  f"{c['n_scenarios']}{seeds}", _ci(c.get("p_harmful")), _ci(c.get("effect")),
+                  f"{hr.get('k', '-')}/{hr.get('n', '-')}")
+    out.print(t)
+    for section in ("multiples", "persistence", "gaps", "generalization"):
+        for e in analysis.get(section, []):
+            if e.get("statement") and e.get("eval") == analysis.get("eval"):
+                out.print(f"- {e['statement']}", highlight=False)
+    if report:
+        out.print(f"report: {report['html']}", highlight=False)
+
+
 @exp_app.command("run", cls=_Command)
 def experiment_run(spec_path: str = SPEC_ARG,
                    no_report: bool = typer.Option(False, "--no-report", help="Skip the analysis and report.")) -> None:
@@ -66,9 +94,7 @@ def experiment_run(spec_path: str = SPEC_ARG,
         raise UserError(f"every cell failed; the first: {res['failed'][0][1]}")
     if not no_report:
         a = analyse_experiment(spec)
-        for s in a["analysis"].get("statements", [])[:8]:
-            out.print(f"- {s}", highlight=False)
-        out.print(f"report: {a['report']['html']}", highlight=False)
+        print_results(a["analysis"], a["report"])
     if res["failed"]:
         err.print(f"{len(res['failed'])} cell(s) failed; fix the cause and rerun to retry them "
                   f"(`teachwhy experiment status {spec_path}` lists them)", highlight=False)
@@ -96,9 +122,7 @@ def experiment_analyse(spec_path: str = SPEC_ARG,
     from teachwhy.experiments.analysis import analyse_experiment
 
     a = analyse_experiment(_load(spec_path), seed=seed, replicates=replicates)
-    for s in a["analysis"].get("statements", []):
-        out.print(f"- {s}", highlight=False)
-    out.print(f"report: {a['report']['html']}", highlight=False)
+    print_results(a["analysis"], a["report"])
 
 
 @app.command("report", cls=_Command)
@@ -122,4 +146,4 @@ def report(exp_dir: Path = typer.Argument(..., help="An experiment directory (ru
     # the spec's `out` is where its runs are; an experiment directory that moved keeps them beside it
     spec = spec.model_copy(update={"out": str(exp_dir.resolve().parent.parent)})
     a = analyse_experiment(spec, replicates=replicates)
-    out.print(f"report: {a['report']['html']}", highlight=False)
+    print_results(a["analysis"], a["report"])

@@ -73,7 +73,8 @@ class Arm(BaseModel):
         given = [k for k, on in (("data", bool(self.data)), ("prompt", self.prompt is not None)) if on]
         if len(given) > 1:
             raise ValueError(f"arm '{self.name}' has both data and prompt; an arm is trained or prompted, not both")
-        inferred = "sft" if self.data else "prompt" if self.prompt is not None else None
+        inferred: Literal["sft", "prompt"] | None = (
+            "sft" if self.data else "prompt" if self.prompt is not None else None)
         if self.kind is None:
             if inferred is None:
                 raise ValueError(f"arm '{self.name}' needs data (an SFT arm), prompt (a prompting arm) or kind: base")
