@@ -73,11 +73,22 @@ def print_results(analysis: dict, report: dict | None = None) -> None:
 
 @exp_app.command("run", cls=_Command)
 def experiment_run(spec_path: str = SPEC_ARG,
-                   no_report: bool = typer.Option(False, "--no-report", help="Skip the analysis and report.")) -> None:
+                   no_report: bool = typer.Option(False, "--no-report", help="Skip the analysis and report."),
+                   ray: bool = typer.Option(False, "--ray", help=(
+                       "Run the cells as Ray tasks, one cell per task with the spec's `resources`, on a local "
+                       "cluster (RAY_ADDRESS, one started here with `ray start`, else a new one for this run). "
+                       "Needs pip install 'teachwhy\\[ray]'.")),
+                   ray_address: str | None = typer.Option(None, "--ray-address", metavar="ADDRESS", help=(
+                       "Attach to this Ray cluster (HOST:PORT of its head, or ray://...); implies --ray. "
+                       "Several machines need the working directory and `out` on shared storage."))) -> None:
     """Run every cell not done yet (each resumable), then analyse and write the report."""
     from teachwhy.experiments.analysis import analyse_experiment
     from teachwhy.experiments.runner import plan, run_experiment
 
+    if ray or ray_address:
+        from teachwhy.experiments.distributed import import_ray
+
+        import_ray()  # before any work: one line if Ray is missing
     spec = _load(spec_path)
     cells = plan(spec)
     done = {"n": 0}
@@ -89,7 +100,15 @@ def experiment_run(spec_path: str = SPEC_ARG,
                 err.print(f"[red]cell {cell.cell_id} failed:[/] {info['error']}", highlight=False)
             update(done["n"], len(cells), note=f"{cell.cell_id}: {state}")
 
-        res = run_experiment(spec, on_cell=on_cell, log=lambda m: update(done["n"], len(cells), note=m))
+        def log(m):
+            update(done["n"], len(cells), note=m)
+
+        if ray or ray_address:
+            from teachwhy.experiments.distributed import run_experiment_ray
+
+            res = run_experiment_ray(spec, address=ray_address, on_cell=on_cell, log=log)
+        else:
+            res = run_experiment(spec, on_cell=on_cell, log=log)
     if res["failed"] and len(res["failed"]) == len(cells):
         raise UserError(f"every cell failed; the first: {res['failed'][0][1]}")
     if not no_report:

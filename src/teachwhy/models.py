@@ -371,10 +371,12 @@ def resolve_dtype(dtype: str = "auto") -> str:
 
 
 def set_torch_threads() -> None:
-    """torch uses every core of this machine (some launchers leave it at one)."""
+    """torch uses every core of this machine (some launchers leave it at one), or TEACHWHY_THREADS
+    threads when that is set (a Ray task of an experiment: its num_cpus)."""
     import torch
 
-    n = os.cpu_count() or 1
+    env = os.environ.get("TEACHWHY_THREADS", "").strip()
+    n = int(env) if env.isdigit() and int(env) > 0 else os.cpu_count() or 1
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 

@@ -12,7 +12,8 @@
 A cell is cheap to redo: data builds, SFT, RL and evals are runs named by a hash of their config
 (under <out>), so a finished one returns at once and an interrupted one resumes. A cell file is written
 last, atomically; a rerun after a crash or an edit of the spec redoes only the cells whose runs are
-missing or changed.
+missing or changed. With `--ray` (distributed.py) the cells run as Ray tasks and this process still
+writes the cell files.
 """
 
 from __future__ import annotations
@@ -85,17 +86,25 @@ def _families(spec: ExperimentSpec) -> list[str] | None:
     return [f for f in FAMILIES if f not in spec.holdout_families] if spec.holdout_families else None
 
 
+def data_dirs(spec: ExperimentSpec, arm: Arm, seed: int, exp: Path) -> list[Path]:
+    """Where each data component of an SFT arm is built for a seed (shared by every budget)."""
+    out = []
+    for comp in arm.data:
+        key = {"kind": comp.kind, "teacher": comp.teacher or spec.teacher,
+               "tokens": math.ceil(max(spec.budgets) * comp.share), "seed": seed, "model": spec.model,
+               "families": _families(spec), "constitution": spec.constitution}
+        out.append((exp / "data" / f"{comp.kind}-s{seed}-{content_hash(key)[:10]}").resolve())
+    return out
+
+
 def _data(spec: ExperimentSpec, arm: Arm, seed: int, exp: Path, log: Callable[[str], None]) -> list[dict]:
     """Each component's dataset, built once at the largest budget this arm needs (resumable)."""
     from teachwhy.data.build import build_dataset
 
     out = []
-    for comp in arm.data:
+    for comp, d in zip(arm.data, data_dirs(spec, arm, seed, exp)):
         tokens = math.ceil(max(spec.budgets) * comp.share)
         teacher = comp.teacher or spec.teacher
-        key = {"kind": comp.kind, "teacher": teacher, "tokens": tokens, "seed": seed, "model": spec.model,
-               "families": _families(spec), "constitution": spec.constitution}
-        d = (exp / "data" / f"{comp.kind}-s{seed}-{content_hash(key)[:10]}").resolve()
         if not (d / "card.json").is_file():
             log(f"building {comp.kind} data ({tokens} tokens, seed {seed})")
             build_dataset(comp.kind, teacher=teacher, tokens=tokens, seed=seed, out=d,
@@ -159,11 +168,15 @@ def _prepare(spec: ExperimentSpec) -> Path:
     return exp
 
 
+def cell_file(exp: Path, cell: Cell, suffix: str) -> Path:
+    """cells/<cell id><suffix> (not Path.with_suffix: an arm name may hold a dot)."""
+    return exp / "cells" / f"{cell.cell_id}{suffix}"
+
+
 def cell_state(exp: Path, cell: Cell) -> str:
-    base = exp / "cells" / cell.cell_id
-    if base.with_suffix(".json").is_file():
+    if cell_file(exp, cell, ".json").is_file():
         return "done"
-    running = base.with_suffix(".running")
+    running = cell_file(exp, cell, ".running")
     if running.is_file():
         try:
             pid = json.loads(running.read_text())["pid"]
@@ -171,7 +184,7 @@ def cell_state(exp: Path, cell: Cell) -> str:
             return "running"
         except (OSError, ValueError, KeyError):
             return "interrupted"
-    if base.with_suffix(".failed").is_file():
+    if cell_file(exp, cell, ".failed").is_file():
         return "failed"
     return "to do"
 
@@ -184,19 +197,17 @@ def run_experiment(spec: ExperimentSpec, on_cell: Callable[[Cell, str, dict], No
     atomic_write_json(exp / "versions.json", versions())
     failed = []
     for cell in plan(spec):
-        base = exp / "cells" / cell.cell_id
         if cell_state(exp, cell) == "done":
             if on_cell:
                 on_cell(cell, "skipped", {})
             continue
         if on_cell:
             on_cell(cell, "running", {})
-        atomic_write_json(base.with_suffix(".running"), {"pid": os.getpid(), "started": time.time()})
+        mark_running(exp, cell)
         try:
             rec = run_cell(spec, cell, exp, log)
         except UserError as e:
-            atomic_write_text(base.with_suffix(".failed"), f"{e}\n")
-            base.with_suffix(".running").unlink(missing_ok=True)
+            mark_failed(exp, cell, str(e))
             failed.append((cell.cell_id, str(e)))
             if on_cell:
                 on_cell(cell, "failed", {"error": str(e)})
@@ -204,14 +215,28 @@ def run_experiment(spec: ExperimentSpec, on_cell: Callable[[Cell, str, dict], No
                 raise
             continue
         except BaseException:
-            base.with_suffix(".running").unlink(missing_ok=True)
+            cell_file(exp, cell, ".running").unlink(missing_ok=True)
             raise
-        atomic_write_json(base.with_suffix(".json"), rec)
-        base.with_suffix(".running").unlink(missing_ok=True)
-        base.with_suffix(".failed").unlink(missing_ok=True)
+        mark_done(exp, cell, rec)
         if on_cell:
             on_cell(cell, "done", rec)
     return {"dir": str(exp), "failed": failed}
+
+
+# the cell files, written by whoever runs the grid (this process, or the Ray driver in distributed.py)
+def mark_running(exp: Path, cell: Cell) -> None:
+    atomic_write_json(cell_file(exp, cell, ".running"), {"pid": os.getpid(), "started": time.time()})
+
+
+def mark_failed(exp: Path, cell: Cell, error: str) -> None:
+    atomic_write_text(cell_file(exp, cell, ".failed"), f"{error}\n")
+    cell_file(exp, cell, ".running").unlink(missing_ok=True)
+
+
+def mark_done(exp: Path, cell: Cell, rec: dict) -> None:
+    atomic_write_json(cell_file(exp, cell, ".json"), rec)
+    cell_file(exp, cell, ".running").unlink(missing_ok=True)
+    cell_file(exp, cell, ".failed").unlink(missing_ok=True)
 
 
 def status(spec: ExperimentSpec) -> dict:

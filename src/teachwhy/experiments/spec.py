@@ -6,6 +6,9 @@ An arm is one of:
 - `kind: base`: the model as it is (one per experiment; added if the spec has none);
 - `data: [...]`: SFT on a mixture of why-data kinds, each with a share of the budget;
 - `prompt: why_first | constitution_in_prompt`: no training, a system prompt added at eval time.
+
+`resources` (num_cpus, num_gpus per stage: sft, rl, eval) is what each cell asks of a Ray cluster under
+`teachwhy experiment run --ray`; a serial run ignores it.
 """
 
 from __future__ import annotations
@@ -145,6 +148,40 @@ class RLStage(BaseModel):
         return v
 
 
+class Resources(BaseModel):
+    """What one cell asks of a Ray cluster when the experiment runs with --ray (ignored otherwise);
+    the cell's torch threads follow num_cpus."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = 1
+    num_gpus: float = 0
+
+    @field_validator("num_cpus")
+    @classmethod
+    def _cpus(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"must be more than 0 (got {v:g})")
+        return v
+
+    @field_validator("num_gpus")
+    @classmethod
+    def _gpus(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"must be 0 or more (got {v:g})")
+        return v
+
+
+class StageResources(BaseModel):
+    """Resources per cell stage: SFT cells, RL cells, and eval-only cells (base and prompting arms)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sft: Resources = Field(default_factory=Resources)
+    rl: Resources = Field(default_factory=Resources)
+    eval: Resources = Field(default_factory=Resources)
+
+
 class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -161,6 +198,7 @@ class ExperimentSpec(BaseModel):
     evals: list[EvalSpec] = Field(default_factory=lambda: [EvalSpec()])
     holdout_families: list[str] = []
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    resources: StageResources = Field(default_factory=StageResources)  # per cell under --ray
 
     @field_validator("name")
     @classmethod

@@ -1,0 +1,210 @@
+"""Run an experiment's cells as Ray tasks: `teachwhy experiment run SPEC --ray [--ray-address ADDR]`.
+
+One cell is one task. A task asks the cluster for its stage's `resources` from the spec (`sft`, `rl`,
+or `eval` for the base and prompting arms; by default 1 CPU and no GPU) and sets torch's threads to its
+num_cpus. This process, the driver, writes the cell files exactly as the serial runner does: .running
+when a cell is submitted, .json or .failed when its task returns; so `teachwhy experiment status`, a
+resumed run (with or without --ray) and the analysis work unchanged. A UserError in a task becomes the
+cell's .failed line; a worker or node that dies fails its cell the same way (a rerun retries it).
+
+Cells that would write the same files wait for each other, in plan order: a cell waits while an earlier
+cell is queued or running that builds the same data set (until its card.json exists), continues the
+same SFT run (an RL cell waits for its SFT cell), or evaluates the same model with the same prompt.
+Everything else runs as soon as the cluster has room for it.
+
+Workers read and write the experiment's files directly and run in the driver's working directory (the
+spec's relative paths mean the same there). On a cluster of several machines, that directory, `out`
+and TEACHWHY_HOME (the model cache) must be on storage that every node mounts at the same path. The
+driver's HF_*, HUGGINGFACE_*, TRANSFORMERS_*, TOKENIZERS_* and TEACHWHY_* variables are set on the
+workers (Ray runtime_env env_vars); API keys are not sent: set them where the nodes were started.
+
+Ray is an optional dependency (`pip install 'teachwhy[ray]'`), imported only here, inside functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from teachwhy.errors import UserError
+from teachwhy.experiments.runner import (
+    Cell,
+    _prepare,
+    cell_file,
+    cell_state,
+    data_dirs,
+    mark_done,
+    mark_failed,
+    mark_running,
+    plan,
+    run_cell,
+)
+from teachwhy.experiments.spec import ExperimentSpec, Resources
+from teachwhy.store import atomic_write_json, versions
+
+FORWARD_ENV = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_", "TEACHWHY_")
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--ray needs Ray, which is not installed here: pip install 'teachwhy[ray]'") from None
+    return ray
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's variables that the workers get (TEACHWHY_THREADS is set per task instead)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(FORWARD_ENV) and k != "TEACHWHY_THREADS"}
+
+
+def cell_resources(spec: ExperimentSpec, cell: Cell) -> Resources:
+    return {"sft": spec.resources.sft, "rl": spec.resources.rl}.get(cell.stage, spec.resources.eval)
+
+
+def _keys(spec: ExperimentSpec, cell: Cell, exp: Path) -> set[str]:
+    """What this cell may write that another cell may be writing too (see the module docstring)."""
+    if cell.stage == "none":
+        return {f"eval:{cell.arm.prompt}"}
+    keys = {f"sft:{cell.arm.name}:{cell.budget}:{cell.seed}"}
+    return keys | {f"data:{d}" for d in data_dirs(spec, cell.arm, cell.seed, exp) if not (d / "card.json").is_file()}
+
+
+def _cell_task(spec: ExperimentSpec, cell: Cell, exp: str, cwd: str, threads: int) -> dict:
+    """The body of one Ray task: the cell's record, or an exception (a UserError fails the cell)."""
+    try:
+        os.chdir(cwd)
+    except OSError:
+        raise UserError(f"the driver's working directory {cwd} is not on this Ray node: run the experiment "
+                        "from storage that every node mounts at the same path") from None
+    os.environ["TEACHWHY_THREADS"] = str(threads)  # models.set_torch_threads keeps to it
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_cell(spec, cell, Path(exp))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on fails here in a second, not after Ray's minutes of retries."""
+    host, _, port = address.rpartition(":")
+    if address.startswith("ray://") or not host or not port.isdigit():
+        return  # Ray client addresses, "auto", "local": Ray's own checks
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise UserError(f"cannot reach a Ray cluster at {address} ({e.strerror or e}): start one there with "
+                        "`ray start --head`, or check the address (`ray status` on the head node prints it)") from None
+
+
+def _connect(ray: Any, address: str | None) -> bool:
+    """Attach to (or, with no address and none running here, start) a cluster; True if we did."""
+    if ray.is_initialized():  # a caller's own ray.init(): use it as it is, leave it up
+        return False
+    if address:
+        _reachable(address)
+    try:
+        ray.init(address=address, runtime_env={"env_vars": forwarded_env()}, logging_level=logging.WARNING,
+                 log_to_driver=False)
+    except Exception as e:  # Ray raises ConnectionError, RuntimeError, ValueError... with long texts
+        where = f"at {address}" if address else "on this machine"
+        raise UserError(f"cannot start or reach a Ray cluster {where} ({type(e).__name__}: {_first_line(e)}); "
+                        "check the address (`ray status` on the head node prints it)") from None
+    return True
+
+
+def run_experiment_ray(spec: ExperimentSpec, address: str | None = None,
+                       on_cell: Callable[[Cell, str, dict], None] | None = None,
+                       log: Callable[[str], None] = lambda _m: None, keep_going: bool = True) -> dict:
+    """Like runner.run_experiment, with every cell not done yet run as a Ray task (see the module
+    docstring). `address`: a cluster to attach to; None: Ray's own choice (RAY_ADDRESS, a cluster
+    started on this machine with `ray start`, else a new local one for the length of the run)."""
+    ray = import_ray()
+    exp = _prepare(spec).resolve()
+    atomic_write_json(exp / "versions.json", versions())
+    todo = []
+    for cell in plan(spec):
+        if cell_state(exp, cell) == "done":
+            if on_cell:
+                on_cell(cell, "skipped", {})
+        else:
+            todo.append(cell)
+    failed: list[tuple[str, str]] = []
+    if not todo:
+        return {"dir": str(exp), "failed": failed}
+    from teachwhy import models
+
+    ref = models.resolve(spec.model)
+    if ref.kind == "embedded":  # build the model cache once here, not in several tasks at once
+        models.prepare_embedded(ref.spec)
+
+    started = _connect(ray, address)
+    task = ray.remote(max_retries=0)(_cell_task)
+    cwd = os.getcwd()
+    pending: dict[Any, tuple[Cell, set[str], float]] = {}
+    try:
+        waiting = todo
+        while waiting or pending:
+            busy: set[str] = set().union(*(k for _c, k, _t in pending.values()))
+            later = []
+            for cell in waiting:
+                keys = _keys(spec, cell, exp)
+                if keys & busy:
+                    later.append(cell)
+                else:
+                    r = cell_resources(spec, cell)
+                    threads = max(1, int(r.num_cpus))
+                    obj = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+                                       name=f"teachwhy {cell.cell_id}").remote(spec, cell, str(exp), cwd, threads)
+                    pending[obj] = (cell, keys, time.time())
+                    mark_running(exp, cell)
+                    if on_cell:
+                        on_cell(cell, "running", {})
+                    log(f"submitted {cell.cell_id} ({r.num_cpus:g} CPU, {r.num_gpus:g} GPU)")
+                busy |= keys  # a later cell with the same keys waits behind this one
+            waiting = later
+            if not pending:  # cannot happen (with nothing running, the first waiting cell goes)
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for obj in ready:
+                cell, _k, t0 = pending.pop(obj)
+                error = None
+                try:
+                    rec = ray.get(obj)
+                except ray.exceptions.RayTaskError as e:
+                    if not isinstance(e.cause, UserError):
+                        raise  # a bug, as in the serial runner: stop, with the task's traceback
+                    error = str(e.cause)
+                except ray.exceptions.RayError as e:  # the worker or its node died, or the task was cancelled
+                    error = (f"the Ray task of cell {cell.cell_id} did not finish ({type(e).__name__}: "
+                             f"{_first_line(e)}); rerun to retry it")
+                if error is not None:
+                    mark_failed(exp, cell, error)
+                    failed.append((cell.cell_id, error))
+                    if on_cell:
+                        on_cell(cell, "failed", {"error": error})
+                    if not keep_going:
+                        raise UserError(error)
+                    continue
+                mark_done(exp, cell, rec)
+                log(f"{cell.cell_id} done in {time.time() - t0:.0f} s")
+                if on_cell:
+                    on_cell(cell, "done", rec)
+    finally:
+        for obj, (cell, _k, _t) in pending.items():  # stopped early: nothing is left running for us
+            with contextlib.suppress(Exception):  # already finished, or the cluster is gone
+                ray.cancel(obj, force=True)
+            cell_file(exp, cell, ".running").unlink(missing_ok=True)
+        if started:
+            ray.shutdown()
+    return {"dir": str(exp), "failed": failed}
