@@ -27,7 +27,7 @@ Hugging Face/PEFT backend is here, the vLLM one (prompt log-probs, GPU) in vllm_
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -78,6 +78,17 @@ class ChoiceBackend(Protocol):
     def score(self, messages: list[dict], candidates: Sequence[str]) -> list[CandidateScore]: ...
 
     def letter_logprobs(self, prompts: Sequence[list[dict]], letters: Sequence[str]) -> list[list[float]]: ...
+
+
+def letter_token_ids(encode: Callable[[str], list[int]], letters: Sequence[str]) -> list[int]:
+    """The token id of each option letter; a letter that is not one token under this tokenizer is an error."""
+    out = []
+    for lab in letters:
+        ids = encode(lab)
+        if len(ids) != 1:
+            raise ValueError(f"option label {lab!r} is {len(ids)} tokens under this tokenizer, not one")
+        out.append(ids[0])
+    return out
 
 
 def p_harmful(scores: Sequence[float], labels: Sequence[str]) -> float:
@@ -214,12 +225,7 @@ class HFChoiceBackend:
         """For each prompt (a chat ending before the assistant's reply), the log-prob of each letter
         as the reply's first token. The prompts' common token prefix is encoded once; the rest of
         every prompt runs as one batch on its KV cache."""
-        letter_ids = []
-        for lab in letters:
-            ids = self.candidate_ids(lab)
-            if len(ids) != 1:
-                raise ValueError(f"option label {lab!r} is {len(ids)} tokens under this tokenizer, not one")
-            letter_ids.append(ids[0])
+        letter_ids = letter_token_ids(self.candidate_ids, letters)
         rows = [self.prompt_ids(m) for m in prompts]
         self.longest = max(len(r) for r in rows) + 1
         n = min(len(r) for r in rows)

@@ -38,7 +38,7 @@ from typing import Any
 from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.evals.backends import require_vllm
-from teachwhy.evals.choice import NEUTRAL_MESSAGES, CandidateScore
+from teachwhy.evals.choice import NEUTRAL_MESSAGES, CandidateScore, letter_token_ids
 
 # vLLM accepts only these values for max_lora_rank (vllm.config.lora.MaxLoRARanks)
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -238,12 +238,7 @@ class VLLMChoiceBackend:
     def letter_logprobs(self, prompts: Sequence[list[dict]], letters: Sequence[str]) -> list[list[float]]:
         """For each prompt (a chat ending before the assistant's reply), the log-prob of each letter as
         the reply's first token: one request per (prompt, letter), the letter appended to the prompt."""
-        letter_ids = []
-        for lab in letters:
-            ids = self.candidate_ids(lab)
-            if len(ids) != 1:
-                raise ValueError(f"option label {lab!r} is {len(ids)} tokens under this tokenizer, not one")
-            letter_ids.append(ids[0])
+        letter_ids = letter_token_ids(self.candidate_ids, letters)
         rows = [self.prompt_ids(m) for m in prompts]
         self.longest = max(len(r) for r in rows) + 1
         seqs = [[*r, lid] for r in rows for lid in letter_ids]
