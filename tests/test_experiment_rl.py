@@ -4,6 +4,7 @@ has the arm's effect before and after RL, the change, with n and CIs, and the re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -38,5 +39,5 @@ def test_rl_stage_gives_a_persistence_table(tmp_path):
         assert lo <= p[k]["mean"] <= hi
     assert p["change"]["mean"] == pytest.approx(p["after"]["mean"] - p["before"]["mean"], abs=1e-12)
     assert "RL" in p["statement"] or "rl" in p["statement"].lower()
-    html = open(out["report"]["html"]).read()
+    html = Path(out["report"]["html"]).read_text()
     assert "reasoning" in html and p["statement"].split(",")[0][:40] in html

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -60,7 +61,7 @@ def test_killed_experiment_resumes_and_edits_run_only_new_cells(tmp_path):
     sft = json.loads((cells / "demonstration-b1500-s0-sft.json").read_text())
     assert sft["status"] == "done" and sft["budget"] == 1500 and sft["train_run"]
     assert not list(cells.glob("*.running"))
-    assert json.loads(open(os.path.join(sft["train_run"], "summary.json")).read())["tokens"] <= 1500
+    assert json.loads((Path(sft["train_run"]) / "summary.json").read_text())["tokens"] <= 1500
 
     # an edited spec (a prompting arm added) runs only the new cell
     sft_mtime = (cells / "demonstration-b1500-s0-sft.json").stat().st_mtime_ns
@@ -71,7 +72,7 @@ def test_killed_experiment_resumes_and_edits_run_only_new_cells(tmp_path):
     assert (cells / "base.json").stat().st_mtime_ns == base_mtime
     assert (cells / "demonstration-b1500-s0-sft.json").stat().st_mtime_ns == sft_mtime
     wf = json.loads((cells / "why-first.json").read_text())
-    cfg = json.loads(open(os.path.join(wf["evals"]["honeypots"]["run_dir"], "config.json")).read())
+    cfg = json.loads((Path(wf["evals"]["honeypots"]["run_dir"]) / "config.json").read_text())
     assert cfg["system_prefix"].startswith("Before you act, work out why.")
     st = json.loads(run_cli("experiment", "status", str(path), "--json").stdout)
     assert st["done"] == st["total"] == 3

@@ -28,7 +28,7 @@ def _write(tmp_path, spec) -> str:
 
 def test_a_valid_spec_plans_every_cell_in_order(tmp_path):
     spec = load_experiment(_write(tmp_path, GOOD))
-    assert [a.name for a in spec.arms][0] == "base" and spec.arms[0].kind == "base"  # added
+    assert spec.arms[0].name == "base" and spec.arms[0].kind == "base"  # added
     assert spec.budgets == [1000, 3000]
     ids = [c.cell_id for c in plan(spec)]
     assert ids[:2] == ["base", "why-first"]
