@@ -332,7 +332,7 @@ def _interrupted(**kwargs) -> Path:
 
     with pytest.raises(Stop):
         run_eval("smollm2-135m", progress=progress, **kwargs)
-    (run_dir,) = [p for p in Path(kwargs["out"]).iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in Path(kwargs["out"]).iterdir() if p.is_dir() and p.name != "cache"]
     return run_dir
 
 

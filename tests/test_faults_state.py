@@ -30,7 +30,8 @@ def run(*args, env=None, timeout=600):
 
 
 def run_dirs(out: Path) -> list[Path]:
-    return [p for p in out.iterdir() if p.is_dir()] if out.exists() else []
+    # run directories (runs/cache/ holds the neutral-context cache, shared by runs)
+    return [p for p in out.iterdir() if p.is_dir() and p.name != "cache"] if out.exists() else []
 
 
 def _tiny_lora_adapter(path: Path, base: str = "smollm2-135m", meta: dict | None = None) -> Path:

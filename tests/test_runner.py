@@ -21,7 +21,7 @@ def test_choice_eval_resumes_after_interruption(tmp_path, embedded):
 
     with pytest.raises(Interrupt):
         run_eval(out=tmp_path / "a", progress=stop_after_two, **kwargs)
-    (run_dir,) = [p for p in (tmp_path / "a").iterdir() if p.is_dir()]
+    (run_dir,) = [p for p in (tmp_path / "a").iterdir() if p.is_dir() and p.name != "cache"]
     before = read_jsonl(run_dir / "samples.jsonl")
     assert len(before) == 2
     assert not (run_dir / "summary.json").exists()  # no summary until every sample is done
