@@ -803,6 +803,9 @@ def train_rl(
     _train_and_print("rl", run_rl, load_spec(RLSpec, config, overrides), as_json)
 
 
+# what command modules registered on this app use (cli_experiment.py)
+CliCommand, new_typer, progress = _Command, _typer, _progress
+
 # `teachwhy experiment ...` and `teachwhy report` live in their own module (registered on import)
 from teachwhy import cli_experiment  # noqa: E402, F401
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from teachwhy.cli import _Command, _progress, _typer, app, err, out
+from teachwhy.cli import CliCommand, app, err, new_typer, out, progress
 from teachwhy.errors import UserError
 
-exp_app = _typer(no_args_is_help=True, help="Experiments: arms x budgets x seeds, analysis and report.")
+exp_app = new_typer(no_args_is_help=True, help="Experiments: arms x budgets x seeds, analysis and report.")
 app.add_typer(exp_app, name="experiment")
 
 SPEC_ARG = typer.Argument(..., help="The experiment's YAML spec (docs/experiments.md).")
@@ -71,7 +71,7 @@ def print_results(analysis: dict, report: dict | None = None) -> None:
         out.print(f"report: {report['html']}", highlight=False)
 
 
-@exp_app.command("run", cls=_Command)
+@exp_app.command("run", cls=CliCommand)
 def experiment_run(spec_path: str = SPEC_ARG,
                    no_report: bool = typer.Option(False, "--no-report", help="Skip the analysis and report."),
                    ray: bool = typer.Option(False, "--ray", help=(
@@ -92,7 +92,7 @@ def experiment_run(spec_path: str = SPEC_ARG,
     spec = _load(spec_path)
     cells = plan(spec)
     done = {"n": 0}
-    with _progress(f"experiment {spec.name}", "cells", len(cells)) as update:
+    with progress(f"experiment {spec.name}", "cells", len(cells)) as update:
         def on_cell(cell, state, info):
             if state in ("done", "skipped", "failed"):
                 done["n"] += 1
@@ -120,7 +120,7 @@ def experiment_run(spec_path: str = SPEC_ARG,
         raise typer.Exit(1)
 
 
-@exp_app.command("status", cls=_Command)
+@exp_app.command("status", cls=CliCommand)
 def experiment_status(spec_path: str = SPEC_ARG,
                       as_json: bool = typer.Option(False, "--json", help="Print the grid as JSON.")) -> None:
     """The grid: done / running / failed / to do per cell, with an ETA from the cells done so far."""
@@ -133,7 +133,7 @@ def experiment_status(spec_path: str = SPEC_ARG,
     out.print(_status_table(st))
 
 
-@exp_app.command("analyse", cls=_Command)
+@exp_app.command("analyse", cls=CliCommand)
 def experiment_analyse(spec_path: str = SPEC_ARG,
                        replicates: int = typer.Option(2000, help="Bootstrap replicates."),
                        seed: int = typer.Option(0, help="Bootstrap seed.")) -> None:
@@ -144,7 +144,7 @@ def experiment_analyse(spec_path: str = SPEC_ARG,
     print_results(a["analysis"], a["report"])
 
 
-@app.command("report", cls=_Command)
+@app.command("report", cls=CliCommand)
 def report(exp_dir: Path = typer.Argument(..., help="An experiment directory (runs/experiments/<name>)."),
            replicates: int = typer.Option(2000, help="Bootstrap replicates.")) -> None:
     """Write report.html (self-contained) and report.md for an experiment directory."""

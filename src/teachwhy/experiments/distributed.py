@@ -35,7 +35,6 @@ from typing import Any
 from teachwhy.errors import UserError
 from teachwhy.experiments.runner import (
     Cell,
-    _prepare,
     cell_file,
     cell_state,
     data_dirs,
@@ -43,6 +42,7 @@ from teachwhy.experiments.runner import (
     mark_failed,
     mark_running,
     plan,
+    prepare,
     run_cell,
 )
 from teachwhy.experiments.spec import ExperimentSpec, Resources
@@ -130,7 +130,7 @@ def run_experiment_ray(spec: ExperimentSpec, address: str | None = None,
     docstring). `address`: a cluster to attach to; None: Ray's own choice (RAY_ADDRESS, a cluster
     started on this machine with `ray start`, else a new local one for the length of the run)."""
     ray = import_ray()
-    exp = _prepare(spec).resolve()
+    exp = prepare(spec).resolve()
     atomic_write_json(exp / "versions.json", versions())
     todo = []
     for cell in plan(spec):

@@ -161,7 +161,8 @@ def run_cell(spec: ExperimentSpec, cell: Cell, exp: Path, log: Callable[[str], N
 
 
 # -- the whole grid --------------------------------------------------------------------------------
-def _prepare(spec: ExperimentSpec) -> Path:
+def prepare(spec: ExperimentSpec) -> Path:
+    """The experiment directory with its cells/ folder and spec.json (both runners start here)."""
     exp = ensure_writable_dir(experiment_dir(spec))
     (exp / "cells").mkdir(exist_ok=True)
     atomic_write_json(exp / "spec.json", spec.model_dump())
@@ -193,7 +194,7 @@ def run_experiment(spec: ExperimentSpec, on_cell: Callable[[Cell, str, dict], No
                    log: Callable[[str], None] = lambda _m: None, keep_going: bool = True) -> dict:
     """Run every cell not done yet, then the analysis and the report. `on_cell(cell, state, info)` is
     called as each cell starts ("running"), ends ("done"/"failed") or is found done ("skipped")."""
-    exp = _prepare(spec)
+    exp = prepare(spec)
     atomic_write_json(exp / "versions.json", versions())
     failed = []
     for cell in plan(spec):
