@@ -38,6 +38,12 @@ def test_a_valid_spec_plans_every_cell_in_order(tmp_path):
     assert st["done"] == 0 and st["eta_seconds"] is None and {c["state"] for c in st["cells"]} == {"to do"}
 
 
+def test_rl_only_at_the_budgets_named(tmp_path):
+    spec = load_experiment(_write(tmp_path, {**GOOD, "rl": {"arms": ["mix"], "steps": 2, "budgets": [3000]}}))
+    rl = [c.cell_id for c in plan(spec) if c.stage == "rl"]
+    assert rl == ["mix-b3000-s0-rl", "mix-b3000-s1-rl"]
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"arms": [{"name": "x", "data": [{"kind": "poetry"}]}]}, "unknown data kind 'poetry'"),
     ({"arms": [{"name": "x", "data": [{"kind": "advice", "share": 0.5}]}]}, "add up to 0.5, not 1"),
@@ -48,6 +54,8 @@ def test_a_valid_spec_plans_every_cell_in_order(tmp_path):
     ({"arms": [{"name": "x", "prompt": "why_first"}, {"name": "x", "prompt": "why_first"}]}, "two arms are named 'x'"),
     ({"rl": {"arms": ["why-first"]}}, "not an SFT arm"),
     ({"rl": {"arms": ["mix"], "options": {"temprature": 1}}}, "unknown RL key 'temprature'"),
+    ({"rl": {"arms": ["mix"], "budgets": [2000]}}, "2000 is not one of them"),
+    ({"rl": {"arms": ["mix"], "budgets": []}}, "it is empty"),
     ({"holdout_families": ["romance"]}, "unknown family 'romance'"),
     ({"holdout_families": ["blackmail", "leak", "sabotage", "framing"]}, "leaves nothing to train on"),
     ({"budgets": [0]}, "positive token counts"),

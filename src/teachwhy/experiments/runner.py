@@ -57,13 +57,14 @@ def plan(spec: ExperimentSpec) -> list[Cell]:
     arm's curve fills from the left), each RL cell right after the SFT cell it continues."""
     cells = [Cell(a, None, spec.seeds[0], "none") for a in spec.arms if a.kind in ("base", "prompt")]
     rl_arms = set(spec.rl.arms) if spec.rl else set()
+    rl_budgets = set(spec.rl.budgets or spec.budgets) if spec.rl else set()
     for budget in spec.budgets:
         for seed in spec.seeds:
             for a in spec.arms:
                 if a.kind != "sft":
                     continue
                 cells.append(Cell(a, budget, seed, "sft"))
-                if a.name in rl_arms:
+                if a.name in rl_arms and budget in rl_budgets:
                     cells.append(Cell(a, budget, seed, "rl"))
     return cells
 

@@ -138,6 +138,7 @@ class RLStage(BaseModel):
 
     arms: list[str]
     steps: int = 20
+    budgets: list[int] | None = None  # the SFT budgets RL continues from; None: every budget
     options: dict[str, Any] = {}  # any other RLSpec key (docs/training.md)
 
     @field_validator("steps")
@@ -261,6 +262,11 @@ class ExperimentSpec(BaseModel):
             self.arms.insert(0, Arm(name="base", kind="base"))
         if self.rl is not None:
             sft_arms = {a.name for a in self.arms if a.kind == "sft"}
+            missing = [b for b in (self.rl.budgets or []) if b not in self.budgets]
+            if missing or self.rl.budgets == []:
+                what = f"{missing[0]} is not one of them" if missing else "it is empty"
+                raise ValueError(f"rl.budgets must list some of the experiment's budgets "
+                                 f"({', '.join(map(str, self.budgets))}): {what}")
             bad = [a for a in self.rl.arms if a not in sft_arms]
             if bad:
                 raise ValueError(f"rl.arms names '{bad[0]}', which is not an SFT arm of this experiment")
