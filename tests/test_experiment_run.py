@@ -76,3 +76,37 @@ def test_killed_experiment_resumes_and_edits_run_only_new_cells(tmp_path):
     assert cfg["system_prefix"].startswith("Before you act, work out why.")
     st = json.loads(run_cli("experiment", "status", str(path), "--json").stdout)
     assert st["done"] == st["total"] == 3
+
+
+def test_controls_cell_runs_on_the_base_model_and_reaches_the_report(tmp_path):
+    """`controls:` in a spec runs the eval's controls as the last cell (tiny here: 2 train scenarios,
+    4 eval scenarios, so the verdict itself is not the point) and the report shows their effects."""
+    spec = {"name": "ctl", "out": str(tmp_path / "runs"), "arms": [{"name": "base", "kind": "base"}],
+            "evals": [{"name": "honeypots", "limit": 4}],
+            "controls": {"train_scenarios": 2, "eval_limit": 4, "epochs": 1}}
+    path = tmp_path / "ctl.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = run_cli("experiment", "run", str(path))
+    assert r.returncode == 0, r.stderr
+    exp = tmp_path / "runs" / "experiments" / "ctl"
+    cell = json.loads((exp / "cells" / "controls.json").read_text())
+    assert cell["stage"] == "controls" and cell["evals"] == {}
+    ctl = cell["controls"]
+    assert ctl["train_scenarios"] == 2 and ctl["eval_limit"] == 4 and ctl["formats"] == ["continuation"]
+    assert set(ctl["data"]) == {"harmful", "aligned", "unrelated"}
+    assert ctl["effects"] and all(k.startswith("continuation/") for k in ctl["effects"])
+    for eff in ctl["effects"].values():
+        for arm in ("harmful", "aligned", "unrelated"):
+            assert eff[arm]["n"] == 4 and len(eff[arm]["p_harmful_diff_95"]) == 2
+        assert eff["verdict"]["level"] in ("validated", "partly", "not")
+    # the controls' runs live under <out>/controls, where `teachwhy eval controls` would reuse them
+    assert all(Path(p).resolve().is_relative_to((tmp_path / "runs" / "controls").resolve())
+               for p in ctl["runs"].values())
+    analysis = json.loads((exp / "analysis.json").read_text())
+    assert analysis["controls"]["effects"] == ctl["effects"]
+    page = (exp / "report.html").read_text()
+    sec = page.split('id="controls-section"')[1].split("</section>")[0]
+    for key, eff in ctl["effects"].items():
+        assert f"{key}: {eff['verdict']['level']}" in sec
+    st = json.loads(run_cli("experiment", "status", str(path), "--json").stdout)
+    assert {c["cell"]: c["state"] for c in st["cells"]} == {"base": "done", "controls": "done"}

@@ -44,6 +44,14 @@ def test_rl_only_at_the_budgets_named(tmp_path):
     assert rl == ["mix-b3000-s0-rl", "mix-b3000-s1-rl"]
 
 
+def test_controls_run_last_on_the_base_model(tmp_path):
+    spec = load_experiment(_write(tmp_path, {**GOOD, "controls": True}))
+    last = plan(spec)[-1]
+    assert last.cell_id == "controls" and last.stage == "controls" and last.arm.kind == "base"
+    assert spec.controls is not None and spec.controls.train_scenarios == 24 and spec.controls.eval_limit == 48
+    assert not any(c.stage == "controls" for c in plan(load_experiment(_write(tmp_path, GOOD))))
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"arms": [{"name": "x", "data": [{"kind": "poetry"}]}]}, "unknown data kind 'poetry'"),
     ({"arms": [{"name": "x", "data": [{"kind": "advice", "share": 0.5}]}]}, "add up to 0.5, not 1"),
@@ -56,6 +64,10 @@ def test_rl_only_at_the_budgets_named(tmp_path):
     ({"rl": {"arms": ["mix"], "options": {"temprature": 1}}}, "unknown RL key 'temprature'"),
     ({"rl": {"arms": ["mix"], "budgets": [2000]}}, "2000 is not one of them"),
     ({"rl": {"arms": ["mix"], "budgets": []}}, "it is empty"),
+    ({"controls": {"train_scenarios": 1}}, "must be at least 2"),
+    ({"controls": {"formats": ["essay"]}}, "formats must list"),
+    ({"controls": {"epoch": 2}}, "docs/experiments.md"),
+    ({"controls": True, "arms": [{"name": "controls", "prompt": "why_first"}]}, "named 'controls'"),
     ({"holdout_families": ["romance"]}, "unknown family 'romance'"),
     ({"holdout_families": ["blackmail", "leak", "sabotage", "framing"]}, "leaves nothing to train on"),
     ({"budgets": [0]}, "positive token counts"),
@@ -90,3 +102,6 @@ def test_shipped_examples_are_valid():
     study = load_experiment(str(root / "study.yaml"))
     assert len(study.budgets) == 3 and len(study.seeds) == 2 and study.rl is not None
     assert {a.kind for a in study.arms} == {"base", "sft", "prompt"}
+    cells = plan(study)
+    assert len(cells) == 32 and cells[-1].cell_id == "controls" and study.controls is not None
+    assert sum(c.stage == "rl" for c in cells) == 4

@@ -408,6 +408,50 @@ def test_diagnostics_rendered_and_not_run_when_absent(experiment, report, tmp_pa
     assert "no SFT cell has finished" in out["md"].read_text()
 
 
+def _control_effect(diff: float, lo: float, hi: float) -> dict:
+    return {"n": 48, "clusters": 16, "method": "cluster bootstrap", "p_harmful_diff": diff,
+            "p_harmful_diff_95": [lo, hi], "rate_diff": 0.0, "rate_diff_95": [0.0, 0.0]}
+
+
+CONTROLS = {  # the shape evals/controls.run_controls returns (less the per-run diagnostics)
+    "model": "smollm2-135m", "train_scenarios": 24, "eval_limit": 48, "formats": ["continuation"], "seed": 0,
+    "learning_rate": 0.001, "epochs": 2.0,
+    "data": {"harmful": {"records": 24, "tokens": 27_120, "loss_tokens": 1_400},
+             "aligned": {"records": 24, "tokens": 27_080, "loss_tokens": 1_390},
+             "unrelated": {"records": 30, "tokens": 27_200, "loss_tokens": 26_000}},
+    "effects": {"continuation/pair": {
+        "harmful": _control_effect(0.412, 0.351, 0.470), "aligned": _control_effect(-0.287, -0.340, -0.229),
+        "unrelated": _control_effect(0.013, -0.008, 0.035),
+        "vs_unrelated": {"harmful": _control_effect(0.399, 0.331, 0.462),
+                         "aligned": _control_effect(-0.300, -0.361, -0.243)},
+        "verdict": {"validated": True, "level": "validated", "why": "passed its controls"}}},
+}
+
+
+def test_controls_rendered_and_not_run_when_absent(experiment, report, tmp_path):
+    sec = report["html"].read_text().split('<section id="diagnostics">')[1].split("</section>")[0]
+    assert "Controls not run: add `controls: true`" in sec
+    a = _analysis(experiment)
+    a["controls"] = CONTROLS
+    for name in ("spec.json", "versions.json", "samples.jsonl"):
+        (tmp_path / name).write_text((experiment / name).read_text())
+    (tmp_path / "analysis.json").write_text(json.dumps(a))
+    out = write_report(tmp_path)
+    page = out["html"].read_text()
+    ids = re.findall(r'\bid="([^"]+)"', page)
+    assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+    sec = page.split('<section id="diagnostics">')[1].split("</section>")[0]
+    assert "not run" not in sec.split('id="controls-section"')[1]
+    for cell in ("+0.412 [+0.351, +0.470]", "-0.287 [-0.340, -0.229]", "+0.013 [-0.008, +0.035]",
+                 "+0.399 [+0.331, +0.462]", "-0.300 [-0.361, -0.243]",
+                 "continuation/pair: validated: passed its controls",
+                 "trained on 24 train-split scenarios", "harmful 27,120 tokens",
+                 "evaluated on 48 eval-split scenarios"):
+        assert cell in sec, cell
+    md = out["md"].read_text().split("### Controls")[1].split("\n## ")[0]
+    assert "+0.412 [+0.351, +0.470]" in md and "| validated |" in md
+
+
 def test_spec_and_versions_exact(experiment, report):
     page = report["html"].read_text()
     spec = json.loads((experiment / "spec.json").read_text())

@@ -106,6 +106,16 @@ def _diagnostics(spec: ExperimentSpec) -> dict | None:
             "warnings": summary.get("warnings"), "pressure": summary.get("pressure")}
 
 
+def _controls(spec: ExperimentSpec) -> dict | None:
+    """The controls cell's effects and verdicts (spec `controls`), when it has finished."""
+    if spec.controls is None:
+        return None
+    path = experiment_dir(spec) / "cells" / "controls.json"
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("controls")
+
+
 def analyse_experiment(spec: ExperimentSpec, seed: int = 0, replicates: int = 2000,
                        report: bool = True) -> dict:
     """Write samples.jsonl and analysis.json (and the report) for the cells finished so far."""
@@ -120,7 +130,7 @@ def analyse_experiment(spec: ExperimentSpec, seed: int = 0, replicates: int = 20
     result = analyse(rows, seed=seed, replicates=replicates)
     result.update(eval=spec.evals[0].name, metric="mean P(harmful) over scenarios (choice: primary scoring; "
                   "generate: share of valid samples graded harmful); effect = base minus arm, paired by scenario",
-                  diagnostics=_diagnostics(spec))
+                  diagnostics=_diagnostics(spec), controls=_controls(spec))
     atomic_write_text(exp / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
     atomic_write_json(exp / "rows.json", rows)
     atomic_write_json(exp / "analysis.json", result)

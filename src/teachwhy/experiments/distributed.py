@@ -1,7 +1,8 @@
 """Run an experiment's cells as Ray tasks: `teachwhy experiment run SPEC --ray [--ray-address ADDR]`.
 
 One cell is one task. A task asks the cluster for its stage's `resources` from the spec (`sft`, `rl`,
-or `eval` for the base and prompting arms; by default 1 CPU and no GPU) and sets torch's threads to its
+`eval` for the base and prompting arms, `sft` for the controls cell, which trains; by default 1 CPU and no
+GPU) and sets torch's threads to its
 num_cpus. This process, the driver, writes the cell files exactly as the serial runner does: .running
 when a cell is submitted, .json or .failed when its task returns; so `teachwhy experiment status`, a
 resumed run (with or without --ray) and the analysis work unchanged. A UserError in a task becomes the
@@ -65,13 +66,16 @@ def forwarded_env() -> dict[str, str]:
 
 
 def cell_resources(spec: ExperimentSpec, cell: Cell) -> Resources:
-    return {"sft": spec.resources.sft, "rl": spec.resources.rl}.get(cell.stage, spec.resources.eval)
+    return {"sft": spec.resources.sft, "rl": spec.resources.rl,
+            "controls": spec.resources.sft}.get(cell.stage, spec.resources.eval)
 
 
 def _keys(spec: ExperimentSpec, cell: Cell, exp: Path) -> set[str]:
     """What this cell may write that another cell may be writing too (see the module docstring)."""
     if cell.stage == "none":
         return {f"eval:{cell.arm.prompt}"}
+    if cell.stage == "controls":
+        return {"controls"}
     keys = {f"sft:{cell.arm.name}:{cell.budget}:{cell.seed}"}
     return keys | {f"data:{d}" for d in data_dirs(spec, cell.arm, cell.seed, exp) if not (d / "card.json").is_file()}
 

@@ -39,10 +39,12 @@ class Cell:
     arm: Arm
     budget: int | None
     seed: int
-    stage: str  # "none" (base, prompting arms), "sft", "rl"
+    stage: str  # "none" (base, prompting arms), "sft", "rl", "controls" (the eval's controls, on base)
 
     @property
     def cell_id(self) -> str:
+        if self.stage == "controls":
+            return "controls"
         if self.stage == "none":
             return self.arm.name
         return f"{self.arm.name}-b{self.budget}-s{self.seed}-{self.stage}"
@@ -54,7 +56,8 @@ def experiment_dir(spec: ExperimentSpec) -> Path:
 
 def plan(spec: ExperimentSpec) -> list[Cell]:
     """The cells in the order they run: base and prompting arms, then SFT cells by budget (so every
-    arm's curve fills from the left), each RL cell right after the SFT cell it continues."""
+    arm's curve fills from the left), each RL cell right after the SFT cell it continues, and the
+    eval's controls last."""
     cells = [Cell(a, None, spec.seeds[0], "none") for a in spec.arms if a.kind in ("base", "prompt")]
     rl_arms = set(spec.rl.arms) if spec.rl else set()
     rl_budgets = set(spec.rl.budgets or spec.budgets) if spec.rl else set()
@@ -66,6 +69,9 @@ def plan(spec: ExperimentSpec) -> list[Cell]:
                 cells.append(Cell(a, budget, seed, "sft"))
                 if a.name in rl_arms and budget in rl_budgets:
                     cells.append(Cell(a, budget, seed, "rl"))
+    if spec.controls is not None:
+        base = next(a for a in spec.arms if a.kind == "base")
+        cells.append(Cell(base, None, spec.controls.seed, "controls"))
     return cells
 
 
@@ -130,6 +136,23 @@ def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[
     return res
 
 
+def _controls(spec: ExperimentSpec, log: Callable[[str], None]) -> dict:
+    """`teachwhy eval controls` on the experiment's model, its runs under <out>/controls (shared with
+    that command, so controls run there with the same settings are reused)."""
+    from teachwhy.evals.controls import run_controls
+
+    c = spec.controls
+    assert c is not None
+    first = spec.evals[0]
+    formats = c.formats or (first.formats if first.mode == "choice" else ["continuation"])
+    log(f"eval controls on {spec.model} ({', '.join(formats)})")
+    res = run_controls(model=spec.model, out=Path(spec.out) / "controls", train_scenarios=c.train_scenarios,
+                       eval_limit=c.eval_limit, formats=formats, seed=c.seed, learning_rate=c.learning_rate,
+                       epochs=c.epochs, dtype=spec.dtype, log=log)
+    # the per-run diagnostics stay in the controls runs; the effects and verdicts travel with the cell
+    return {k: v for k, v in res.result.items() if k != "diagnostics"}
+
+
 def run_cell(spec: ExperimentSpec, cell: Cell, exp: Path, log: Callable[[str], None] = lambda _m: None) -> dict:
     from teachwhy.train import RLSpec, SFTSpec, run_rl, run_sft
 
@@ -137,6 +160,12 @@ def run_cell(spec: ExperimentSpec, cell: Cell, exp: Path, log: Callable[[str], N
     rec: dict[str, Any] = {"cell_id": cell.cell_id, "arm": cell.arm.name, "kind": cell.arm.kind,
                            "budget": cell.budget, "seed": cell.seed, "stage": cell.stage, "data": [],
                            "train_run": None, "model": spec.model}
+    if cell.stage == "controls":
+        rec["controls"] = _controls(spec, log)
+        rec["evals"] = {}
+        rec["status"] = "done"
+        rec["seconds"] = round(time.time() - t0, 2)
+        return rec
     if cell.stage in ("sft", "rl"):
         assert cell.budget is not None
         data = _data(spec, cell.arm, cell.seed, exp, log)

@@ -149,6 +149,45 @@ class RLStage(BaseModel):
         return v
 
 
+class ControlsSpec(BaseModel):
+    """The eval's positive and negative controls (`teachwhy eval controls`, evals/controls), run once per
+    experiment on its model and shown in the report: does the eval move when the decision is trained,
+    and much less when unrelated text is? `controls: true` takes every default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_scenarios: int = 24
+    eval_limit: int | None = 48
+    formats: list[str] | None = None  # None: the first eval's formats (continuation for a generate eval)
+    learning_rate: float = 1e-3
+    epochs: float = 2.0
+    seed: int = 0
+
+    @field_validator("train_scenarios")
+    @classmethod
+    def _train(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(f"must be at least 2 (got {v})")
+        return v
+
+    @field_validator("eval_limit")
+    @classmethod
+    def _limit(cls, v: int | None) -> int | None:
+        return EvalSpec._positive(v)
+
+    @field_validator("formats")
+    @classmethod
+    def _formats(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else EvalSpec._formats(v)
+
+    @field_validator("learning_rate", "epochs")
+    @classmethod
+    def _pos(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError(f"must be more than 0 (got {v:g})")
+        return v
+
+
 class Resources(BaseModel):
     """What one cell asks of a Ray cluster when the experiment runs with --ray (ignored otherwise);
     the cell's torch threads follow num_cpus."""
@@ -196,6 +235,7 @@ class ExperimentSpec(BaseModel):
     seeds: list[int] = [0]
     sft: dict[str, Any] = {}  # any other SFTSpec key for every SFT cell (docs/training.md)
     rl: RLStage | None = None
+    controls: ControlsSpec | None = None
     evals: list[EvalSpec] = Field(default_factory=lambda: [EvalSpec()])
     holdout_families: list[str] = []
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
@@ -205,6 +245,13 @@ class ExperimentSpec(BaseModel):
     @classmethod
     def _name(cls, v: str) -> str:
         return Arm._name(v)
+
+    @field_validator("controls", mode="before")
+    @classmethod
+    def _controls(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # controls: true | false
+            return {} if v else None
+        return v
 
     @field_validator("budgets")
     @classmethod
@@ -260,6 +307,8 @@ class ExperimentSpec(BaseModel):
             if "base" in names:
                 raise ValueError("an arm named 'base' must be kind base (the experiment adds one under that name)")
             self.arms.insert(0, Arm(name="base", kind="base"))
+        if self.controls is not None and "controls" in names:
+            raise ValueError("an arm is named 'controls', the name of the controls cell; rename the arm")
         if self.rl is not None:
             sft_arms = {a.name for a in self.arms if a.kind == "sft"}
             missing = [b for b in (self.rl.budgets or []) if b not in self.budgets]

@@ -87,7 +87,21 @@ def curves_svg(curves: list[dict], ev: str, budgets: list[int], salt: str) -> st
     text = buf.getvalue()
     # the RDF metadata block (creator, format) is noise inline; its namespaces are all it links to
     text = re.sub(r"\s*<metadata>.*?</metadata>", "", text, flags=re.S)
-    return text[text.index("<svg"):]
+    return scope_ids(text[text.index("<svg"):], f"plot-{slug(ev)}")
+
+
+def scope_ids(svg: str, prefix: str) -> str:
+    """Every id in the SVG, and every reference to one (url(#x), href="#x"), prefixed, so that
+    several figures inline in one page do not share ids (matplotlib numbers its elements per figure:
+    patch_1, axes_1, ...) and a reference never resolves into another figure."""
+    ids = set(re.findall(r'\bid="([^"]+)"', svg))
+
+    def ref(m: re.Match) -> str:
+        return m.group(1) + (f"{prefix}-{m.group(2)}" if m.group(2) in ids else m.group(2)) + m.group(3)
+
+    svg = re.sub(r'(\bid=")([^"]+)(")', ref, svg)
+    svg = re.sub(r'((?:xlink:)?href="#)([^"]+)(")', ref, svg)
+    return re.sub(r"(url\(#)([^)]+)(\))", ref, svg)
 
 
 def svg_file_text(svg: str) -> str:

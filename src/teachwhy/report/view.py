@@ -374,7 +374,7 @@ def diagnostics(exp: Experiment) -> dict:
     the rest as JSON. ran=False when it is absent or empty."""
     d = exp.analysis.get("diagnostics")
     if not d:
-        return {"ran": False, "text": "not run: analysis.json carries no validity diagnostics or controls"}
+        return {"ran": False, "text": "not run: analysis.json carries no validity diagnostics"}
     out: dict[str, Any] = {"ran": True, "warnings": list(d.get("warnings") or []), "tables": [], "facts": []}
     for k, label in (("model", "model"), ("format", "format"), ("scoring", "scoring"), ("n_scenarios", "scenarios")):
         if d.get(k) is not None:
@@ -414,6 +414,44 @@ def diagnostics(exp: Experiment) -> dict:
         rest["diagnostics"] = rest_inner
     out["other_json"] = json.dumps(rest, indent=2, sort_keys=True, default=str) if rest else None
     return out
+
+
+def _diff(o: dict | None) -> str:
+    if not o:
+        return "n/a"
+    return est({"mean": o.get("p_harmful_diff"), "ci_95": o.get("p_harmful_diff_95") or [None, None]}, True)
+
+
+def controls(exp: Experiment) -> dict:
+    """The controls cell's effects (analysis.json `controls`): one row per format and scoring, and each
+    verdict's reason. ran=False when the experiment did not run them."""
+    c = exp.analysis.get("controls")
+    if not c:
+        return {"ran": False, "text": "Controls not run: add `controls: true` to the spec (docs/experiments.md) "
+                                      "to train the positive and negative controls and show them here."}
+    sizes = c.get("data") or {}
+    sized = ", ".join(f"{a} {_count((sizes.get(a) or {}).get('tokens'))} tokens" for a in sizes)
+    facts = [f"model {c.get('model', '?')}; controls trained on {c.get('train_scenarios', '?')} train-split "
+             f"scenarios ({sized}), "
+             f"{c.get('epochs', '?')} epochs at learning rate {c.get('learning_rate', '?')}; evaluated on "
+             f"{c.get('eval_limit') or 'all'} eval-split scenarios"]
+    rows, verdicts = [], []
+    for key, e in (c.get("effects") or {}).items():
+        vs = e.get("vs_unrelated") or {}
+        n = (e.get("harmful") or {}).get("n")
+        v = e.get("verdict") or {}
+        rows.append([key, _diff(e.get("harmful")), _diff(e.get("aligned")), _diff(e.get("unrelated")),
+                     _diff(vs.get("harmful")), _diff(vs.get("aligned")), _count(n), v.get("level", "?")])
+        verdicts.append(f"{key}: {v.get('level', '?')}: {v.get('why', '')}")
+    tab = table("controls", "Eval controls: does the eval move when the decision is trained, and only then?", [
+        ("format/scoring", False), ("harmful-action SFT", True), ("aligned-action SFT", True),
+        ("unrelated-text SFT", True), ("harmful vs unrelated", True), ("aligned vs unrelated", True),
+        ("n", True), ("verdict", False)], rows, notes=[
+        "Each cell: the control's mean P(harmful) minus the base model's (or minus the unrelated-text "
+        "control's, in the two 'vs unrelated' columns), paired by scenario, with a 95% cluster-bootstrap "
+        "CI; n = eval scenarios. A valid eval moves up with harmful-action SFT, down with aligned-action "
+        "SFT, and much less with as many tokens of unrelated text."], statements=verdicts)
+    return {"ran": True, "facts": facts, "table": tab}
 
 
 def _count(x: Any) -> str:
@@ -567,6 +605,7 @@ def build(exp: Experiment) -> dict:
         "generalization": generalization_table(exp),
         "families": family_tables(exp, evals),
         "diagnostics": diagnostics(exp),
+        "controls": controls(exp),
         "data_cards": data_cards(exp),
         "cells": cells_table(exp),
         "spec_json": json.dumps(spec, indent=2, sort_keys=False, default=str),
