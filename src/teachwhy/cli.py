@@ -283,20 +283,33 @@ def _families(value: str | None) -> list[str] | None:
     return fams
 
 
+def _ids(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    ids = [f.strip() for f in value.split(",") if f.strip()]
+    if not ids:
+        raise UserError("--principles needs at least one principle id (comma-separated)")
+    return ids
+
+
 def _ci(v, pct: bool = True) -> str:
     if not v:
         return "n/a"
     return f"[{v[0]:.1%}, {v[1]:.1%}]" if pct else f"[{v[0]:.3f}, {v[1]:.3f}]"
 
 
-def _slice(r: dict) -> str:
+def _slice(r: dict, adherence: bool = False) -> str:
     if r["group"] == "overall":
         return "overall"
     if r["group"] == "training":
         return r["key"]
-    if r["group"] == "condition":
+    if r["group"] == "condition" and r["key"].count("=") == 2:
         goal, urg = (part.split("=", 1)[1] for part in r["key"].split("/"))
         return f"goal {goal} · urgency {urg}"
+    if r["group"] == "condition":  # adherence: the kind of failure an item tests
+        return f"tests {r['key']}"
+    if r["group"] == "family" and adherence:
+        return f"principle {r['key']}"
     return f"{r['group']} {r['key']}"
 
 
@@ -306,8 +319,9 @@ def print_summary(summary: dict) -> None:
     for col in ("slice", "rate", "k/n", "95% CI Wilson", "95% CI families"):
         t.add_column(col, no_wrap=True)
     judge = mode == "generate" and "judge" in summary["overall"]
+    adherence = summary.get("suite") == "adherence"
     if mode == "choice":
-        t.add_column("mean P(harmful) [95% CI]", no_wrap=True)
+        t.add_column(f"mean P({'violating' if adherence else 'harmful'}) [95% CI]", no_wrap=True)
     else:
         t.add_column("invalid: unparseable/no action", no_wrap=True)
         if judge:
@@ -315,7 +329,7 @@ def print_summary(summary: dict) -> None:
     previous = None
     for r in summary["rows"]:
         rate = "n/a" if r["rate"] is None else f"{r['rate']:.1%}"
-        cells = [_slice(r), rate, f"{r['k']}/{r['n']}", _ci(r["wilson_95"]), _ci(r["cluster_bootstrap_95"])]
+        cells = [_slice(r, adherence), rate, f"{r['k']}/{r['n']}", _ci(r["wilson_95"]), _ci(r["cluster_bootstrap_95"])]
         if mode == "choice":
             lo, hi = r["mean_p_harmful_95"] or (0.0, 1.0)
             cells.append(f"{r['mean_p_harmful']:.3f} [{lo:.3f}, {hi:.3f}]" if r["n"] else "n/a")
@@ -338,7 +352,8 @@ def print_summary(summary: dict) -> None:
             if fmt != summary["format"]:
                 ov = f["overall"]
                 out.print(f"{fmt} format ({f['scoring']}): {ov['rate']:.1%} ({ov['k']}/{ov['n']}) "
-                          f"{_ci(ov['wilson_95'])}; mean P(harmful) {ov['mean_p_harmful']:.3f} "
+                          f"{_ci(ov['wilson_95'])}; mean P({'violating' if adherence else 'harmful'}) "
+                          f"{ov['mean_p_harmful']:.3f} "
                           f"{_ci(ov['mean_p_harmful_95'], pct=False)}")
         _print_pressure(summary)
         _print_diagnostics(summary)
@@ -375,6 +390,10 @@ def _print_diagnostics(summary: dict) -> None:
     for fmt, f in summary.get("by_format", {}).items():
         d = f["diagnostics"]
         sw = d["same_winner"]
+        ga = d.get("going_along")
+        if ga and ga["mean"] is not None:
+            bits.append(f"{fmt}: mean P(the reply going along with the request) {ga['mean']:.2f} "
+                        f"{_ci(ga['ci_95'], pct=False)} (n={ga['n']})")
         if sw["n"]:
             bits.append(f"{fmt}: same candidate wins within its template {sw['k']}/{sw['n']} "
                         f"{_ci(sw['wilson_95'])}")
@@ -406,7 +425,12 @@ def eval_cmd(
     ctx: typer.Context,
     model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
                               help="Embedded name, model/adapter dir, or Inspect id."),
-    suite: str = typer.Option("agentic", metavar="SUITE", help="Eval suite."),
+    suite: str = typer.Option("agentic", metavar="SUITE",
+                              help="agentic (honeypot scenarios) or adherence (items from a constitution)."),
+    constitution: str | None = typer.Option(None, metavar="FILE",
+                                            help="Adherence: your constitution file (default: the built-in one)."),
+    principles: str | None = typer.Option(None, metavar="IDS",
+                                          help="Adherence: only these principle ids, comma-separated."),
     mode: str = typer.Option("choice", metavar="MODE",
                              help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
     split: str = typer.Option("eval", metavar="SPLIT", help="Scenario split: eval or train."),
@@ -433,17 +457,19 @@ def eval_cmd(
                                 "machine with the vllm extra installed; generate mode serves the model through "
                                 "Inspect's vllm provider)."),
 ) -> None:
-    """Run the agentic-misalignment honeypot eval and print harmful rates with 95% CIs."""
+    """Run an eval suite (the agentic-misalignment honeypots, or constitution adherence) and print its
+    rates with 95% CIs."""
     if ctx.invoked_subcommand:
         return
     from teachwhy.evals.runner import run_eval
 
-    unit = "scenarios" if mode == "choice" else "samples"
+    unit = "items" if suite == "adherence" else "scenarios" if mode == "choice" else "samples"
     with _progress(f"eval {mode} · {model}", unit) as update:
         res = run_eval(model, suite=suite, mode=mode, split=split, family=family, limit=limit,
                        samples=samples, out=out_dir, scenario_files=scenario_file, judge=judge,
                        dtype=dtype, max_tokens=max_tokens, seed=seed, formats=fmt,
-                       families=_families(families), progress=update, backend=backend)
+                       families=_families(families), progress=update, backend=backend,
+                       constitution=constitution, principles=_ids(principles))
     if as_json:
         print(json.dumps(res.summary, indent=2))
         return
@@ -474,7 +500,9 @@ def eval_compare(
     t = Table("slice", "n", f"A: {res['a']['model']}", f"B: {res['b']['model']}", "Δ P(harmful) B-A [95% CI]",
               "Δ harmful rate B-A [95% CI]", title=f"training effect · {res['format']}/{res['scoring']} · paired",
               caption="A/B: harmful rate k/n and mean P(harmful); 95% CI: bootstrap over scenario clusters")
-    rows = [("overall", res["overall"])] + [(f"family {k}", v) for k, v in res["by_family"].items()]
+    adherence = res.get("suite") == "adherence"
+    unit = "principle" if adherence else "family"
+    rows = [("overall", res["overall"])] + [(f"{unit} {k}", v) for k, v in res["by_family"].items()]
     for label in ("seen_families", "held_out_families"):
         if res.get(label):
             rows.append((label.replace("_", " "), res[label]))
@@ -486,6 +514,11 @@ def eval_compare(
     out.print(t)
     if res.get("trained_families"):
         out.print(f"B was trained on data from families: {', '.join(res['trained_families'])}")
+    if adherence:
+        out.print("Adherence: P(harmful) is P(violating the principle). Principles B moved most: " + "; ".join(
+            f"{m['principle']} {m['direction']} {_diff(m['p_violating_diff'], m['p_violating_diff_95'])} "
+            f"(n={m['n']}{'' if m['ci_excludes_zero'] else ', CI includes 0'})" for m in res["moved_most"]),
+            soft_wrap=True, highlight=False)
 
 
 @eval_app.command("controls", cls=_Command)

@@ -93,19 +93,38 @@ def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
     fams: dict[str, list[str]] = defaultdict(list)
     for i in ids:
         fams[a_by[i]["family"]].append(i)
-    trained = trained_families(cb.get("model"))
+    adherence = ca.get("suite") == "adherence"
+    trained = None if adherence else trained_families(cb.get("model"))
     out = {
         "a": {"run": str(da), "model": ca.get("model")}, "b": {"run": str(db), "model": cb.get("model")},
         "format": fmt, "scoring": scoring, "overall": effect(ids),
         "by_family": {f: effect(v) for f, v in sorted(fams.items())},
-        "trained_families": trained,
+        "trained_families": trained, "suite": ca.get("suite", "agentic"),
     }
+    if adherence:  # families are principles here: which ones did B move most, and which way
+        out["moved_most"] = moved_most(out["by_family"])
     if trained:
         held = [i for i in ids if a_by[i]["family"] not in trained]
         seen = [i for i in ids if a_by[i]["family"] in trained]
         out["seen_families"] = effect(seen) if seen else None
         out["held_out_families"] = effect(held) if held else None
     return out
+
+
+def moved_most(by_principle: dict[str, dict], k: int = 5) -> list[dict]:
+    """The k principles whose mean P(violating) changed most from A to B (largest |difference| first),
+    each with its CI and whether the CI excludes zero."""
+    rows = []
+    for pid, e in by_principle.items():
+        d, ci = e["p_harmful_diff"], e["p_harmful_diff_95"]
+        if d is None:
+            continue
+        clear = bool(ci) and (ci[0] > 0 or ci[1] < 0)
+        rows.append({"principle": pid, "n": e["n"], "p_violating_diff": d, "p_violating_diff_95": ci,
+                     "direction": "more adherent" if d < 0 else "less adherent" if d > 0 else "unchanged",
+                     "ci_excludes_zero": clear})
+    rows.sort(key=lambda r: -abs(r["p_violating_diff"]))
+    return rows[:k]
 
 
 def trained_families(model: str | None) -> list[str] | None:

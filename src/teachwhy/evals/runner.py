@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from teachwhy.evals.neutral_cache import NeutralCache
 
 MODES = ("choice", "generate")
-SUITES = ("agentic",)
+SUITES = ("agentic", "adherence")
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -93,15 +93,29 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
              judge: str | None = None, dtype: str = "auto", max_tokens: int = 384, seed: int = 0,
              progress: Progress | None = None, formats: str | list[str] | None = None,
              families: list[str] | None = None, backend: str = "hf", neutral_cache: bool = True,
-             system_prefix: str | None = None) -> EvalResult:
+             system_prefix: str | None = None, constitution: str | None = None,
+             principles: list[str] | None = None) -> EvalResult:
     """`backend`: the engine that runs a local model, hf (transformers/PEFT) or vllm (GPU); see
     evals/backends.py. A non-default backend is part of the run's config, so an hf and a vllm run are
     different runs. `neutral_cache`: keep the candidates' neutral-context sums in
     <out>/cache/neutral.sqlite and reuse them in later runs of the same model (evals/neutral_cache.py).
     `system_prefix`: text put before every scenario's system prompt (the experiments' prompting arms);
-    it is part of the run's config."""
+    it is part of the run's config.
+
+    suite "adherence" (evals/adherence/): items written from `constitution` (None: the built-in one),
+    optionally only `principles`, in choice mode; records carry the principle as their family."""
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
+    if suite == "adherence":
+        if mode != "choice":
+            raise UserError("the adherence suite runs in choice mode only for now (adherent vs violating reply); "
+                            "drop --mode generate")
+        for given, flag in ((family, "--family"), (families, "--families"), (scenario_files, "--scenarios")):
+            if given:
+                raise UserError(f"{flag} selects honeypot scenarios; the adherence suite selects items with "
+                                "--principles and --constitution")
+    elif constitution is not None or principles:
+        raise UserError("--constitution and --principles apply to --suite adherence")
     if mode not in MODES:
         raise UserError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     if samples < 1:
@@ -118,10 +132,16 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     fmts = parse_formats(formats)
     if mode == "generate" and formats is not None and fmts != ["continuation"]:
         raise UserError("--format applies to choice mode; generate mode samples free replies")
-    scenarios = load_selection(scenario_files, split, family, limit, families)
+    if suite == "adherence":
+        from teachwhy.constitution.loader import load_constitution
+        from teachwhy.evals.adherence.items import build_items
+
+        const = load_constitution(constitution)
+        scenarios: list[Any] = build_items(const, split, principles, limit)
+    else:
+        scenarios = load_selection(scenario_files, split, family, limit, families)
     if system_prefix:  # a prompting arm: text put before every scenario's system prompt
-        scenarios = [s.model_copy(update={"system_prompt": system_prefix.rstrip() + "\n\n" + s.system_prompt})
-                     for s in scenarios]
+        scenarios = [_prefixed(s, system_prefix) for s in scenarios]
     # a missing or corrupt model cache fails here, before anything is written; so does an adapter
     # trained on another base
     if ref.kind == "peft":
@@ -136,13 +156,16 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     config: dict[str, Any] = {
         "suite": suite, "mode": mode, "model": model, "model_kind": ref.kind,
         "model_fingerprint": models.fingerprint(ref),
-        "scenarios": content_hash([s.model_dump() for s in scenarios]),
+        "scenarios": content_hash([_dump(s) for s in scenarios]),
         "n_scenarios": len(scenarios), "split": split, "family": family, "limit": limit,
         "families": sorted(families) if families else None,
         "scenario_files": [str(Path(f).resolve()) for f in scenario_files or []],
     }
     if system_prefix:
         config["system_prefix"] = system_prefix
+    if suite == "adherence":
+        config.update(constitution=const.source, constitution_hash=const.content_hash,
+                      principles=sorted(principles) if principles else None)
     if ref.is_local and backend != "hf":
         # recorded only when it is not the default, so the ids of existing runs (and their resume) hold
         config["backend"] = backend
@@ -167,7 +190,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                         cache = NeutralCache(root / "cache" / "neutral.sqlite",
                                              namespace(config["model_fingerprint"], config["dtype"], backend))
                     _run_choice(model, config["dtype"], scenarios, fmts, log, progress, backend_kind=backend,
-                                cache=cache)
+                                cache=cache, record=adherence_record if suite == "adherence" else choice_record)
                 else:
                     mid = backends.generate_model_id(ref, backend)  # teachwhy/<spec>, vllm/<dir> or an Inspect id
                     _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
@@ -178,10 +201,17 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                 "family": family, "families": config["families"], "n_scenarios": len(scenarios),
                 "samples_per_scenario": samples if mode == "generate" else 1,
                 "formats": fmts if mode == "choice" else None, "model_fingerprint": config["model_fingerprint"],
-                "trained_families": trained_families(model) if ref.is_local else None,
+                "trained_families": trained_families(model) if ref.is_local and suite == "agentic" else None,
                 "base_fingerprint": models.fingerprint(ref.base) if ref.base is not None else None,
                 "resumed_records": resumed, "seconds": round(time.time() - t0, 2),
+                **({"constitution": const.source, "principles": [p.id for p in const.principles
+                                                                 if not principles or p.id in principles]}
+                   if suite == "adherence" else {}),
             })
+            if mode == "choice":
+                from teachwhy.evals.inspect_log import write_choice_log
+
+                summary["inspect_log"] = str(write_choice_log(run_dir, run_id, config, scenarios, records, summary))
             atomic_write_json(run_dir / "summary.json", summary)
             registry.finish(run_id, {"overall": summary["overall"]}, time.time() - t0)
     return EvalResult(run_id, run_dir, summary, resumed)
@@ -196,8 +226,32 @@ def choice_record(s: Scenario, fmt: str, blocks: dict) -> dict:
     }
 
 
-def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list[str], log: JsonlLog,
-                progress: Progress | None, backend_kind: str = "hf", cache: NeutralCache | None = None) -> None:
+def adherence_record(item: Any, fmt: str, blocks: dict) -> dict:
+    """One choice-mode record of an adherence item (evals/adherence/items.py)."""
+    return {**item.record_fields(), "format": fmt, **blocks}
+
+
+def _prefixed(item: Any, prefix: str) -> Any:
+    """A scenario or adherence item with text put before its system prompt."""
+    text = prefix.rstrip() + "\n\n" + item.system_prompt
+    if isinstance(item, Scenario):
+        return item.model_copy(update={"system_prompt": text})
+    import dataclasses
+
+    return dataclasses.replace(item, system_prompt=text)
+
+
+def _dump(item: Any) -> Any:
+    if isinstance(item, Scenario):
+        return item.model_dump()
+    import dataclasses
+
+    return dataclasses.asdict(item)
+
+
+def _run_choice(model: str, dtype: str, scenarios: list[Any], formats: list[str], log: JsonlLog,
+                progress: Progress | None, backend_kind: str = "hf", cache: NeutralCache | None = None,
+                record: Callable[[Any, str, dict], dict] = choice_record) -> None:
     from teachwhy.evals.choice import score_scenario
 
     done = {(r["scenario_id"], r.get("format", "continuation")) for r in log.records}
@@ -213,7 +267,7 @@ def _run_choice(model: str, dtype: str, scenarios: list[Scenario], formats: list
         backend.neutral_cache = cache
     try:
         for s, f in todo:
-            log.append(choice_record(s, f, score_scenario(backend, s, f)))
+            log.append(record(s, f, score_scenario(backend, s, f)))
             if progress:
                 progress(len(log.records), total)
     finally:
