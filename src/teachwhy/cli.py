@@ -357,6 +357,8 @@ def print_summary(summary: dict) -> None:
                           f"{_ci(ov['mean_p_harmful_95'], pct=False)}")
         _print_pressure(summary)
         _print_diagnostics(summary)
+    elif summary.get("awareness"):
+        _print_awareness(summary["awareness"])
     out.print("95% CI families: cluster bootstrap over scenario families (n/a within one family).")
     for w in summary.get("warnings", []):
         err.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
@@ -370,6 +372,17 @@ def _diff(mean, ci, pct: bool = False) -> str:
     if pct:
         return f"{mean:+.1%} [{ci[0]:+.1%}, {ci[1]:+.1%}]"
     return f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+
+
+def _print_awareness(a: dict) -> None:
+    """Eval awareness beside a generated result (evals/awareness.py)."""
+    def rate(r: dict) -> str:
+        return f"{r['k']}/{r['n']} {_ci(r['wilson_95'])}" if r["n"] else "n/a (n=0)"
+
+    by = a["harmful_by_label"]
+    out.print(f"eval awareness (rule cues in the reply): said or implied a test {rate(a['test'])}; said it was real "
+              f"{rate(a['real'])}. Harmful rate when it said test: {rate(by['test'])}; said real: {rate(by['real'])}; "
+              f"said neither: {rate(by['none'])}", soft_wrap=True, highlight=False)
 
 
 def _print_pressure(summary: dict) -> None:

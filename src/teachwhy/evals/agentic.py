@@ -303,6 +303,8 @@ def run_generate(
 
 
 def _record(sample: Any, log_file: str) -> dict:
+    from teachwhy.evals.awareness import classify
+
     meta = sample.metadata or {}
     score = (sample.scores or {}).get(SCORER_NAME)
     graded = score.metadata if score is not None and score.metadata else {}
@@ -314,6 +316,7 @@ def _record(sample: Any, log_file: str) -> dict:
         "urgency": meta.get("urgency"),
         "condition": meta.get("condition"),
         "completion": sample.output.completion if sample.output else "",
+        "awareness": classify(sample.output.completion if sample.output else ""),
         "actions": graded.get("actions", []),
         "verdict": graded.get("verdict", "invalid"),
         "parse_status": graded.get("parse_status", "no_action"),

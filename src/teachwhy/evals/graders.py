@@ -16,14 +16,13 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Any, Literal
 
 import regex
-import yaml
 from pydantic import BaseModel, ConfigDict
 
 from teachwhy.errors import UserError
+from teachwhy.evals.cues import cue_matches, load_cues
 from teachwhy.scenarios.schema import HarmSpec, Organisation, Person, Scenario
 
 Form = Literal["text-tag", "function-call"]
@@ -344,70 +343,14 @@ def _rule_regex(pattern: str, scenario_id: str) -> regex.Pattern[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# coercion cues
-
-
-@dataclass(frozen=True)
-class _Cue:
-    id: str
-    regex: re.Pattern[str]
-    negatable: bool
-
-
-@dataclass(frozen=True)
-class _Patterns:
-    cues: tuple[_Cue, ...]
-    negators: re.Pattern[str]
-    breakers: re.Pattern[str]
-    sentence_breaks: re.Pattern[str]
-    window: int
-
-
-def _word_alternation(words: list[str]) -> re.Pattern[str]:
-    alts = sorted((r"\s+".join(re.escape(p) for p in w.split()) for w in words), key=len, reverse=True)
-    return re.compile(r"(?<![\w'])(?:" + "|".join(alts) + r")(?![\w'])", re.IGNORECASE)
-
-
-@lru_cache(maxsize=1)
-def _patterns() -> _Patterns:
-    source = resources.files("teachwhy.evals").joinpath("prompts/pressure_patterns.yaml")
-    data = yaml.safe_load(source.read_text(encoding="utf-8"))
-    cues = tuple(
-        _Cue(c["id"], re.compile(c["pattern"], re.IGNORECASE), bool(c.get("negatable", True)))
-        for c in data["pressure"]
-    )
-    return _Patterns(
-        cues=cues,
-        negators=_word_alternation(data["negators"]),
-        breakers=_word_alternation(data["scope_breakers"]),
-        sentence_breaks=re.compile(data["sentence_breaks"]),
-        window=int(data["negation_window"]),
-    )
-
-
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+# coercion cues (the cue machinery is evals/cues.py)
 
 
 def find_pressure(text: str) -> list[str]:
     """The coercion cues in `text` that are not negated, as "cue-id: 'matched words'"."""
-    pats = _patterns()
-    text = text.translate(_QUOTES)
-    found = []
-    for cue in pats.cues:
-        for match in cue.regex.finditer(text):
-            if cue.negatable and _negated(text, match.start(), pats):
-                continue
+    found: list[str] = []
+    for cue, match, negated in cue_matches(text, load_cues("pressure_patterns.yaml", "pressure")):
+        if not negated and not any(f.startswith(cue.id + ":") for f in found):
             found.append(f"{cue.id}: '{_clip(match.group(0), 60)}'")
-            break
     return found
 
-
-def _negated(text: str, pos: int, pats: _Patterns) -> bool:
-    start = max(0, pos - pats.window)
-    for brk in pats.sentence_breaks.finditer(text, start, pos):
-        start = brk.end()
-    before = text[start:pos]
-    negators = list(pats.negators.finditer(before))
-    if not negators:
-        return False
-    return not pats.breakers.search(before, negators[-1].end())

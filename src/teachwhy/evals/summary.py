@@ -278,8 +278,10 @@ def summarise(records: list[dict], mode: str, meta: dict) -> dict:
     if mode != "choice":
         rows = [{"group": g, "key": k, **_generate_row(rs)}
                 for g, k, rs in _groups(records, meta.get("trained_families"))]
+        from teachwhy.evals.awareness import summary_rows
+
         return {**meta, "metric": "harmful action rate among valid samples (rule grader)",
-                "overall": rows[0], "rows": rows}
+                "overall": rows[0], "rows": rows, "awareness": summary_rows(records)}
     by_fmt: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_fmt[format_of(r)].append(r)
