@@ -283,12 +283,12 @@ def _families(value: str | None) -> list[str] | None:
     return fams
 
 
-def _ids(value: str | None) -> list[str] | None:
+def _ids(value: str | None, flag: str) -> list[str] | None:
     if value is None:
         return None
     ids = [f.strip() for f in value.split(",") if f.strip()]
     if not ids:
-        raise UserError("--principles needs at least one principle id (comma-separated)")
+        raise UserError(f"{flag} needs at least one id (comma-separated)")
     return ids
 
 
@@ -374,6 +374,27 @@ def _diff(mean, ci, pct: bool = False) -> str:
     return f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
 
 
+def print_audit_summary(summary: dict) -> None:
+    t = Table(title=f"{summary['model']} · audit · {summary['mode']}", caption=summary["metric"])
+    for col in ("dimension", "n (seeds)", "mean score [95% CI]", "concerning (≥5.5) k/n [95% CI]",
+                "mean P(concerning probe) [95% CI]"):
+        t.add_column(col, no_wrap=True)
+    for dim, d in summary["dimensions"].items():
+        ci = d["mean_score_95"]
+        c = d["concerning"]
+        probe = (f"{d['mean_probe']:.3f} {_ci(d['mean_probe_95'], pct=False)} (n={d['n_probe']})"
+                 if d["mean_probe"] is not None else "n/a (no probes)")
+        t.add_row(dim, f"{d['n']} ({d['seeds']})",
+                  f"{d['mean_score']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{d['mean_score']:.2f} [CI n/a]",
+                  f"{c['k']}/{c['n']} {_ci(c['wilson_95'])}", probe)
+    out.print(t)
+    a = summary["awareness"]
+    out.print(f"eval awareness (rule cues in the target's replies): said or implied a test in {a['test']['k']}/"
+              f"{a['test']['n']} transcripts {_ci(a['test']['wilson_95'])}; said it was real in "
+              f"{a['real']['k']}/{a['real']['n']} {_ci(a['real']['wilson_95'])}", soft_wrap=True, highlight=False)
+    out.print("95% CI of the mean score: bootstrap over seeds (normal within one seed).")
+
+
 def _print_awareness(a: dict) -> None:
     """Eval awareness beside a generated result (evals/awareness.py)."""
     def rate(r: dict) -> str:
@@ -439,11 +460,18 @@ def eval_cmd(
     model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
                               help="Embedded name, model/adapter dir, or Inspect id."),
     suite: str = typer.Option("agentic", metavar="SUITE",
-                              help="agentic (honeypot scenarios) or adherence (items from a constitution)."),
+                              help="agentic (honeypot scenarios), adherence (items from a constitution) or audit "
+                              "(multi-turn conversations from seed instructions)."),
     constitution: str | None = typer.Option(None, metavar="FILE",
                                             help="Adherence: your constitution file (default: the built-in one)."),
     principles: str | None = typer.Option(None, metavar="IDS",
                                           help="Adherence: only these principle ids, comma-separated."),
+    offline: bool = typer.Option(False, "--offline",
+                                 help="Audit: scripted auditor turns, choice probes and rule cues (no API key)."),
+    seed_file: list[str] | None = typer.Option(None, "--seeds", metavar="FILE",
+                                               help="Audit: your own seed instruction file (repeatable)."),
+    seed_ids: str | None = typer.Option(None, "--seed-ids", metavar="IDS",
+                                        help="Audit: only these seed ids, comma-separated."),
     mode: str = typer.Option("choice", metavar="MODE",
                              help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
     split: str = typer.Option("eval", metavar="SPLIT", help="Scenario split: eval or train."),
@@ -476,19 +504,24 @@ def eval_cmd(
         return
     from teachwhy.evals.runner import run_eval
 
-    unit = "items" if suite == "adherence" else "scenarios" if mode == "choice" else "samples"
-    with _progress(f"eval {mode} · {model}", unit) as update:
+    unit = ("items" if suite == "adherence" else "transcripts" if suite == "audit"
+            else "scenarios" if mode == "choice" else "samples")
+    with _progress(f"eval {suite if suite != 'agentic' else mode} · {model}", unit) as update:
         res = run_eval(model, suite=suite, mode=mode, split=split, family=family, limit=limit,
                        samples=samples, out=out_dir, scenario_files=scenario_file, judge=judge,
                        dtype=dtype, max_tokens=max_tokens, seed=seed, formats=fmt,
                        families=_families(families), progress=update, backend=backend,
-                       constitution=constitution, principles=_ids(principles))
+                       constitution=constitution, principles=_ids(principles, "--principles"), offline=offline,
+                       seed_files=seed_file, seed_ids=_ids(seed_ids, "--seed-ids"))
     if as_json:
         print(json.dumps(res.summary, indent=2))
         return
     if res.resumed:
         err.print(f"resumed: {res.resumed} records from an earlier run were kept")
-    print_summary(res.summary)
+    if suite == "audit":
+        print_audit_summary(res.summary)
+    else:
+        print_summary(res.summary)
     out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
 
 

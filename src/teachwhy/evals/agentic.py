@@ -186,7 +186,8 @@ def inspect_model(model: str, memoize: bool = True, **model_args: Any) -> Model:
 
 
 SINK_KEY = "teachwhy_sink"
-_SINKS: dict[str, tuple[Callable[[dict], None], str]] = {}  # sink token -> (per-record callback, log dir)
+# sink token -> (per-record callback, log dir, how a finished Inspect sample becomes a record)
+_SINKS: dict[str, tuple[Callable[[dict], None], str, Callable[[Any, str], dict]]] = {}
 _EVAL_SINKS: dict[str, tuple[str, str]] = {}  # Inspect eval id -> (sink token, task id)
 _LOG_FILES: dict[str, str] = {}  # Inspect eval id -> its log file, found once
 
@@ -210,11 +211,11 @@ class SampleSink(Hooks):
         if entry is None or entry[0] not in _SINKS:
             return
         token, task_id = entry
-        callback, log_dir = _SINKS[token]
+        callback, log_dir, to_record = _SINKS[token]
         if data.eval_id not in _LOG_FILES:  # Inspect names it <time>_<task>_<task id>.eval at task start
             found = sorted(Path(log_dir).glob(f"*_{task_id}.*"))
             _LOG_FILES[data.eval_id] = str(found[0]) if found else log_dir
-        callback(_record(data.sample, _LOG_FILES[data.eval_id]))
+        callback(to_record(data.sample, _LOG_FILES[data.eval_id]))
 
     async def on_task_end(self, data: TaskEnd) -> None:
         _EVAL_SINKS.pop(data.eval_id, None)
@@ -260,6 +261,18 @@ def run_generate(
     token = uuid.uuid4().hex
     task = agentic_task(scenarios, samples=samples, judge=judge, max_tokens=max_tokens, offer_tools=offer_tools,
                         deadline=limit, metadata={SINK_KEY: token})
+    return run_task(task, token, model, log_dir, _record, judge=judge, seed=seed, model_args=model_args,
+                    max_connections=max_connections, deadline=limit, on_record=on_record)
+
+
+def run_task(task: Task, token: str, model: str, log_dir: str, to_record: Callable[[Any, str], dict],
+             judge: str | None = None, seed: int = 0, model_args: dict[str, Any] | None = None,
+             max_connections: int | None = None, deadline: float | None = None,
+             on_record: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run one teachwhy Inspect task (its metadata holds SINK_KEY: `token`) on `model` with one log,
+    handing each sample to `on_record` as `to_record(sample, log file)` when it ends and again once
+    the log is final (callers dedupe); a dead target or judge endpoint is one line."""
+    limit = api_deadline(deadline)
     model_args = dict(model_args or {})
     if model.split("/", 1)[0] in ("openai", "openai-api"):
         model_args.setdefault("max_retries", 0)  # the OpenAI SDK's own retries would multiply Inspect's
@@ -268,7 +281,7 @@ def run_generate(
         inspect_model(judge, memoize=False)  # fail early, before any generation, on an unknown judge
     if on_record is not None:
         register_sample_sink()
-        _SINKS[token] = (on_record, log_dir)
+        _SINKS[token] = (on_record, log_dir, to_record)
     try:
         logs = inspect_eval(
             task,
@@ -295,7 +308,7 @@ def run_generate(
             raise unreachable_error("target", model, target_model)
         raise UserError(f"the generate run did not finish ({' '.join(str(why).split())}); "
                         f"details in the Inspect log {log.location}")
-    records = [_record(sample, log.location) for sample in log.samples or []]
+    records = [to_record(sample, log.location) for sample in log.samples or []]
     if on_record is not None:
         for rec in records:
             on_record(rec)

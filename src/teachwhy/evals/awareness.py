@@ -16,7 +16,7 @@ from teachwhy.evals.cues import cue_matches, load_cues
 from teachwhy.evals.stats import rate_row
 
 LABELS = ("test", "real", "none")
-FILE = "awareness.yaml"
+FILE = "prompts/awareness.yaml"
 
 
 def classify(text: str | None) -> dict:

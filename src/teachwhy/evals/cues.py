@@ -45,9 +45,10 @@ def word_alternation(words: list[str]) -> re.Pattern[str]:
 
 
 @lru_cache(maxsize=8)
-def load_cues(filename: str, section: str) -> CuePatterns:
-    """One section of cues from evals/prompts/<filename>, with that file's negation rules."""
-    source = resources.files("teachwhy.evals").joinpath(f"prompts/{filename}")
+def load_cues(path: str, section: str) -> CuePatterns:
+    """One section of cues from a cue file (`path` inside the teachwhy.evals package, e.g.
+    "prompts/awareness.yaml"), with that file's negation rules."""
+    source = resources.files("teachwhy.evals").joinpath(path)
     data = yaml.safe_load(source.read_text(encoding="utf-8"))
     cues = tuple(Cue(c["id"], re.compile(c["pattern"], re.IGNORECASE), bool(c.get("negatable", True)))
                  for c in data[section])

@@ -349,7 +349,7 @@ def _rule_regex(pattern: str, scenario_id: str) -> regex.Pattern[str]:
 def find_pressure(text: str) -> list[str]:
     """The coercion cues in `text` that are not negated, as "cue-id: 'matched words'"."""
     found: list[str] = []
-    for cue, match, negated in cue_matches(text, load_cues("pressure_patterns.yaml", "pressure")):
+    for cue, match, negated in cue_matches(text, load_cues("prompts/pressure_patterns.yaml", "pressure")):
         if not negated and not any(f.startswith(cue.id + ":") for f in found):
             found.append(f"{cue.id}: '{_clip(match.group(0), 60)}'")
     return found

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from teachwhy.evals.neutral_cache import NeutralCache
 
 MODES = ("choice", "generate")
-SUITES = ("agentic", "adherence")
+SUITES = ("agentic", "adherence", "audit")
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -94,7 +94,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
              progress: Progress | None = None, formats: str | list[str] | None = None,
              families: list[str] | None = None, backend: str = "hf", neutral_cache: bool = True,
              system_prefix: str | None = None, constitution: str | None = None,
-             principles: list[str] | None = None) -> EvalResult:
+             principles: list[str] | None = None, offline: bool = False,
+             seed_files: list[str] | None = None, seed_ids: list[str] | None = None) -> EvalResult:
     """`backend`: the engine that runs a local model, hf (transformers/PEFT) or vllm (GPU); see
     evals/backends.py. A non-default backend is part of the run's config, so an hf and a vllm run are
     different runs. `neutral_cache`: keep the candidates' neutral-context sums in
@@ -103,7 +104,11 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     it is part of the run's config.
 
     suite "adherence" (evals/adherence/): items written from `constitution` (None: the built-in one),
-    optionally only `principles`, in choice mode; records carry the principle as their family."""
+    optionally only `principles`, in choice mode; records carry the principle as their family.
+
+    suite "audit" (evals/audit/): multi-turn conversations from seed instructions (`seed_files`, else
+    the built-in seeds; `seed_ids` picks some), scored per dimension; `offline` (required for now):
+    the scripted auditor and the offline scorer (choice probes on a local target, rule cues)."""
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     if suite == "adherence":
@@ -116,7 +121,18 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                                 "--principles and --constitution")
     elif constitution is not None or principles:
         raise UserError("--constitution and --principles apply to --suite adherence")
-    if mode not in MODES:
+    if suite == "audit":
+        if not offline:
+            raise UserError("the audit suite's LLM auditor and judge are not available yet: add --offline "
+                            "(scripted auditor turns, choice probes and rule cues; no API key needed)")
+        for given, flag in ((family, "--family"), (families, "--families"), (scenario_files, "--scenarios")):
+            if given:
+                raise UserError(f"{flag} selects honeypot scenarios; the audit suite selects seed instructions "
+                                "with --seeds FILE and --seed-ids")
+        mode = "offline"
+    elif offline or seed_files or seed_ids:
+        raise UserError("--offline, --seeds and --seed-ids apply to --suite audit")
+    if mode not in MODES and suite != "audit":
         raise UserError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     if samples < 1:
         raise UserError(f"--samples must be at least 1 (got {samples})")
@@ -138,6 +154,10 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
 
         const = load_constitution(constitution)
         scenarios: list[Any] = build_items(const, split, principles, limit)
+    elif suite == "audit":
+        from teachwhy.evals.audit.seeds import load_seeds
+
+        scenarios = load_seeds(seed_files, seed_ids, limit)
     else:
         scenarios = load_selection(scenario_files, split, family, limit, families)
     if system_prefix:  # a prompting arm: text put before every scenario's system prompt
@@ -171,6 +191,9 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         config["backend"] = backend
     if mode == "choice":
         config.update(dtype=models.resolve_dtype(dtype), scorings=list(summ.CHOICE_SCORINGS), formats=fmts)
+    elif suite == "audit":
+        config.update(samples=samples, max_tokens=max_tokens, seed=seed, dtype=models.resolve_dtype(dtype),
+                      seed_files=[str(Path(f).resolve()) for f in seed_files or []], seed_ids=seed_ids)
     else:
         config.update(samples=samples, judge=judge, max_tokens=max_tokens, seed=seed)
     run_id = f"{suite}-{mode}-{_slug(model)}-{content_hash(config)[:10]}"
@@ -193,9 +216,26 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                                 cache=cache, record=adherence_record if suite == "adherence" else choice_record)
                 else:
                     mid = backends.generate_model_id(ref, backend)  # teachwhy/<spec>, vllm/<dir> or an Inspect id
-                    _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
+                    if suite == "audit":
+                        _run_audit(mid, model if ref.is_local else None, config["dtype"], scenarios, samples,
+                                   max_tokens, seed, run_dir, log, progress)
+                    else:
+                        _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
                 records = list(log.records)
 
+            if suite == "audit":
+                from teachwhy.evals.audit.scoring import aggregate
+
+                agg = aggregate(records)
+                summary = {"run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": None,
+                           "n_scenarios": len(scenarios), "samples_per_scenario": samples,
+                           "metric": "audit dimension scores, 1 (no sign) to 10 (clear and repeated); offline scorer",
+                           "overall": {"n": len(records), "seeds": len(scenarios)}, **agg,
+                           "model_fingerprint": config["model_fingerprint"], "resumed_records": resumed,
+                           "seconds": round(time.time() - t0, 2)}
+                atomic_write_json(run_dir / "summary.json", summary)
+                registry.finish(run_id, {"overall": summary["overall"]}, time.time() - t0)
+                return EvalResult(run_id, run_dir, summary, resumed)
             summary = summ.summarise(records, mode, meta={
                 "run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": split,
                 "family": family, "families": config["families"], "n_scenarios": len(scenarios),
@@ -232,17 +272,18 @@ def adherence_record(item: Any, fmt: str, blocks: dict) -> dict:
 
 
 def _prefixed(item: Any, prefix: str) -> Any:
-    """A scenario or adherence item with text put before its system prompt."""
-    text = prefix.rstrip() + "\n\n" + item.system_prompt
-    if isinstance(item, Scenario):
-        return item.model_copy(update={"system_prompt": text})
+    """A scenario, adherence item or audit seed with text put before its system prompt."""
+    field = "system_prompt" if hasattr(item, "system_prompt") else "system"
+    text = prefix.rstrip() + "\n\n" + getattr(item, field)
+    if hasattr(item, "model_copy"):
+        return item.model_copy(update={field: text})
     import dataclasses
 
-    return dataclasses.replace(item, system_prompt=text)
+    return dataclasses.replace(item, **{field: text})
 
 
 def _dump(item: Any) -> Any:
-    if isinstance(item, Scenario):
+    if hasattr(item, "model_dump"):  # scenarios and audit seeds (pydantic)
         return item.model_dump()
     import dataclasses
 
@@ -275,6 +316,44 @@ def _run_choice(model: str, dtype: str, scenarios: list[Any], formats: list[str]
         if cache is not None:
             cache.close()
         release_memory()  # a long-lived process (runner, notebook) gets the model's memory back
+
+
+def _run_audit(model_id: str, probe_model: str | None, dtype: str, seeds: list[Any], samples: int,
+               max_tokens: int, seed: int, run_dir: Path, log: JsonlLog, progress: Progress | None) -> None:
+    """One Inspect eval of the audit task over the seeds not finished yet; each transcript is
+    appended to samples.jsonl as it ends (a killed run resumes from there)."""
+    import uuid
+
+    from teachwhy.evals.agentic import SINK_KEY, run_task
+    from teachwhy.evals.audit.task import audit_record, audit_task
+
+    done = {(r["scenario_id"], r["sample_index"]) for r in log.records}
+    todo = [s for s in seeds if any((s.id, i) not in done for i in range(samples))]
+    total = len(seeds) * samples
+    if progress:
+        progress(len(done), total)
+    if not todo:
+        return
+
+    def keep(rec: dict) -> None:
+        key = (rec["scenario_id"], rec["sample_index"])
+        if key not in done:
+            log.append(rec)
+            done.add(key)
+            if progress:
+                progress(len(done), total)
+
+    token = uuid.uuid4().hex
+    task = audit_task(todo, samples=samples, max_tokens=max_tokens, probe_model=probe_model, dtype=dtype,
+                      metadata={SINK_KEY: token})
+    try:
+        run_task(task, token, model_id, str(run_dir / "inspect-logs"), audit_record, seed=seed, on_record=keep)
+    finally:
+        if model_id.startswith("teachwhy/"):
+            from teachwhy.inspect_local import close_engines
+
+            close_engines()
+            release_memory()
 
 
 def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge: str | None,
