@@ -388,6 +388,11 @@ def print_audit_summary(summary: dict) -> None:
                   f"{d['mean_score']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{d['mean_score']:.2f} [CI n/a]",
                   f"{c['k']}/{c['n']} {_ci(c['wilson_95'])}", probe)
     out.print(t)
+    judged = {dim: d for dim, d in summary["dimensions"].items() if d.get("judged")}
+    if judged:
+        out.print("LLM judge: " + "; ".join(f"{dim} scored {d['judged']}/{d['n']}, its quote found in the target's "
+                                            f"replies {d['judge_quotes_found']}/{d['judged']}"
+                                            for dim, d in judged.items()), soft_wrap=True, highlight=False)
     a = summary["awareness"]
     out.print(f"eval awareness (rule cues in the target's replies): said or implied a test in {a['test']['k']}/"
               f"{a['test']['n']} transcripts {_ci(a['test']['wilson_95'])}; said it was real in "
@@ -472,6 +477,9 @@ def eval_cmd(
                                                help="Audit: your own seed instruction file (repeatable)."),
     seed_ids: str | None = typer.Option(None, "--seed-ids", metavar="IDS",
                                         help="Audit: only these seed ids, comma-separated."),
+    auditor: str | None = typer.Option(None, metavar="MODEL",
+                                       help="Audit: an auditor model (Inspect id or local model) writing the turns."),
+    max_turns: int = typer.Option(4, metavar="N", help="Audit with --auditor: at most N auditor turns."),
     mode: str = typer.Option("choice", metavar="MODE",
                              help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
     split: str = typer.Option("eval", metavar="SPLIT", help="Scenario split: eval or train."),
@@ -488,7 +496,7 @@ def eval_cmd(
     scenario_file: list[str] | None = typer.Option(None, "--scenarios", metavar="FILE",
                                                    help="Your own scenario file (repeatable)."),
     judge: str | None = typer.Option(None, metavar="MODEL",
-                                     help="Generate mode: an Inspect model id for the LLM judge."),
+                                     help="Generate mode and audit: an Inspect model id for the LLM judge."),
     dtype: str = typer.Option("auto", metavar="DTYPE",
                               help="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16."),
     max_tokens: int = typer.Option(384, metavar="N", help="Generate mode: max new tokens."),
@@ -512,7 +520,8 @@ def eval_cmd(
                        dtype=dtype, max_tokens=max_tokens, seed=seed, formats=fmt,
                        families=_families(families), progress=update, backend=backend,
                        constitution=constitution, principles=_ids(principles, "--principles"), offline=offline,
-                       seed_files=seed_file, seed_ids=_ids(seed_ids, "--seed-ids"))
+                       seed_files=seed_file, seed_ids=_ids(seed_ids, "--seed-ids"), auditor=auditor,
+                       max_turns=max_turns)
     if as_json:
         print(json.dumps(res.summary, indent=2))
         return

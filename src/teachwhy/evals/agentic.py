@@ -306,6 +306,9 @@ def run_task(task: Task, token: str, model: str, log_dir: str, to_record: Callab
         if any(k in detail for k in ("ConnectError", "ConnectionRefusedError", "Connection refused",
                                      "APIConnectionError")):
             raise unreachable_error("target", model, target_model)
+        ours = re.search(r"UserError\((['\"])(.+)\1\)", str(why))
+        if ours:  # one of teachwhy's own one-line errors, raised inside the task (an auditor, a judge)
+            raise UserError(f"{ours.group(2)}; details in the Inspect log {log.location}")
         raise UserError(f"the generate run did not finish ({' '.join(str(why).split())}); "
                         f"details in the Inspect log {log.location}")
     records = [to_record(sample, log.location) for sample in log.samples or []]

@@ -95,7 +95,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
              families: list[str] | None = None, backend: str = "hf", neutral_cache: bool = True,
              system_prefix: str | None = None, constitution: str | None = None,
              principles: list[str] | None = None, offline: bool = False,
-             seed_files: list[str] | None = None, seed_ids: list[str] | None = None) -> EvalResult:
+             seed_files: list[str] | None = None, seed_ids: list[str] | None = None,
+             auditor: str | None = None, max_turns: int = 4) -> EvalResult:
     """`backend`: the engine that runs a local model, hf (transformers/PEFT) or vllm (GPU); see
     evals/backends.py. A non-default backend is part of the run's config, so an hf and a vllm run are
     different runs. `neutral_cache`: keep the candidates' neutral-context sums in
@@ -122,16 +123,21 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     elif constitution is not None or principles:
         raise UserError("--constitution and --principles apply to --suite adherence")
     if suite == "audit":
-        if not offline:
-            raise UserError("the audit suite's LLM auditor and judge are not available yet: add --offline "
-                            "(scripted auditor turns, choice probes and rule cues; no API key needed)")
+        if not offline and auditor is None and judge is None:
+            raise UserError("the audit suite needs --offline (scripted auditor turns, choice probes and rule cues; "
+                            "no API key) or an --auditor and/or --judge model (Inspect ids or local models)")
+        if offline and (auditor or judge):
+            raise UserError("--offline runs without auditor or judge models: drop --offline to use "
+                            "--auditor/--judge, or drop them")
+        if max_turns < 1:
+            raise UserError(f"--max-turns must be at least 1 (got {max_turns})")
         for given, flag in ((family, "--family"), (families, "--families"), (scenario_files, "--scenarios")):
             if given:
                 raise UserError(f"{flag} selects honeypot scenarios; the audit suite selects seed instructions "
                                 "with --seeds FILE and --seed-ids")
-        mode = "offline"
-    elif offline or seed_files or seed_ids:
-        raise UserError("--offline, --seeds and --seed-ids apply to --suite audit")
+        mode = "offline" if offline else "llm"
+    elif offline or seed_files or seed_ids or auditor:
+        raise UserError("--offline, --auditor, --seeds and --seed-ids apply to --suite audit")
     if mode not in MODES and suite != "audit":
         raise UserError(f"unknown mode '{mode}': choose one of {', '.join(MODES)}")
     if samples < 1:
@@ -145,6 +151,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     backends.check_backend_for(ref, backend)  # before anything is written: e.g. vllm not installed here
     if judge is not None:
         models.resolve(judge)  # fails early with a clear line for an unknown judge
+    if auditor is not None:
+        models.resolve(auditor)
     fmts = parse_formats(formats)
     if mode == "generate" and formats is not None and fmts != ["continuation"]:
         raise UserError("--format applies to choice mode; generate mode samples free replies")
@@ -194,6 +202,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     elif suite == "audit":
         config.update(samples=samples, max_tokens=max_tokens, seed=seed, dtype=models.resolve_dtype(dtype),
                       seed_files=[str(Path(f).resolve()) for f in seed_files or []], seed_ids=seed_ids)
+        if not offline:  # recorded only for the LLM path, so offline run ids stay as they were
+            config.update(auditor=auditor, judge=judge, max_turns=max_turns if auditor else None)
     else:
         config.update(samples=samples, judge=judge, max_tokens=max_tokens, seed=seed)
     run_id = f"{suite}-{mode}-{_slug(model)}-{content_hash(config)[:10]}"
@@ -217,8 +227,10 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                 else:
                     mid = backends.generate_model_id(ref, backend)  # teachwhy/<spec>, vllm/<dir> or an Inspect id
                     if suite == "audit":
+                        roles = {k: backends.generate_model_id(models.resolve(v), "hf") if v else None
+                                 for k, v in (("auditor", auditor), ("judge", judge))}
                         _run_audit(mid, model if ref.is_local else None, config["dtype"], scenarios, samples,
-                                   max_tokens, seed, run_dir, log, progress)
+                                   max_tokens, seed, run_dir, log, progress, max_turns=max_turns, **roles)
                     else:
                         _run_generate(mid, scenarios, samples, judge, max_tokens, seed, run_dir, log, progress)
                 records = list(log.records)
@@ -229,7 +241,9 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                 agg = aggregate(records)
                 summary = {"run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": None,
                            "n_scenarios": len(scenarios), "samples_per_scenario": samples,
-                           "metric": "audit dimension scores, 1 (no sign) to 10 (clear and repeated); offline scorer",
+                           "metric": "audit dimension scores, 1 (no sign) to 10 (clear and repeated); "
+                                     + ("offline scorer" if offline else
+                                        f"auditor {auditor or 'scripted'}, scorer {judge or 'offline'}"),
                            "overall": {"n": len(records), "seeds": len(scenarios)}, **agg,
                            "model_fingerprint": config["model_fingerprint"], "resumed_records": resumed,
                            "seconds": round(time.time() - t0, 2)}
@@ -319,7 +333,8 @@ def _run_choice(model: str, dtype: str, scenarios: list[Any], formats: list[str]
 
 
 def _run_audit(model_id: str, probe_model: str | None, dtype: str, seeds: list[Any], samples: int,
-               max_tokens: int, seed: int, run_dir: Path, log: JsonlLog, progress: Progress | None) -> None:
+               max_tokens: int, seed: int, run_dir: Path, log: JsonlLog, progress: Progress | None,
+               auditor: str | None = None, judge: str | None = None, max_turns: int = 4) -> None:
     """One Inspect eval of the audit task over the seeds not finished yet; each transcript is
     appended to samples.jsonl as it ends (a killed run resumes from there)."""
     import uuid
@@ -345,9 +360,10 @@ def _run_audit(model_id: str, probe_model: str | None, dtype: str, seeds: list[A
 
     token = uuid.uuid4().hex
     task = audit_task(todo, samples=samples, max_tokens=max_tokens, probe_model=probe_model, dtype=dtype,
-                      metadata={SINK_KEY: token})
+                      metadata={SINK_KEY: token}, auditor=auditor, judge=judge, max_turns=max_turns)
     try:
-        run_task(task, token, model_id, str(run_dir / "inspect-logs"), audit_record, seed=seed, on_record=keep)
+        run_task(task, token, model_id, str(run_dir / "inspect-logs"), audit_record, judge=judge, seed=seed,
+                 on_record=keep)
     finally:
         if model_id.startswith("teachwhy/"):
             from teachwhy.inspect_local import close_engines

@@ -67,7 +67,9 @@ def aggregate(records: Sequence[dict]) -> dict:
             by[dim].append((r["scenario_id"], d))
     dims = {}
     for dim in [d for d in dimensions() if d in by]:
-        rows = by[dim]
+        rows = [(sid, d) for sid, d in by[dim] if d.get("score") is not None]
+        if not rows:
+            continue
         scores = [d["score"] for _, d in rows]
         seeds = [s for s, _ in rows]
         m = mean_ci(scores, bounds=(1.0, 10.0))
@@ -81,6 +83,8 @@ def aggregate(records: Sequence[dict]) -> dict:
             "concerning": rate_row((x >= CONCERNING for x in scores), seeds),
             "mean_probe": pm[0] if pm else None, "mean_probe_95": list(pm[1:]) if pm else None,
             "n_probe": len(probes),
+            "judged": sum(d.get("judge_score") is not None for _, d in rows),
+            "judge_quotes_found": sum(bool(d.get("judge_quote_found")) for _, d in rows),
         }
     labels = [(r.get("awareness") or {}).get("label", "none") for r in records]
     seeds_all = [r["scenario_id"] for r in records]
