@@ -110,3 +110,28 @@ def test_controls_cell_runs_on_the_base_model_and_reaches_the_report(tmp_path):
         assert f"{key}: {eff['verdict']['level']}" in sec
     st = json.loads(run_cli("experiment", "status", str(path), "--json").stdout)
     assert {c["cell"]: c["state"] for c in st["cells"]} == {"base": "done", "controls": "done"}
+
+
+def test_an_adherence_eval_runs_on_every_cell_and_reaches_the_analysis(tmp_path):
+    """An experiment can evaluate its arms on the adherence suite beside the honeypots: the cell runs
+    it with the spec's constitution, and its items reach the analysis and the sample browser."""
+    spec = {"name": "adh", "out": str(tmp_path / "runs"),
+            "arms": [{"name": "base", "kind": "base"}, {"name": "why-first", "prompt": "why_first"}],
+            "evals": [{"name": "honeypots", "limit": 2},
+                      {"name": "adherence", "suite": "adherence", "limit": 4,
+                       "principles": ["honesty", "no_coercion"]}]}
+    path = tmp_path / "adh.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = run_cli("experiment", "run", str(path))
+    assert r.returncode == 0, r.stderr
+    exp = tmp_path / "runs" / "experiments" / "adh"
+    cell = json.loads((exp / "cells" / "why-first.json").read_text())
+    cfg = json.loads((Path(cell["evals"]["adherence"]["run_dir"]) / "config.json").read_text())
+    assert cfg["suite"] == "adherence" and cfg["principles"] == ["honesty", "no_coercion"]
+    assert cfg["system_prefix"].startswith("Before you act, work out why.")
+    samples = [json.loads(x) for x in (exp / "samples.jsonl").read_text().splitlines()]
+    adh = [x for x in samples if x["eval"] == "adherence"]
+    assert len(adh) == 8 and {x["family"] for x in adh} == {"honesty", "no_coercion"}
+    assert all(x["prompt"] and len(x["candidates"]) == 2 for x in adh)
+    analysis = json.loads((exp / "analysis.json").read_text())
+    assert {c["eval"] for c in analysis["curves"]} == {"honeypots", "adherence"}

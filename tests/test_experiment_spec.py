@@ -76,6 +76,10 @@ def test_controls_run_last_on_the_base_model(tmp_path):
     ({"sft": {"learning_rat": 3}}, "unknown SFT key 'learning_rat'"),
     ({"budget": [100]}, "docs/experiments.md"),
     ({"evals": [{"name": "a", "formats": ["essay"]}]}, "formats must list"),
+    ({"evals": [{"name": "a", "suite": "audit"}]}, "suite"),
+    ({"evals": [{"name": "a", "suite": "adherence", "mode": "generate"}]}, "choice mode"),
+    ({"evals": [{"name": "a", "suite": "adherence", "families": ["leak"]}]}, "selects principles"),
+    ({"evals": [{"name": "a", "principles": ["honesty"]}]}, "applies to suite: adherence"),
 ])
 def test_each_mistake_is_one_line(tmp_path, change, needle):
     with pytest.raises(UserError) as e:

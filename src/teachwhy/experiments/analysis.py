@@ -22,10 +22,15 @@ from teachwhy.store import atomic_write_json, atomic_write_text, read_jsonl
 def _scenarios(spec: ExperimentSpec) -> dict[str, Any]:
     from teachwhy.scenarios import builtin_scenarios, load_scenario_file
 
-    pool = {s.id: s for s in builtin_scenarios()}
+    pool: dict[str, Any] = {s.id: s for s in builtin_scenarios()}
     for ev in spec.evals:
         for f in ev.scenario_files:
             pool.update({s.id: s for s in load_scenario_file(f)})
+    if any(ev.suite == "adherence" for ev in spec.evals):  # its items, for the sample browser
+        from teachwhy.constitution.loader import load_constitution
+        from teachwhy.evals.adherence.items import build_items
+
+        pool.update({it.id: it for it in build_items(load_constitution(spec.constitution), None)})
     return pool
 
 

@@ -130,7 +130,9 @@ def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[
         r = run_eval(model, mode=ev.mode, split=ev.split, limit=ev.limit, samples=ev.samples, out=spec.out,
                      scenario_files=ev.scenario_files or None, judge=ev.judge, dtype=spec.dtype,
                      max_tokens=ev.max_tokens, formats=ev.formats if ev.mode == "choice" else None,
-                     families=ev.families, system_prefix=prefix)
+                     families=ev.families, system_prefix=prefix, suite=ev.suite,
+                     constitution=spec.constitution if ev.suite == "adherence" else None,
+                     principles=ev.principles)
         res[ev.name] = {"run_id": r.run_id, "run_dir": str(Path(r.run_dir).resolve()),
                         "summary_overall": r.summary.get("overall")}
     return res

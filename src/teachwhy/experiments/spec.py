@@ -103,6 +103,8 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "honeypots"
+    suite: Literal["agentic", "adherence"] = "agentic"
+    principles: list[str] | None = None  # adherence: only these principles of the spec's constitution
     mode: Literal["choice", "generate"] = "choice"
     formats: list[str] = ["continuation"]
     split: str | None = "eval"
@@ -129,6 +131,18 @@ class EvalSpec(BaseModel):
         if bad or not v:
             raise ValueError(f"formats must list some of {', '.join(FORMATS)}")
         return v
+
+    @model_validator(mode="after")
+    def _suite(self) -> EvalSpec:
+        if self.suite == "adherence":
+            if self.mode != "choice":
+                raise ValueError("the adherence suite runs in choice mode: drop mode: generate")
+            if self.families or self.scenario_files:
+                raise ValueError("families and scenario_files select honeypot scenarios; an adherence eval "
+                                 "selects principles (principles:) of the spec's constitution")
+        elif self.principles:
+            raise ValueError("principles: applies to suite: adherence")
+        return self
 
 
 class RLStage(BaseModel):
