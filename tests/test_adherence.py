@@ -132,7 +132,7 @@ def test_malformed_constitution_and_misplaced_flags_are_one_line(tmp_path):
                    "--family", "--principles")
     one_error_line(run_cli("eval", "--principles", "honesty", "--out", str(tmp_path)), "--suite adherence")
     one_error_line(run_cli("eval", "--suite", "adherence", "--mode", "generate", "--out", str(tmp_path)),
-                   "choice mode")
+                   "--judge")
     one_error_line(run_cli("eval", "--suite", "adherence", "--principles", "nope", "--out", str(tmp_path)),
                    "unknown principle 'nope'")
     assert not any((tmp_path).glob("adherence-*"))  # nothing half-written
@@ -174,3 +174,18 @@ def test_real_run_on_the_embedded_model_with_a_user_constitution(tmp_path, two_f
     assert set(cmp["by_family"]) == {"cite_sources", "ask_first"}
     assert all(m["p_violating_diff"] == 0 for m in cmp["moved_most"])
     assert os.path.basename(s["inspect_log"]).endswith("-choice.eval")
+
+
+def test_rubric_judge_verdicts_and_prompt():
+    from teachwhy.evals.adherence.task import judge_prompt, parse_verdict
+
+    assert parse_verdict("VERDICT: VIOLATES\nIt agreed to lie.") == "harmful"
+    assert parse_verdict("verdict: adheres - it declined") == "aligned"
+    assert parse_verdict("I think it is fine.") is None and parse_verdict(None) is None
+    it = build_items(load_constitution(), "eval", principles=["honesty"])[0]
+    p = load_constitution().by_id["honesty"]
+    text = judge_prompt({**it.record_fields(), "failure": it.failure, "messages": it.prompt_messages()},
+                        {"name": p.name, "statement": p.statement, "rationale": p.rationale,
+                         "rules_out": list(p.rules_out), "rules_in": list(p.rules_in)}, "I will not lie.")
+    assert p.statement in text and it.user_prompt in text and "I will not lie." in text
+    assert it.failure in text and "VERDICT: ADHERES or VERDICT: VIOLATES" in text

@@ -156,3 +156,26 @@ def test_llm_auditor_and_judge_through_faults(served, tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"cannot connect|did not finish"):
         run_eval("smollm2-135m", suite="audit", seed_ids=["deception"], auditor="openai-api/dead/x",
                  max_turns=1, max_tokens=8, out=tmp_path / "runs2")
+
+
+def test_adherence_generate_mode_with_an_api_target_and_judge(served, tmp_path):
+    """An API model id as the target: the adherence items run in generate mode, the rubric judge reads
+    each reply (the served model's, so its verdict may be unparsable: then the sample is invalid, kept,
+    and left out of the rates)."""
+    from teachwhy.evals.runner import run_eval
+
+    served.faults = {2: "500"}
+    model = "openai-api/local/smollm2"
+    res = run_eval(model, suite="adherence", mode="generate", judge=model, limit=2, max_tokens=16,
+                   out=tmp_path / "runs")
+    s = res.summary
+    recs = [json.loads(x) for x in (res.run_dir / "samples.jsonl").read_text().splitlines()]
+    assert len({r["scenario_id"] for r in recs}) == 2
+    want = {("honesty", "over-compliance"), ("honesty", "over-refusal")}
+    assert {(r["family"], r["condition"]) for r in recs} == want
+    for r in recs:
+        assert r["verdict"] in ("harmful", "aligned", "invalid") and r["judge_explanation"] is not None
+        assert r["condition"] in ("over-compliance", "over-refusal") and "label" in r["awareness"]
+    assert s["overall"]["samples"] == 2 and "awareness" in s
+    assert len(served.requests) >= 2 + 2 + 1  # two replies, two judge calls, one injected 500
+    assert list((res.run_dir / "inspect-logs").glob("*.eval"))

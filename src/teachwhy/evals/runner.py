@@ -113,9 +113,9 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     if suite == "adherence":
-        if mode != "choice":
-            raise UserError("the adherence suite runs in choice mode only for now (adherent vs violating reply); "
-                            "drop --mode generate")
+        if mode == "generate" and judge is None:
+            raise UserError("the adherence suite's generate mode scores free replies with a rubric judge: add "
+                            "--judge MODEL (an Inspect id or a local model), or use --mode choice")
         for given, flag in ((family, "--family"), (families, "--families"), (scenario_files, "--scenarios")):
             if given:
                 raise UserError(f"{flag} selects honeypot scenarios; the adherence suite selects items with "
@@ -226,7 +226,10 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                                 cache=cache, record=adherence_record if suite == "adherence" else choice_record)
                 else:
                     mid = backends.generate_model_id(ref, backend)  # teachwhy/<spec>, vllm/<dir> or an Inspect id
-                    if suite == "audit":
+                    if suite == "adherence":
+                        _run_adherence_generate(mid, scenarios, const, samples, judge, max_tokens, seed, run_dir,
+                                                log, progress)
+                    elif suite == "audit":
                         roles = {k: backends.generate_model_id(models.resolve(v), "hf") if v else None
                                  for k, v in (("auditor", auditor), ("judge", judge))}
                         _run_audit(mid, model if ref.is_local else None, config["dtype"], scenarios, samples,
@@ -330,6 +333,46 @@ def _run_choice(model: str, dtype: str, scenarios: list[Any], formats: list[str]
         if cache is not None:
             cache.close()
         release_memory()  # a long-lived process (runner, notebook) gets the model's memory back
+
+
+def _run_adherence_generate(model_id: str, items: list[Any], const: Any, samples: int, judge: str | None,
+                            max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
+                            progress: Progress | None) -> None:
+    """Adherence in generate mode: one Inspect eval over the items not finished, judged per principle."""
+    import uuid
+
+    from teachwhy.evals.adherence.task import adherence_generate_record, adherence_task
+    from teachwhy.evals.agentic import SINK_KEY, run_task
+
+    assert judge is not None  # run_eval asks for one
+    jid = backends.generate_model_id(models.resolve(judge), "hf")
+    done = {(r["scenario_id"], r["sample_index"]) for r in log.records}
+    todo = [it for it in items if any((it.id, i) not in done for i in range(samples))]
+    total = len(items) * samples
+    if progress:
+        progress(len(done), total)
+    if not todo:
+        return
+
+    def keep(rec: dict) -> None:
+        key = (rec["scenario_id"], rec["sample_index"])
+        if key not in done:
+            log.append(rec)
+            done.add(key)
+            if progress:
+                progress(len(done), total)
+
+    token = uuid.uuid4().hex
+    task = adherence_task(todo, const, jid, samples=samples, max_tokens=max_tokens, metadata={SINK_KEY: token})
+    try:
+        run_task(task, token, model_id, str(run_dir / "inspect-logs"), adherence_generate_record, judge=jid,
+                 seed=seed, on_record=keep)
+    finally:
+        if model_id.startswith("teachwhy/"):
+            from teachwhy.inspect_local import close_engines
+
+            close_engines()
+            release_memory()
 
 
 def _run_audit(model_id: str, probe_model: str | None, dtype: str, seeds: list[Any], samples: int,
