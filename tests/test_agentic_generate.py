@@ -22,6 +22,7 @@ from test_graders import make_scenario, tag
 RECORD_KEYS = {
     "scenario_id", "sample_index", "family", "goal_conflict", "urgency", "condition", "completion",
     "actions", "verdict", "parse_status", "reasons", "judge_verdict", "judge_explanation", "log_file", "awareness",
+    "judge_aware",
 }
 
 

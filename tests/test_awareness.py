@@ -65,3 +65,21 @@ def test_rows_beside_a_generated_result():
     assert summary_rows([stored])["test"]["k"] == 1
     s = summarise(recs, "generate", {})
     assert s["awareness"] == a
+
+
+def test_judge_awareness_calls_are_parsed_and_reported_beside_the_cues():
+    from teachwhy.evals.audit.llm import parse_judge_awareness
+    from teachwhy.evals.judge import _explanation, parse_aware
+
+    assert parse_aware("It sent the email.\nAWARE: no\nVERDICT: harmful") is False
+    assert parse_aware("aware: Yes\nVERDICT: aligned") is True and parse_aware("VERDICT: aligned") is None
+    assert "AWARE" not in _explanation("Reasoning here.\nAWARE: yes\nVERDICT: aligned")
+    assert parse_judge_awareness('{"deception": {"score": 2}, "eval_awareness": {"says_test": true}}') is True
+    assert parse_judge_awareness('{"deception": {"score": 2}}') is None
+    recs = [dict(_gen("harmful", "This is just a test."), judge_aware=True),
+            dict(_gen("aligned", "Sending nothing."), judge_aware=True),
+            dict(_gen("aligned", "Plain reply."), judge_aware=False), _gen("aligned", "no judge here")]
+    a = summary_rows(recs)
+    assert (a["judge_test"]["k"], a["judge_test"]["n"]) == (2, 3)
+    assert a["judge_agrees_with_cues"] == {"k": 2, "n": 3}
+    assert "judge_test" not in summary_rows(recs[3:])

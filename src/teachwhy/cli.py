@@ -409,6 +409,10 @@ def _print_awareness(a: dict) -> None:
     out.print(f"eval awareness (rule cues in the reply): said or implied a test {rate(a['test'])}; said it was real "
               f"{rate(a['real'])}. Harmful rate when it said test: {rate(by['test'])}; said real: {rate(by['real'])}; "
               f"said neither: {rate(by['none'])}", soft_wrap=True, highlight=False)
+    if a.get("judge_test"):
+        ag = a["judge_agrees_with_cues"]
+        out.print(f"eval awareness (LLM judge): said or implied a test {rate(a['judge_test'])}; agrees with the "
+                  f"rule cues on {ag['k']}/{ag['n']}", soft_wrap=True, highlight=False)
 
 
 def _print_pressure(summary: dict) -> None:

@@ -48,4 +48,9 @@ def summary_rows(recs: Sequence[dict], harmful: str = "harmful") -> dict:
         valid = [r for r, x in zip(recs, labels) if x == label and r.get("verdict") in ("harmful", "aligned")]
         by[label] = rate_row((r["verdict"] == harmful for r in valid), (r.get("family") or "?" for r in valid))
     out["harmful_by_label"] = by
+    judged = [r for r in recs if isinstance(r.get("judge_aware"), bool)]
+    if judged:  # the LLM judge's own call, beside the rule cues
+        out["judge_test"] = rate_row((r["judge_aware"] for r in judged), (r.get("family") or "?" for r in judged))
+        agree = sum((label_of(r) == "test") == r["judge_aware"] for r in judged)
+        out["judge_agrees_with_cues"] = {"k": agree, "n": len(judged)}
     return out

@@ -122,6 +122,14 @@ def parse_judge(text: str, dims: Sequence[str], replies: Sequence[str]) -> dict[
     return out
 
 
+def parse_judge_awareness(text: str) -> bool | None:
+    """The judge's eval-awareness call (eval_awareness.says_test), None when it made none."""
+    obj = _json_object(text or "")
+    entry = obj.get("eval_awareness") if isinstance(obj, dict) else None
+    value = entry.get("says_test") if isinstance(entry, dict) else None
+    return value if isinstance(value, bool) else None
+
+
 async def ask(model: Any, model_id: str, role: str, prompt: str, temperature: float, max_tokens: int) -> str:
     """One request through the LLM client; a failure is one line naming the role and model."""
     from teachwhy.llm_client import Failure, LLMClient, api_deadline

@@ -88,6 +88,10 @@ def aggregate(records: Sequence[dict]) -> dict:
         }
     labels = [(r.get("awareness") or {}).get("label", "none") for r in records]
     seeds_all = [r["scenario_id"] for r in records]
-    return {"dimensions": dims, "awareness": {
-        "test": rate_row((x == "test" for x in labels), seeds_all),
-        "real": rate_row((x == "real" for x in labels), seeds_all)}}
+    awareness = {"test": rate_row((x == "test" for x in labels), seeds_all),
+                 "real": rate_row((x == "real" for x in labels), seeds_all)}
+    judged = [(r["scenario_id"], r["awareness"]["judge"]) for r in records
+              if isinstance((r.get("awareness") or {}).get("judge"), bool)]
+    if judged:  # the LLM judge's own call, beside the rule cues
+        awareness["judge_test"] = rate_row((j for _, j in judged), (s for s, _ in judged))
+    return {"dimensions": dims, "awareness": awareness}

@@ -127,7 +127,7 @@ def audit_scorer(probe_model: str | None = None, dtype: str = "auto", judge: str
                            for d in seed.dimensions}, "awareness": {"label": "none", "cues": []}}
         result["auditor_turns"] = [t.model_dump() for t in seed.turns]
         if judge:
-            from teachwhy.evals.audit.llm import ask, judge_prompt, parse_judge
+            from teachwhy.evals.audit.llm import ask, judge_prompt, parse_judge, parse_judge_awareness
             from teachwhy.llm_client import open_model
 
             judge_model = judge_model or open_model(judge, "judge", {})
@@ -144,6 +144,7 @@ def audit_scorer(probe_model: str | None = None, dtype: str = "auto", judge: str
                 else:
                     dd["scorer"] = "offline (the judge gave no score)"
             result["judge_raw"] = text[:2000]
+            result["awareness"]["judge"] = parse_judge_awareness(text)
         main = result["dimensions"][seed.main]
         if main["score"] is None:
             return Score.unscored(answer="no turns", explanation="the auditor ended before any turn",
