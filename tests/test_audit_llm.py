@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from teachwhy.errors import UserError
 from teachwhy.evals.audit.llm import judge_prompt, parse_auditor, parse_judge
 from teachwhy.evals.audit.seeds import load_seeds
+from test_llm_teacher import Handler as ScriptedHandler
 
 
 def test_auditor_replies_become_turns():
@@ -54,7 +55,9 @@ class Served:
         self.in_flight = 0
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(ScriptedHandler):
+    """test_llm_teacher's scripted server, answering with the embedded model instead of a script."""
+
     served: Served
 
     def do_POST(self):
@@ -98,19 +101,6 @@ class Handler(BaseHTTPRequestHandler):
                 out = s.model.generate(ids[:, -1500:], max_new_tokens=min(int(body.get("max_tokens") or 24), 24),
                                        do_sample=False)
         return s.tok.decode(out[0, ids.shape[1] if ids.shape[1] <= 1500 else 1500:], skip_special_tokens=True)
-
-    def _send(self, status, obj, headers=None):
-        data = json.dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture()

@@ -335,19 +335,13 @@ def _run_choice(model: str, dtype: str, scenarios: list[Any], formats: list[str]
         release_memory()  # a long-lived process (runner, notebook) gets the model's memory back
 
 
-def _run_adherence_generate(model_id: str, items: list[Any], const: Any, samples: int, judge: str | None,
-                            max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
-                            progress: Progress | None) -> None:
-    """Adherence in generate mode: one Inspect eval over the items not finished, judged per principle."""
-    import uuid
-
-    from teachwhy.evals.adherence.task import adherence_generate_record, adherence_task
-    from teachwhy.evals.agentic import SINK_KEY, run_task
-
-    assert judge is not None  # run_eval asks for one
-    jid = backends.generate_model_id(models.resolve(judge), "hf")
+def _resumable(model_id: str, items: list[Any], samples: int, log: JsonlLog, progress: Progress | None,
+               run: Callable[[list[Any], Callable[[dict], None]], object]) -> None:
+    """The Inspect paths' resume: `run(todo, keep)` runs the items not finished yet as one Inspect eval
+    (one log), calling `keep` with each record as its sample ends; records are appended to
+    samples.jsonl once each, so progress moves per sample and a killed run resumes from there."""
     done = {(r["scenario_id"], r["sample_index"]) for r in log.records}
-    todo = [it for it in items if any((it.id, i) not in done for i in range(samples))]
+    todo = [s for s in items if any((s.id, i) not in done for i in range(samples))]
     total = len(items) * samples
     if progress:
         progress(len(done), total)
@@ -362,88 +356,65 @@ def _run_adherence_generate(model_id: str, items: list[Any], const: Any, samples
             if progress:
                 progress(len(done), total)
 
-    token = uuid.uuid4().hex
-    task = adherence_task(todo, const, jid, samples=samples, max_tokens=max_tokens, metadata={SINK_KEY: token})
     try:
-        run_task(task, token, model_id, str(run_dir / "inspect-logs"), adherence_generate_record, judge=jid,
-                 seed=seed, on_record=keep)
-    finally:
-        if model_id.startswith("teachwhy/"):
-            from teachwhy.inspect_local import close_engines
-
-            close_engines()
-            release_memory()
-
-
-def _run_audit(model_id: str, probe_model: str | None, dtype: str, seeds: list[Any], samples: int,
-               max_tokens: int, seed: int, run_dir: Path, log: JsonlLog, progress: Progress | None,
-               auditor: str | None = None, judge: str | None = None, max_turns: int = 4) -> None:
-    """One Inspect eval of the audit task over the seeds not finished yet; each transcript is
-    appended to samples.jsonl as it ends (a killed run resumes from there)."""
-    import uuid
-
-    from teachwhy.evals.agentic import SINK_KEY, run_task
-    from teachwhy.evals.audit.task import audit_record, audit_task
-
-    done = {(r["scenario_id"], r["sample_index"]) for r in log.records}
-    todo = [s for s in seeds if any((s.id, i) not in done for i in range(samples))]
-    total = len(seeds) * samples
-    if progress:
-        progress(len(done), total)
-    if not todo:
-        return
-
-    def keep(rec: dict) -> None:
-        key = (rec["scenario_id"], rec["sample_index"])
-        if key not in done:
-            log.append(rec)
-            done.add(key)
-            if progress:
-                progress(len(done), total)
-
-    token = uuid.uuid4().hex
-    task = audit_task(todo, samples=samples, max_tokens=max_tokens, probe_model=probe_model, dtype=dtype,
-                      metadata={SINK_KEY: token}, auditor=auditor, judge=judge, max_turns=max_turns)
-    try:
-        run_task(task, token, model_id, str(run_dir / "inspect-logs"), audit_record, judge=judge, seed=seed,
-                 on_record=keep)
-    finally:
-        if model_id.startswith("teachwhy/"):
-            from teachwhy.inspect_local import close_engines
-
-            close_engines()
-            release_memory()
-
-
-def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge: str | None,
-                  max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
-                  progress: Progress | None) -> None:
-    """One Inspect eval (one log) over the scenarios not finished yet; each sample is appended to
-    samples.jsonl as it ends, so progress moves per sample and a killed run resumes from there."""
-    from teachwhy.evals.agentic import run_generate
-
-    done = {(r["scenario_id"], r["sample_index"]) for r in log.records}
-    todo = [s for s in scenarios if any((s.id, i) not in done for i in range(samples))]
-    total = len(scenarios) * samples
-    if progress:
-        progress(len(done), total)
-    if not todo:
-        return
-
-    def keep(rec: dict) -> None:
-        key = (rec["scenario_id"], rec["sample_index"])
-        if key not in done:
-            log.append(rec)
-            done.add(key)
-            if progress:
-                progress(len(done), total)
-
-    try:
-        run_generate(todo, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"), judge=judge,
-                     max_tokens=max_tokens, seed=seed, on_record=keep)
+        run(todo, keep)
     finally:
         if model_id.startswith("teachwhy/"):  # a local model served to Inspect: free it
             from teachwhy.inspect_local import close_engines
 
             close_engines()
             release_memory()
+
+
+def _run_task(model_id: str, run_dir: Path, make: Callable[[list[Any], dict], Any],
+              to_record: Callable[[Any, str], dict], judge: str | None, seed: int
+              ) -> Callable[[list[Any], Callable[[dict], None]], None]:
+    """A `run` for _resumable: the task `make(todo, metadata)` through agentic.run_task."""
+    import uuid
+
+    from teachwhy.evals.agentic import SINK_KEY, run_task
+
+    def run(todo: list[Any], keep: Callable[[dict], None]) -> None:
+        token = uuid.uuid4().hex
+        run_task(make(todo, {SINK_KEY: token}), token, model_id, str(run_dir / "inspect-logs"), to_record,
+                 judge=judge, seed=seed, on_record=keep)
+
+    return run
+
+
+def _run_adherence_generate(model_id: str, items: list[Any], const: Any, samples: int, judge: str | None,
+                            max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
+                            progress: Progress | None) -> None:
+    """Adherence in generate mode: the items as one Inspect eval, each reply judged per principle."""
+    from teachwhy.evals.adherence.task import adherence_generate_record, adherence_task
+
+    assert judge is not None  # run_eval asks for one
+    jid = backends.generate_model_id(models.resolve(judge), "hf")
+    _resumable(model_id, items, samples, log, progress, _run_task(
+        model_id, run_dir, lambda todo, meta: adherence_task(todo, const, jid, samples=samples, max_tokens=max_tokens,
+                                                             metadata=meta),
+        adherence_generate_record, jid, seed))
+
+
+def _run_audit(model_id: str, probe_model: str | None, dtype: str, seeds: list[Any], samples: int,
+               max_tokens: int, seed: int, run_dir: Path, log: JsonlLog, progress: Progress | None,
+               auditor: str | None = None, judge: str | None = None, max_turns: int = 4) -> None:
+    """The audit seeds as one Inspect eval; each transcript is kept as it ends."""
+    from teachwhy.evals.audit.task import audit_record, audit_task
+
+    _resumable(model_id, seeds, samples, log, progress, _run_task(
+        model_id, run_dir, lambda todo, meta: audit_task(todo, samples=samples, max_tokens=max_tokens,
+                                                         probe_model=probe_model, dtype=dtype, metadata=meta,
+                                                         auditor=auditor, judge=judge, max_turns=max_turns),
+        audit_record, judge, seed))
+
+
+def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge: str | None,
+                  max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
+                  progress: Progress | None) -> None:
+    """The honeypots in generate mode: one Inspect eval (one log) over the scenarios not finished."""
+    from teachwhy.evals.agentic import run_generate
+
+    _resumable(model_id, scenarios, samples, log, progress, lambda todo, keep: run_generate(
+        todo, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"), judge=judge,
+        max_tokens=max_tokens, seed=seed, on_record=keep))
