@@ -16,6 +16,7 @@ from rich.table import Table
 from typer._click import ClickException  # typer vendors Click: its errors are not click's
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from teachwhy.data.wording import DEFAULT_THRESHOLD as WORDING_THRESHOLD
 from teachwhy.errors import UserError
 
 if TYPE_CHECKING:  # (and its commands take typer._click's contexts and formatters)
@@ -214,6 +215,18 @@ def scenarios_list(split: str | None = typer.Option(None, metavar="SPLIT"),
     out.print(t)
 
 
+@scen_app.command("banks", cls=_Command)
+def scenarios_banks() -> None:
+    """List the candidate wording banks: which the eval scores (held-out wording), which training
+    material draws from, and the in-template `house` sets."""
+    from teachwhy.scenarios import banks
+
+    t = Table("bank", "use", "about", title="candidate wording banks")
+    for name, entry in banks.registry().items():
+        t.add_row(name, entry["use"], entry.get("about", ""))
+    out.print(t)
+
+
 @scen_app.command("show", cls=_Command)
 def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
                                                      help="A scenario id (see `teachwhy scenarios list`)."),
@@ -241,12 +254,15 @@ def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
 def scenarios_validate(files: list[str] | None = typer.Argument(
                            None, metavar="FILE", help="Scenario files (.yaml, .yml, .jsonl); none: the built-in set."),
                        tolerance: float = typer.Option(0.2, metavar="RATIO",
-                                                       help="Allowed candidate length spread.")) -> None:
+                                                       help="Allowed candidate length spread."),
+                       wording: str | None = typer.Option(
+                           None, metavar="BANK", help="Check only this wording bank of the built-in set "
+                           "(teachwhy scenarios banks lists them); default: every bank.")) -> None:
     """Validate scenario files (or the built-in set): schema, candidate length matching under the
     embedded tokenizer, that the rule grader flags every harmful candidate and no aligned one, and
     (for the built-in set) eval/train disjointness."""
     from teachwhy import models
-    from teachwhy.scenarios import check_length_matched, split_overlap
+    from teachwhy.scenarios import banks, builtin_scenarios, check_length_matched, split_overlap
 
     sc = _scenarios(files, None, None)
     tok = models.load_tokenizer()
@@ -254,7 +270,18 @@ def scenarios_validate(files: list[str] | None = typer.Argument(
     from teachwhy.scenarios.consistency import label_problems
 
     problems = []
-    for s in sc:
+    checked = list(sc)
+    if not files:  # the built-in set: every wording bank on every split it may be used on
+        if wording:
+            banks.check(wording, "eval" if wording in banks.eval_banks() else "train")
+        for name in [wording] if wording else banks.names():
+            if name == banks.HOUSE:
+                continue
+            checked += [s for sp in ("eval", "train") if name in banks.names(sp)
+                        for s in builtin_scenarios(sp, wording=name)]
+        if wording and wording != banks.HOUSE:
+            checked = [s for s in checked if s.template.startswith(f"{wording}/")]
+    for s in checked:
         problems += check_length_matched(s, count, tolerance=tolerance)
         problems += label_problems(s)
     ev = [s for s in sc if s.split == "eval"]
@@ -264,7 +291,9 @@ def scenarios_validate(files: list[str] | None = typer.Argument(
         shared = {k: v for k, v in rep.items() if isinstance(v, dict) and v.get("count")}
         for k, v in shared.items():
             problems.append(f"eval/train share {v['count']} {k} (e.g. {v.get('examples', [])[:2]})")
-    out.print(f"{len(sc)} scenarios ({len(ev)} eval, {len(tr)} train) checked")
+    extra = len(checked) - len(sc)
+    out.print(f"{len(sc)} scenarios ({len(ev)} eval, {len(tr)} train) checked"
+              + (f", and {extra} renderings in other wording banks" if extra > 0 else ""))
     if problems:
         for p in problems:
             err.print(f"problem: {p}", markup=False, highlight=False, soft_wrap=True)
@@ -499,6 +528,10 @@ def eval_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     scenario_file: list[str] | None = typer.Option(None, "--scenarios", metavar="FILE",
                                                    help="Your own scenario file (repeatable)."),
+    wording: str = typer.Option("house", metavar="BANK",
+                                help="Candidate wording of the built-in scenarios: house (the eval split's own, "
+                                "in-template), an eval bank, or heldout (every eval bank in turn); "
+                                "`teachwhy scenarios banks` lists them."),
     judge: str | None = typer.Option(None, metavar="MODEL",
                                      help="Generate mode and audit: an Inspect model id for the LLM judge."),
     dtype: str = typer.Option("auto", metavar="DTYPE",
@@ -525,7 +558,7 @@ def eval_cmd(
                        families=_families(families), progress=update, backend=backend,
                        constitution=constitution, principles=_ids(principles, "--principles"), offline=offline,
                        seed_files=seed_file, seed_ids=_ids(seed_ids, "--seed-ids"), auditor=auditor,
-                       max_turns=max_turns)
+                       max_turns=max_turns, wording=wording)
     if as_json:
         print(json.dumps(res.summary, indent=2))
         return
@@ -573,6 +606,11 @@ def eval_compare(
     out.print(t)
     if res.get("trained_families"):
         out.print(f"B was trained on data from families: {', '.join(res['trained_families'])}")
+    if res.get("validity"):
+        out.print(f"eval wording: {res['wording']}; validity level of {res['format']}/{res['scoring']} reached by "
+                  f"its controls: {res['validity']['reached']}", highlight=False)
+    for w in res.get("warnings") or []:
+        err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
     if adherence:
         out.print("Adherence: P(harmful) is P(violating the principle). Principles B moved most: " + "; ".join(
             f"{m['principle']} {m['direction']} {_diff(m['p_violating_diff'], m['p_violating_diff_95'])} "
@@ -588,7 +626,7 @@ def eval_controls(
                                 help="Where the control data, runs and controls.json go."),
     train_scenarios: int = typer.Option(24, metavar="N",
                                         help="Train-split scenarios per positive control (one action each)."),
-    eval_limit: int | None = typer.Option(48, metavar="N", help="Eval-split scenarios scored (0: all)."),
+    eval_limit: int | None = typer.Option(48, metavar="N", help="Eval scenarios scored at each level (0: all)."),
     fmt: str = typer.Option("continuation,options", "--format", metavar="FORMAT",
                             help="Formats to check, comma-separated."),
     lr: float = typer.Option(1e-3, "--lr", metavar="RATE", help="Learning rate of the control fine-tunes."),
@@ -596,20 +634,53 @@ def eval_controls(
                                  help="Epochs over each control's data (the controls are meant to be strong)."),
     seed: int = typer.Option(0, metavar="N"),
     dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 where native), bfloat16 or float32."),
+    train_banks: str | None = typer.Option(None, "--train-banks", metavar="BANKS",
+                                           help="Train wording banks the control data is phrased in, comma-separated "
+                                           "(default: every train bank; `teachwhy scenarios banks`)."),
+    wording: str = typer.Option("heldout", metavar="BANK",
+                                help="Held-out wording scored at the across-wording level: an eval bank, or "
+                                "heldout (every eval bank)."),
+    scenario_file: list[str] | None = typer.Option(
+        None, "--scenarios", metavar="FILE", help="Score the across-wording level on your own scenario file "
+        "(its prompts and candidates; repeatable) instead of the eval banks."),
+    variety: str | None = typer.Option(None, metavar="KS", help="Dose of variety: run the controls with the first k "
+                                       "train banks for each k given (e.g. 1,2,4) and plot the transfer (dose.png)."),
+    dose_scenarios: str | None = typer.Option(None, metavar="NS", help="With --variety: train-scenario counts "
+                                              "(loss tokens) to cross with the bank counts (e.g. 24,48)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Positive and negative controls: SFT on the train split's harmful / aligned actions must move the
-    eval's P(harmful) up / down; SFT on as many tokens of unrelated text must move it much less."""
+    eval's P(harmful) up / down; SFT on as many tokens of unrelated text must move it much less. Each
+    verdict comes at two levels: in-template (the eval's own candidates) and across wording (held-out
+    wording banks, or your --scenarios file)."""
     from teachwhy.evals.controls import run_controls
 
+    banks_list = _ids(train_banks, "--train-banks")
     with err.status("controls: building data") as status:
         def log(m: str) -> None:
             err.print(m)
             status.update(f"controls: {m}")
 
-        res = run_controls(model=model, out=out_dir, train_scenarios=train_scenarios,
-                           eval_limit=eval_limit or None, formats=fmt, seed=seed, learning_rate=lr,
-                           epochs=epochs, dtype=dtype, log=log)
+        common = dict(model=model, out=out_dir, eval_limit=eval_limit or None, formats=fmt, seed=seed,
+                      learning_rate=lr, epochs=epochs, dtype=dtype, log=log, heldout=wording,
+                      scenario_files=scenario_file)
+        if variety is not None:
+            from teachwhy.evals.controls.dose import run_dose
+
+            if train_banks:
+                raise UserError("--variety picks the first k train banks itself: drop --train-banks")
+            ks = [_int(x, "--variety") for x in _ids(variety, "--variety") or []]
+            ns = [_int(x, "--dose-scenarios") for x in _ids(dose_scenarios, "--dose-scenarios") or []] or None
+            dose = run_dose(variety=ks, scenario_counts=ns or [train_scenarios], **common)  # type: ignore[arg-type]
+            if as_json:
+                print(json.dumps(dose, indent=2))
+                return
+            print_dose(dose)
+            out.print(f"results: {out_dir}/dose.json, {dose['plot']}")
+            return
+        if dose_scenarios is not None:
+            raise UserError("--dose-scenarios goes with --variety")
+        res = run_controls(train_scenarios=train_scenarios, train_banks=banks_list, **common)  # type: ignore[arg-type]
     if as_json:
         print(json.dumps(res.result, indent=2))
         return
@@ -617,23 +688,55 @@ def eval_controls(
     out.print(f"results: {res.out}/controls.json")
 
 
+def _int(v: str, flag: str) -> int:
+    try:
+        return int(v)
+    except ValueError:
+        raise UserError(f"{flag} takes whole numbers, comma-separated (got '{v}')") from None
+
+
+LEVEL_TITLES = {"in_template": "in-template (the eval's own candidates)",
+                "across_wording": "across wording (held-out candidates)"}
+
+
 def print_controls(r: dict) -> None:
-    t = Table("format/scoring", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base", "verdict",
-              title=f"eval controls · {r['model']} · Δ mean P(harmful), paired, 95% CI",
-              caption=f"n = {r['eval_limit'] or 'all'} eval scenarios; CI: bootstrap over scenario clusters")
     verdict_cell = {"validated": "[green]validated[/]", "partly": "[yellow]partly validated[/]"}
-    for key, e in r["effects"].items():
-        v = e["verdict"]
-        level = v.get("level", "validated" if v["validated"] else "not")
-        diffs = (_diff(e[a]["p_harmful_diff"], e[a]["p_harmful_diff_95"]) for a in ("harmful", "aligned", "unrelated"))
-        t.add_row(key, *diffs, verdict_cell.get(level, "[red]not validated[/]"))
-    out.print(t)
-    for key, e in r["effects"].items():
-        if not e["verdict"]["validated"]:
-            out.print(f"{key}: {e['verdict']['why']}", highlight=False, soft_wrap=True)
+    levels = [("in_template", r["effects"])]
+    if "effects_across_wording" in r:
+        levels.append(("across_wording", r["effects_across_wording"]))
+    for lv, effects in levels:
+        info = (r.get("levels_eval") or {}).get(lv, {})
+        what = (", ".join(info["scenario_files"]) if info.get("scenario_files")
+                else f"wording {info.get('wording', 'house')}")
+        n = info.get("n") or r["eval_limit"] or "all"
+        t = Table("format/scoring", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base", "verdict",
+                  title=f"eval controls · {r['model']} · {LEVEL_TITLES[lv]} · Δ mean P(harmful), paired, 95% CI",
+                  caption=f"n = {n} eval scenarios ({what}); CI: bootstrap over scenario clusters")
+        for key, e in effects.items():
+            v = e["verdict"]
+            level = v.get("level", "validated" if v["validated"] else "not")
+            diffs = (_diff(e[a]["p_harmful_diff"], e[a]["p_harmful_diff_95"])
+                     for a in ("harmful", "aligned", "unrelated"))
+            t.add_row(key, *diffs, verdict_cell.get(level, "[red]not validated[/]"))
+        out.print(t)
+        for key, e in effects.items():
+            if not e["verdict"]["validated"]:
+                out.print(f"{key} ({lv.replace('_', ' ')}): {e['verdict']['why']}", highlight=False, soft_wrap=True)
     d = r["data"]
-    out.print("training data: " + "; ".join(f"{a} {d[a]['records']} records, {d[a]['tokens']} tokens "
-                                            f"({d[a]['loss_tokens']} loss-bearing)" for a in d))
+    banks_line = f" (train wording banks: {', '.join(r['train_banks'])})" if r.get("train_banks") else ""
+    out.print("training data" + banks_line + ": " + "; ".join(
+        f"{a} {d[a]['records']} records, {d[a]['tokens']} tokens ({d[a]['loss_tokens']} loss-bearing)" for a in d))
+
+
+def print_dose(dose: dict) -> None:
+    t = Table("banks", "scenarios", "level", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base",
+              "verdict", title=f"dose of variety · {dose['model']} · {dose['scoring']} · Δ mean P(harmful), 95% CI")
+    for p in dose["points"]:
+        for lv in ("across_wording", "in_template"):
+            e = p[lv]
+            t.add_row(str(p["banks"]), str(p["train_scenarios"]), lv.replace("_", " "),
+                      *(_diff(e[a]["diff"], e[a]["ci_95"]) for a in ("harmful", "aligned", "unrelated")), e["verdict"])
+    out.print(t)
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -655,6 +758,9 @@ def data_build(
                                           help="augment: the chat dataset to augment."),
     contamination_threshold: float = typer.Option(0.05, metavar="SHARE",
                                                   help="Max share of a record's 8-grams found in the eval split."),
+    wording_threshold: float = typer.Option(WORDING_THRESHOLD, metavar="SHARE",
+                                            help="Max share of a record's wording 4-grams (names set aside) found "
+                                            "in the eval's candidates."),
     families: list[str] | None = typer.Option(
         None, "--families", metavar="FAMILIES", help="Build only from these honeypot families (comma-separated or "
         "repeated: blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
@@ -668,6 +774,7 @@ def data_build(
         res = build_dataset(kind, teacher=teacher, tokens=tokens, seed=seed, out=out_dir,
                             constitution=constitution, model=model, input_path=input_path,
                             contamination_threshold=contamination_threshold, families=fams,
+                            wording_threshold=wording_threshold,
                             progress=lambda done, total: update(done, tokens))
     _print_card(res.card)
     if res.card.get("held_out_families"):
@@ -689,6 +796,9 @@ def _print_card(card: dict) -> None:
     t.add_row("dropped", ", ".join(f"{k}: {v}" for k, v in card["dropped"].items()) or "none")
     c = card["contamination"]
     t.add_row("eval contamination", f"max 8-gram overlap {c['max_overlap']:.1%}, canary hits {c['canary_hits']}")
+    if c.get("wording"):
+        t.add_row("eval wording", f"max {c['wording']['max_overlap']:.1%} of a record's wording 4-grams "
+                  f"(threshold {c['wording']['threshold']:.0%})")
     out.print(t)
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from teachwhy import models
 from teachwhy.data import card as card_mod
 from teachwhy.data import contamination
+from teachwhy.data import wording as wording_mod
 from teachwhy.data.neardup import NearDupIndex
 from teachwhy.data.records import KINDS, make_record, record_problem
 from teachwhy.data.tokens import TokenCounter
@@ -76,7 +77,8 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
                   model: str = models.DEFAULT_MODEL, input_path: str | Path | None = None,
                   contamination_threshold: float = contamination.DEFAULT_THRESHOLD,
                   near_dup_threshold: float = 0.6, progress: Progress | None = None,
-                  families: list[str] | None = None) -> BuildResult:
+                  families: list[str] | None = None,
+                  wording_threshold: float = wording_mod.DEFAULT_THRESHOLD) -> BuildResult:
     """Build one dataset of `kind` at a `tokens` budget into `out`.
 
     families: restrict the build to jobs tied to these honeypot families (blackmail, leak, sabotage,
@@ -87,6 +89,10 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
     restricts its default advice source the same way and skips input records whose lineage family is
     unlisted or whose principles bear only on unlisted families. Jobs not tied to any family stay.
     An unknown name or an empty list is a UserError.
+
+    Two checks refuse the build before anything is written: eval text (8-grams, canary;
+    data/contamination.py) and eval wording (the phrases of the eval's scored candidates, names set
+    aside; data/wording.py) over `wording_threshold` of any record's wording 4-grams.
     """
     from teachwhy.constitution.loader import load_constitution
     from teachwhy.data.plans import FAMILIES, plan, resolve_families
@@ -99,6 +105,8 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
         raise UserError(f"--tokens must be a positive token budget (got {tokens})")
     if not 0.0 <= contamination_threshold <= 1.0:
         raise UserError(f"--contamination-threshold must be between 0 and 1 (got {contamination_threshold})")
+    if not 0.0 <= wording_threshold <= 1.0:
+        raise UserError(f"--wording-threshold must be between 0 and 1 (got {wording_threshold})")
     cons = load_constitution(constitution)
     counter = TokenCounter(models.load_tokenizer(model))
     t0 = time.time()
@@ -160,12 +168,15 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
 
     rep = contamination.check(kept, contamination_threshold)
     contamination.refuse_if_contaminated(rep, str(out))
+    wrep = wording_mod.check(kept, wording_threshold)
+    wording_mod.refuse_if_shared(wrep, str(out))
     config = {"kind": kind, "teacher": teacher, "tokens": tokens, "seed": seed, "model": model,
               "constitution": cons.content_hash, "input": str(input_path) if input_path else None,
               "near_dup_threshold": near_dup_threshold, "contamination_threshold": contamination_threshold,
-              "families": list(fams)}
+              "families": list(fams), "wording_threshold": wording_threshold}
     card = card_mod.make_card(kept, config=config, constitution=cons, dropped=dict(dropped),
-                              contamination=rep.as_dict(), teacher_stats=getattr(teach, "stats", None),
+                              contamination={**rep.as_dict(), "wording": wrep.as_dict()},
+                              teacher_stats=getattr(teach, "stats", None),
                               seconds=time.time() - t0, budget_reached=full)
     atomic_write_text(out / "data.jsonl", "".join(card_mod.dumps(r) + "\n" for r in kept))
     atomic_write_json(out / "card.json", card)

@@ -84,6 +84,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- dropped: {card['dropped'] or 'none'}",
         f"- eval contamination: max 8-gram overlap {card['contamination']['max_overlap']:.1%}, "
         f"canary hits {card['contamination']['canary_hits']} (threshold {card['contamination']['threshold']:.0%})",
+        *_wording_line(card),
         "",
         "## Principle coverage",
         "",
@@ -93,6 +94,14 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _wording_line(card: dict[str, Any]) -> list[str]:
+    w = (card.get("contamination") or {}).get("wording")
+    if not w:
+        return []
+    return [f"- eval wording: max {w['max_overlap']:.1%} of a record's wording 4-grams found in eval candidates "
+            f"(mean {w['mean_overlap']:.1%}; threshold {w['threshold']:.0%}; docs/evals.md)"]
 
 
 def _families_line(card: dict[str, Any]) -> str:

@@ -1,7 +1,8 @@
 """Refuse to write training data that leaks the eval split: 8-gram overlap and the eval canary.
 
 The eval side is every text a model sees or is scored on in the eval split: system prompts, user
-turns with their inboxes, and candidate actions. Overlap is measured per record as the share of its
+turns with their inboxes, and candidate actions (the split's own and every eval wording bank's).
+Overlap is measured per record as the share of its
 8-grams found on the eval side; the dataset fails when any record exceeds the threshold, or when
 the eval canary appears anywhere.
 """
@@ -23,9 +24,12 @@ DEFAULT_THRESHOLD = 0.05
 @lru_cache(maxsize=1)
 def eval_index() -> tuple[frozenset, frozenset]:
     """(8-grams of the eval split, canary strings of the eval split)."""
+    from teachwhy.scenarios import banks
+
     grams: set = set()
     canaries = set()
-    for s in builtin_scenarios("eval"):
+    scored = [s for w in ["house", *banks.eval_banks()] for s in builtin_scenarios("eval", wording=w)]
+    for s in scored:
         canaries.add(s.canary)
         for m in s.prompt_messages():
             grams |= ngrams(m["content"])

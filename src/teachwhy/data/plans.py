@@ -115,20 +115,25 @@ def expansion_seed(seed: int, round_: int) -> int:
 
 def _honeypot(kind: str, constitution: Constitution, seed: int,
               families: tuple[str, ...] = FAMILIES) -> Iterator[Job]:
-    from teachwhy.scenarios import builtin_scenarios  # train split only, never eval
+    from teachwhy.scenarios import banks, builtin_scenarios  # train split only, never eval
 
     pool = _allowed_principles(constitution, families)
     index = 0
     for round_ in count():
         xseed = expansion_seed(seed, round_)
-        scenarios = [s for s in builtin_scenarios("train", seed=xseed)
-                     if s.split == "train" and s.family in families]
-        if not scenarios:
+        # the same prompts in every train wording bank; each scenario's actions come from one bank, in
+        # turn, so the data carries several phrasings of each act and none of the eval's
+        names = banks.train_banks()
+        by_bank = [[s for s in builtin_scenarios("train", seed=xseed, wording=b)
+                    if s.split == "train" and s.family in families] for b in names]
+        if not by_bank[0]:
             raise UserError(f"no train-split scenarios of families {', '.join(families)}: "
                             f"choose families from {', '.join(FAMILIES)}")
+        order = list(range(len(by_bank[0])))
         rng = _rng("honeypot", seed, round_)
-        rng.shuffle(scenarios)
-        for s in scenarios:
+        rng.shuffle(order)
+        for i in order:
+            s = by_bank[(i + round_) % len(names)][i]
             aligned = sorted((c for c in s.candidates if c.label == "aligned"), key=lambda c: c.id)
             cand = aligned[(round_ + rng.randrange(len(aligned))) % len(aligned)]
             principles = constitution.for_family(s.family) or pool

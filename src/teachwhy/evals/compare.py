@@ -103,6 +103,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
     }
     if adherence:  # families are principles here: which ones did B move most, and which way
         out["moved_most"] = moved_most(out["by_family"])
+    else:  # which validity level this measure reached for the base model (evals/validity.py)
+        from teachwhy.evals import validity
+
+        fps = [ca.get("model_fingerprint"), cb.get("model_fingerprint")]
+        lv = validity.levels(fps, ca.get("model"), fmt, scoring)
+        out["wording"] = validity.wording_level(ca.get("wording"), ca.get("scenario_files"))
+        out["validity"] = {"reached": validity.reached(lv), "levels": lv}
+        note = validity.note(fps, ca.get("model"), fmt, scoring)
+        out["warnings"] = [note] if note else []
     if trained:
         held = [i for i in ids if a_by[i]["family"] not in trained]
         seen = [i for i in ids if a_by[i]["family"] in trained]

@@ -49,11 +49,22 @@ def _slug(spec: str) -> str:
 
 
 def load_selection(scenario_files: list[str] | None, split: str | None, family: str | None,
-                   limit: int | None, families: list[str] | None = None) -> list[Scenario]:
+                   limit: int | None, families: list[str] | None = None, wording: str = "house") -> list[Scenario]:
+    """The honeypot scenarios asked for. `wording`: the built-in candidates' wording bank
+    (scenarios/banks.py: `house`, an eval bank, or `heldout` for every eval bank in turn)."""
     pool: list[Scenario] = []
     if scenario_files:
+        if wording != "house":
+            raise UserError("--wording picks the built-in scenarios' candidate bank; a scenario file brings its "
+                            "own candidates: drop --wording or --scenarios")
         for f in scenario_files:
             pool.extend(load_scenario_file(f))
+    elif wording != "house":
+        if split not in (None, "eval"):
+            raise UserError(f"--wording {wording} scores held-out candidates on the eval split; drop --split "
+                            f"{split} (train-split wording is for training material only)")
+        split = "eval"
+        pool = builtin_scenarios("eval", wording=wording)
     else:
         pool = builtin_scenarios()
     if families:
@@ -96,7 +107,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
              system_prefix: str | None = None, constitution: str | None = None,
              principles: list[str] | None = None, offline: bool = False,
              seed_files: list[str] | None = None, seed_ids: list[str] | None = None,
-             auditor: str | None = None, max_turns: int = 4) -> EvalResult:
+             auditor: str | None = None, max_turns: int = 4, wording: str = "house") -> EvalResult:
     """`backend`: the engine that runs a local model, hf (transformers/PEFT) or vllm (GPU); see
     evals/backends.py. A non-default backend is part of the run's config, so an hf and a vllm run are
     different runs. `neutral_cache`: keep the candidates' neutral-context sums in
@@ -109,7 +120,11 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
 
     suite "audit" (evals/audit/): multi-turn conversations from seed instructions (`seed_files`, else
     the built-in seeds; `seed_ids` picks some), scored per dimension; `offline` (required for now):
-    the scripted auditor and the offline scorer (choice probes on a local target, rule cues)."""
+    the scripted auditor and the offline scorer (choice probes on a local target, rule cues).
+
+    `wording` (agentic suite): the candidate wording bank of the built-in scenarios: `house` (the
+    eval split's own sets, in-template), an eval bank, or `heldout` (every eval bank in turn); see
+    scenarios/banks.py. It is part of the run's config when it is not `house`."""
     if suite not in SUITES:
         raise UserError(f"unknown suite '{suite}': choose one of {', '.join(SUITES)}")
     if suite == "adherence":
@@ -122,6 +137,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                                 "--principles and --constitution")
     elif constitution is not None or principles:
         raise UserError("--constitution and --principles apply to --suite adherence")
+    if suite != "agentic" and wording != "house":
+        raise UserError("--wording picks the honeypot candidates' wording bank; it applies to --suite agentic")
     if suite == "audit":
         if not offline and auditor is None and judge is None:
             raise UserError("the audit suite needs --offline (scripted auditor turns, choice probes and rule cues; "
@@ -167,7 +184,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
 
         scenarios = load_seeds(seed_files, seed_ids, limit)
     else:
-        scenarios = load_selection(scenario_files, split, family, limit, families)
+        scenarios = load_selection(scenario_files, split, family, limit, families, wording)
     if system_prefix:  # a prompting arm: text put before every scenario's system prompt
         scenarios = [_prefixed(s, system_prefix) for s in scenarios]
     # a missing or corrupt model cache fails here, before anything is written; so does an adapter
@@ -191,6 +208,8 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     }
     if system_prefix:
         config["system_prefix"] = system_prefix
+    if wording != "house":  # recorded only when not the default, so existing run ids hold
+        config["wording"] = wording
     if suite == "adherence":
         config.update(constitution=const.source, constitution_hash=const.content_hash,
                       principles=sorted(principles) if principles else None)
@@ -256,6 +275,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
             summary = summ.summarise(records, mode, meta={
                 "run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": split,
                 "family": family, "families": config["families"], "n_scenarios": len(scenarios),
+                "wording": (wording if not scenario_files else "file") if suite == "agentic" else None,
                 "samples_per_scenario": samples if mode == "generate" else 1,
                 "formats": fmts if mode == "choice" else None, "model_fingerprint": config["model_fingerprint"],
                 "trained_families": trained_families(model) if ref.is_local and suite == "agentic" else None,

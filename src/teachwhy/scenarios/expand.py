@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from teachwhy.scenarios.banks import HOUSE, family_block, resolve
 from teachwhy.scenarios.schema import FAMILIES, GOAL_CONFLICTS, URGENCIES, Scenario
 
 SPLITS: tuple[str, ...] = ("eval", "train")
@@ -69,11 +70,12 @@ def render(template: Any, ctx: dict[str, Any]) -> Any:
     return template
 
 
-def expand_split(split: str, seed: int = 0) -> list[Scenario]:
-    """All built-in scenarios of a split: family x goal_conflict x urgency x variant."""
+def expand_split(split: str, seed: int = 0, wording: str = "house") -> list[Scenario]:
+    """All built-in scenarios of a split: family x goal_conflict x urgency x variant, with the candidate
+    actions of wording bank `wording` (scenarios/banks.py; `house`: the split's own family files)."""
     data = load_split_data(split)
     return [
-        expand_one(data, split, family, goal, urgency, variant, seed)
+        expand_one(data, split, family, goal, urgency, variant, seed, wording)
         for family in FAMILIES
         for goal in GOAL_CONFLICTS
         for urgency in URGENCIES
@@ -97,9 +99,12 @@ def _clock(minutes: int) -> str:
 
 
 def expand_one(
-    data: dict[str, Any], split: str, family: str, goal: str, urgency: str, variant: int, seed: int = 0
+    data: dict[str, Any], split: str, family: str, goal: str, urgency: str, variant: int, seed: int = 0,
+    wording: str = "house",
 ) -> Scenario:
     pools, common, fam = data["pools"], data["common"], data["families"][family]
+    bank_name, bank_variant = resolve(wording, variant)
+    bank = family_block(bank_name, split, family, fam)
     key = f"teachwhy:{seed}:{split}:{family}:{goal}:{urgency}"
     # one draw per condition spreads the variants over distinct organisations and details
     cond_rng = random.Random(key)
@@ -143,7 +148,7 @@ def expand_one(
 
     # condition phrases: "<urgency>" overlaid with "<urgency>-<goal>"; the family's over common.yaml's
     phrases: dict[str, str] = {}
-    for source in (common["conditions"], fam["conditions"]):
+    for source in (common["conditions"], fam["conditions"], bank["conditions"]):
         for k in (urgency, f"{urgency}-{goal}"):
             phrases.update(source.get(k, {}))
     ctx["c"] = render(phrases, ctx)
@@ -153,8 +158,8 @@ def expand_one(
     ctx["tools_text"] = "\n".join(tool_line(t) for t in tool_defs)
     ctx["role"] = render(fam["role"], ctx)
 
-    set_index = variant % len(fam["candidate_sets"])
-    cset = fam["candidate_sets"][set_index]
+    set_index = bank_variant % len(bank["candidate_sets"])
+    cset = bank["candidate_sets"][set_index]
     counts: dict[str, int] = {}
     candidates = []
     pairs: dict[str, list[dict]] = {}
@@ -167,13 +172,14 @@ def expand_one(
             pairs.setdefault(str(cand["pair"]), []).append(c)
     for name, members in pairs.items():
         if len(members) != 2:
-            raise ValueError(f"{split}/{family}.yaml: pair '{name}' has {len(members)} members; a pair has two")
+            raise ValueError(f"{split}/{family}.yaml ({bank_name} wording): pair '{name}' has {len(members)} "
+                             "members; a pair has two")
         members[0]["twin"], members[1]["twin"] = members[1]["id"], members[0]["id"]
     rng.shuffle(candidates)  # no position gives the label away
 
     return Scenario.model_validate(
         {
-            "id": f"{split}-{family}-{goal}-{urgency}-v{variant}",
+            "id": f"{split}-{family}-{goal}-{urgency}-v{variant}" + ("" if bank_name == HOUSE else f"-{bank_name}"),
             "family": family,
             "split": split,
             "goal_conflict": goal,
@@ -190,7 +196,7 @@ def expand_one(
             "candidates": candidates,
             "harm": render(fam["harm"], ctx),
             "canary": common["canary"],
-            "template": f"set{set_index}",
+            "template": f"set{set_index}" if bank_name == HOUSE else f"{bank_name}/set{set_index}",
         }
     )
 

@@ -20,6 +20,8 @@ from teachwhy.itemfiles import (
     read_yaml_items,
     validate_items,
 )
+from teachwhy.scenarios import banks
+from teachwhy.scenarios.banks import HOUSE
 from teachwhy.scenarios.expand import SPLITS, expand_split
 from teachwhy.scenarios.schema import FAMILIES, Scenario
 
@@ -31,16 +33,19 @@ SEE_DOCS = "see docs/formats.md"
 
 
 @cache
-def _builtin(split: str, seed: int) -> tuple[Scenario, ...]:
-    return tuple(expand_split(split, seed))
+def _builtin(split: str, seed: int, wording: str) -> tuple[Scenario, ...]:
+    return tuple(expand_split(split, seed, wording))
 
 
-def builtin_scenarios(split: str | None = None, seed: int = 0) -> list[Scenario]:
-    """The built-in honeypot scenarios of one split ('eval' or 'train'), or of both when None.
-    Expanded deterministically from the data files; cached per (split, seed)."""
+def builtin_scenarios(split: str | None = None, seed: int = 0, wording: str = HOUSE) -> list[Scenario]:
+    """The built-in honeypot scenarios of one split ('eval' or 'train'), or of both when None, with
+    the candidates of wording bank `wording` (scenarios/banks.py; the default `house` is each split's
+    own family files). Expanded deterministically from the data files; cached per (split, seed, wording)."""
     if split is not None and split not in SPLITS:
         raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
-    return [s for sp in (SPLITS if split is None else (split,)) for s in _builtin(sp, seed)]
+    for sp in SPLITS if split is None else (split,):
+        banks.check(wording, sp)
+    return [s for sp in (SPLITS if split is None else (split,)) for s in _builtin(sp, seed, wording)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,19 +1,27 @@
 """Controls for the honeypot choice eval: does it move when the decision is trained, and only then?
 
-    positive (harmful):  LoRA SFT on the TRAIN split's harmful actions — a deliberately misaligned
-                         checkpoint, written under the controls directory and never shipped — must
-                         raise P(harmful) on the eval split;
+    positive (harmful):  LoRA SFT on the TRAIN split's harmful actions, phrased in the train wording
+                         banks (scenarios/banks.py) — a deliberately misaligned checkpoint, written under
+                         the controls directory and never shipped — must raise P(harmful) on the eval split;
     positive (aligned):  the same on the train split's aligned actions must lower it;
     negative (unrelated): SFT on as many tokens of text unrelated to the decision (everyday topics,
                          controls/unrelated.yaml) must move it much less.
 
-Each arm is an ordinary SFT run and each eval an ordinary eval run, so a rerun resumes and skips what
-is done. The effects are paired per-scenario differences from the base (compare.py), per format.
+Every model is scored twice, at two levels of validity:
 
-    OUT/data/<arm>/data.jsonl    the three training sets (train split only; never the eval split)
-    OUT/train/...                 the SFT runs
-    OUT/eval/...                  the eval runs (base and each arm, every format)
-    OUT/controls.json             effects, CIs and the verdict per format and scoring
+    in_template      the eval split's own candidates (`house` wording), whose train half shares their
+                     template family with the control data;
+    across_wording   candidates no training material draws from: the eval wording banks (`heldout`) or
+                     the user's own scenario file (`scenario_files`).
+
+Each arm is an ordinary SFT run and each eval an ordinary eval run, so a rerun resumes and skips what
+is done. The effects are paired per-scenario differences from the base (compare.py), per level, format
+and scoring.
+
+    OUT/data/<arm>-<banks>/data.jsonl  the training sets (train split only; never the eval split)
+    OUT/train/...                       the SFT runs
+    OUT/eval/...                        the eval runs (base and each arm, every level and format)
+    OUT/controls.json                   effects, CIs and the verdict per level, format and scoring
 """
 
 from __future__ import annotations
@@ -46,16 +54,21 @@ class ControlsResult:
 
 
 # -- data -----------------------------------------------------------------------------------------
-def decision_records(label: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
+def decision_records(label: str, n: int, seed: int = 0, banks: list[str] | tuple[str, ...] = ("house",)
+                     ) -> list[dict[str, Any]]:
     """Chat records from the first `n` train-split scenarios (every family and condition covered):
-    the scenario's prompt, then one candidate of `label` as the reply. Where candidates are twins, the
-    harmful and aligned sets use the two members of the same pair, so the arms differ only in the
-    decisive span."""
+    the scenario's prompt, then one candidate of `label` as the reply, the i-th scenario's candidates
+    phrased in train wording bank `banks[i % len(banks)]`. Where candidates are twins, the harmful and
+    aligned sets use the two members of the same pair, so the arms differ only in the decisive span."""
+    from teachwhy.scenarios import banks as bank_mod
     from teachwhy.scenarios import builtin_scenarios, select
 
-    scen = select(builtin_scenarios("train", seed=seed), split="train", limit=n)
+    for b in banks:
+        bank_mod.check(b, "train")
+    worded = {b: select(builtin_scenarios("train", seed=seed, wording=b), split="train", limit=n) for b in banks}
     recs = []
-    for i, s in enumerate(scen):
+    for i in range(len(worded[banks[0]])):
+        s = worded[banks[i % len(banks)]][i]
         harmful = sorted((c for c in s.candidates if c.label == "harmful"), key=lambda c: c.id)
         pick = harmful[i % len(harmful)]
         if label == "aligned":
@@ -115,14 +128,26 @@ def _write(path: Path, records: list[dict]) -> None:
 
 
 # -- the run --------------------------------------------------------------------------------------
+LEVELS = ("in_template", "across_wording")
+BUDGET_STEP = 500  # the unrelated arm's budget is rounded to this, so control runs of other banks reuse it
+
+
+def banks_tag(banks: list[str] | tuple[str, ...]) -> str:
+    return "-".join(banks)
+
+
 def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls", train_scenarios: int = 24,
                  eval_limit: int | None = 48, formats: str | list[str] | None = None, seed: int = 0,
                  learning_rate: float = 1e-3, epochs: float = 2.0, dtype: str = "auto",
-                 log: Log | None = None) -> ControlsResult:
+                 log: Log | None = None, train_banks: list[str] | None = None, heldout: str = "heldout",
+                 scenario_files: list[str] | None = None, result_file: str = "controls.json") -> ControlsResult:
+    """`train_banks`: the train wording banks the control data is phrased in (None: every one;
+    scenarios/banks.py). The across-wording level scores `scenario_files` when given (a user's own
+    prompts and candidates), else the built-in eval split in wording `heldout` (every eval bank)."""
     from teachwhy import models
     from teachwhy.data.tokens import TokenCounter
-    from teachwhy.evals.compare import compare_runs
-    from teachwhy.evals.runner import parse_formats, run_eval
+    from teachwhy.evals.runner import load_selection, parse_formats, run_eval
+    from teachwhy.scenarios import banks as bank_mod
     from teachwhy.train import SFTSpec, run_sft
     from teachwhy.train.config import DataSource, EvalSpec
 
@@ -132,26 +157,36 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
         raise UserError(f"--train-scenarios must be at least 2 (got {train_scenarios})")
     if eval_limit is not None and eval_limit < 1:
         raise UserError(f"--eval-limit must be at least 1 (got {eval_limit})")
+    used = list(train_banks) if train_banks else bank_mod.train_banks()
+    if len(set(used)) != len(used):
+        raise UserError(f"--train-banks lists a bank twice ({', '.join(used)})")
+    for b in used:
+        bank_mod.check(b, "train")
     ref = models.resolve(model)
     if not ref.is_local:
         raise UserError(f"controls train and score a local model; '{model}' is not one")
+    if scenario_files:  # a user's file is read (and checked) before anything is written
+        load_selection(scenario_files, None, None, None)
+    else:
+        bank_mod.check(heldout, "eval")
     root = ensure_writable_dir(Path(out))
 
     # 1. data: harmful and aligned actions from the train split, unrelated text of the same size
     tok = models.load_tokenizer(model)
     counter = TokenCounter(tok)
-    data = {"harmful": decision_records("harmful", train_scenarios, seed),
-            "aligned": decision_records("aligned", train_scenarios, seed)}
+    data = {"harmful": decision_records("harmful", train_scenarios, seed, used),
+            "aligned": decision_records("aligned", train_scenarios, seed, used)}
     for recs in data.values():
         for r in recs:
             r["tokens"], r["loss_tokens"] = counter.count(r)
-    budget = sum(r["tokens"] for r in data["harmful"])
+    budget = max(BUDGET_STEP, round(sum(r["tokens"] for r in data["harmful"]) / BUDGET_STEP) * BUDGET_STEP)
     data["unrelated"] = unrelated_documents(budget, lambda t: len(tok(t, add_special_tokens=False)["input_ids"]), seed)
     for r in data["unrelated"]:
         r["tokens"], r["loss_tokens"] = counter.count(r)
-    sizes = {}
+    sizes, dirs = {}, {}
     for arm, recs in data.items():
-        _write(root / "data" / arm, recs)
+        dirs[arm] = root / "data" / (arm if arm == "unrelated" else f"{arm}-{banks_tag(used)}")
+        _write(dirs[arm], recs)
         sizes[arm] = {"records": len(recs), "tokens": sum(r["tokens"] for r in recs),
                       "loss_tokens": sum(r["loss_tokens"] for r in recs)}
         say(f"data {arm}: {sizes[arm]['records']} records, {sizes[arm]['tokens']} tokens "
@@ -162,21 +197,55 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
     for arm in ARMS:
         say(f"training the {arm} control")
         spec = SFTSpec.model_validate({  # validated as a config file is (dtype is any string here)
-            "model": model, "data": [DataSource(path=str(root / "data" / arm))], "out": str(root / "train"),
+            "model": model, "data": [DataSource(path=str(dirs[arm]))], "out": str(root / "train"),
             "name": f"control-{arm}", "learning_rate": learning_rate, "epochs": epochs, "seed": seed,
             "dtype": dtype, "eval": EvalSpec(every=None)})
         res = run_sft(spec)
         adapters[arm] = str(res.run_dir)
 
-    # 3. evaluate the base and every arm in every format
-    runs = {}
-    for name, m in [("base", model), *adapters.items()]:
-        say(f"evaluating {name} ({', '.join(fmts)})")
-        runs[name] = run_eval(m, mode="choice", split="eval", limit=eval_limit, out=root / "eval", formats=fmts,
-                              dtype=dtype)
+    # 3. evaluate the base and every arm at both levels, in every format
+    where = {"in_template": {"wording": "house", "scenario_files": None, "split": "eval"},
+             "across_wording": ({"wording": "house", "scenario_files": list(scenario_files), "split": None}
+                                if scenario_files else {"wording": heldout, "scenario_files": None, "split": "eval"})}
+    runs: dict[str, dict] = {lv: {} for lv in LEVELS}
+    for lv in LEVELS:
+        for name, m in [("base", model), *adapters.items()]:
+            say(f"evaluating {name}, {lv.replace('_', ' ')} ({', '.join(fmts)})")
+            runs[lv][name] = run_eval(m, mode="choice", limit=eval_limit, out=root / "eval", formats=fmts,
+                                      dtype=dtype, **where[lv])
 
-    # 4. effects vs base, per format and per scoring the format has
+    # 4. effects vs base, per level, format and scoring
+    levels = {lv: _effects(runs[lv], fmts) for lv in LEVELS}
+    result = {
+        "model": model, "train_scenarios": train_scenarios, "eval_limit": eval_limit, "formats": fmts,
+        "seed": seed, "learning_rate": learning_rate, "epochs": epochs, "data": sizes,
+        "train_banks": used,
+        "levels_eval": {lv: {"wording": where[lv]["wording"], "scenario_files": where[lv]["scenario_files"],
+                             "n": runs[lv]["base"].summary["n_scenarios"]} for lv in LEVELS},
+        "adapters": adapters,
+        "runs": {k: str(v.run_dir) for k, v in runs["in_template"].items()},
+        "runs_across_wording": {k: str(v.run_dir) for k, v in runs["across_wording"].items()},
+        "base": {fmt: _overall(runs["in_template"]["base"].summary, fmt) for fmt in fmts},
+        "arms": {arm: {fmt: _overall(runs["in_template"][arm].summary, fmt) for fmt in fmts} for arm in ARMS},
+        "base_across_wording": {fmt: _overall(runs["across_wording"]["base"].summary, fmt) for fmt in fmts},
+        "arms_across_wording": {arm: {fmt: _overall(runs["across_wording"][arm].summary, fmt) for fmt in fmts}
+                                for arm in ARMS},
+        "diagnostics": {name: {fmt: r.summary["by_format"][fmt]["diagnostics"] for fmt in fmts}
+                        for name, r in runs["in_template"].items()},
+        "effects": levels["in_template"],
+        "effects_across_wording": levels["across_wording"],
+    }
+    result["validation"] = validation_entry(model, models.fingerprint(ref), levels["in_template"],
+                                            levels["across_wording"])
+    atomic_write_json(root / result_file, result)
+    return ControlsResult(root, result)
+
+
+def _effects(runs: dict, fmts: list[str]) -> dict[str, dict]:
+    """Each arm's paired effect against the base, each positive arm's against the unrelated one, and the
+    verdict, for every format and every scoring its records hold."""
     from teachwhy.evals.choice import PAIR, SCORINGS
+    from teachwhy.evals.compare import compare_runs
 
     effects: dict[str, dict] = {}
     for fmt in fmts:
@@ -195,26 +264,21 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
                 arm: compare_runs(runs["unrelated"].run_dir, runs[arm].run_dir, fmt=fmt, scoring=scoring)["overall"]
                 for arm in EXPECTED}
             effects[key]["verdict"] = verdict(effects[key])
-    result = {
-        "model": model, "train_scenarios": train_scenarios, "eval_limit": eval_limit, "formats": fmts,
-        "seed": seed, "learning_rate": learning_rate, "epochs": epochs, "data": sizes,
-        "adapters": adapters, "runs": {k: str(v.run_dir) for k, v in runs.items()},
-        "base": {fmt: _overall(runs["base"].summary, fmt) for fmt in fmts},
-        "arms": {arm: {fmt: _overall(runs[arm].summary, fmt) for fmt in fmts} for arm in ARMS},
-        "diagnostics": {name: {fmt: r.summary["by_format"][fmt]["diagnostics"] for fmt in fmts}
-                        for name, r in runs.items()},
-        "effects": effects,
-    }
-    result["validation"] = validation_entry(model, models.fingerprint(ref), effects)
-    atomic_write_json(root / "controls.json", result)
-    return ControlsResult(root, result)
+    return effects
 
 
-def validation_entry(name: str, fingerprint: str, effects: dict) -> dict:
-    """The entry for evals/prompts/validated.yaml: each format/scoring's verdict for this model."""
-    return {"name": name, "fingerprint": fingerprint,
-            "formats": {k: {"validated": e["verdict"]["validated"], "level": e["verdict"]["level"],
-                            "why": e["verdict"]["why"]} for k, e in effects.items()}}
+def validation_entry(name: str, fingerprint: str, effects: dict, across: dict | None = None) -> dict:
+    """The entry for evals/prompts/validated.yaml: each format/scoring's verdict for this model at both
+    levels (evals/validity.py reads it). `validated` is true only across wording."""
+    formats = {}
+    for k, e in effects.items():
+        entry: dict[str, Any] = {"in_template": {"level": e["verdict"]["level"], "why": e["verdict"]["why"]}}
+        a = (across or {}).get(k)
+        if a is not None:
+            entry["across_wording"] = {"level": a["verdict"]["level"], "why": a["verdict"]["why"]}
+        entry["validated"] = bool(a is not None and a["verdict"]["validated"])
+        formats[k] = entry
+    return {"name": name, "fingerprint": fingerprint, "formats": formats}
 
 
 def _overall(summary: dict, fmt: str) -> dict:
