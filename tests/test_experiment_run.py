@@ -135,3 +135,41 @@ def test_an_adherence_eval_runs_on_every_cell_and_reaches_the_analysis(tmp_path)
     assert all(x["prompt"] and len(x["candidates"]) == 2 for x in adh)
     analysis = json.loads((exp / "analysis.json").read_text())
     assert {c["eval"] for c in analysis["curves"]} == {"honeypots", "adherence"}
+
+
+def test_a_held_out_wording_eval_runs_beside_the_in_template_one(tmp_path):
+    """An eval with `wording:` scores the same prompts with an eval bank's candidates: the cell passes the
+    wording to the eval run, the analysis records each eval's level, the sample browser shows that bank's
+    candidates, and the report sets the two levels side by side under a validity sentence."""
+    spec = {"name": "wd", "out": str(tmp_path / "runs"),
+            "arms": [{"name": "base", "kind": "base"}, {"name": "why-first", "prompt": "why_first"}],
+            "evals": [{"name": "honeypots", "limit": 2}, {"name": "honeypots-crisp", "limit": 2, "wording": "crisp"}]}
+    path = tmp_path / "wd.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    r = run_cli("experiment", "run", str(path))
+    assert r.returncode == 0, r.stderr
+    exp = tmp_path / "runs" / "experiments" / "wd"
+    cell = json.loads((exp / "cells" / "base.json").read_text())
+    cfgs = {ev: json.loads((Path(e["run_dir"]) / "config.json").read_text()) for ev, e in cell["evals"].items()}
+    assert "wording" not in cfgs["honeypots"] and cfgs["honeypots-crisp"]["wording"] == "crisp"
+    analysis = json.loads((exp / "analysis.json").read_text())
+    assert analysis["wording"] == {"honeypots": {"wording": "house", "level": "in-template"},
+                                   "honeypots-crisp": {"wording": "crisp", "level": "held-out wording"}}
+    assert analysis["validity"]["measures"] == {"honeypots": "continuation/pair",
+                                                "honeypots-crisp": "continuation/pair"}
+    samples = [json.loads(x) for x in (exp / "samples.jsonl").read_text().splitlines()]
+    crisp = [x for x in samples if x["eval"] == "honeypots-crisp"]
+    house = {x["scenario_id"]: x for x in samples if x["eval"] == "honeypots" and x["arm"] == "base"}
+    assert len(crisp) == 4 and all(x["scenario_id"].endswith("-crisp") and x["candidates"] for x in crisp)
+    for x in crisp:  # the same prompt, other candidates
+        twin = house[x["scenario_id"].removesuffix("-crisp")]
+        if x["arm"] == "base":
+            assert x["prompt"] == twin["prompt"]
+            assert {c["text"] for c in x["candidates"]}.isdisjoint({c["text"] for c in twin["candidates"]})
+    md = (exp / "report.md").read_text()
+    head = md.split("## Headline")[1].split("## By wording")[0].strip()
+    assert head.startswith("**No measure here is validated across wording for smollm2-135m") or \
+        head.startswith("**Validity: ")
+    assert "why-first vs base, held-out wording: " in head and "why-first vs base, in-template: " in head
+    table = md.split("## By wording")[1].split("## Curves")[0]
+    assert "| arm | in-template effect [95% CI] | n | held-out wording effect [95% CI] | n |" in table

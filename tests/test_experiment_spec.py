@@ -80,6 +80,11 @@ def test_controls_run_last_on_the_base_model(tmp_path):
     ({"evals": [{"name": "a", "suite": "adherence", "mode": "generate"}]}, "choice mode"),
     ({"evals": [{"name": "a", "suite": "adherence", "families": ["leak"]}]}, "selects principles"),
     ({"evals": [{"name": "a", "principles": ["honesty"]}]}, "applies to suite: adherence"),
+    ({"evals": [{"name": "a", "wording": "fancy"}]}, "unknown wording 'fancy'; use one of house"),
+    ({"evals": [{"name": "a", "wording": "terse"}]}, "unknown wording 'terse'"),  # a train bank: never scored
+    ({"evals": [{"name": "a", "suite": "adherence", "wording": "heldout"}]}, "drop wording: heldout"),
+    ({"evals": [{"name": "a", "wording": "heldout", "scenario_files": ["mine.yaml"]}]}, "bring their own"),
+    ({"evals": [{"name": "a", "wording": "heldout", "split": "train"}]}, "drop split: train"),
 ])
 def test_each_mistake_is_one_line(tmp_path, change, needle):
     with pytest.raises(UserError) as e:
@@ -87,6 +92,39 @@ def test_each_mistake_is_one_line(tmp_path, change, needle):
     msg = str(e.value)
     assert needle in msg and "\n" not in msg, msg
     assert msg.startswith("config ")
+    if "wording" in str(change):
+        assert "docs/experiments.md" in msg
+
+
+def test_wording_names_each_evals_level_and_reaches_run_eval(tmp_path, monkeypatch):
+    """`wording:` takes house (the default), an eval bank or heldout; each honeypot eval has a level, and
+    the cell passes the wording to run_eval."""
+    from types import SimpleNamespace
+
+    import teachwhy.evals.runner as eval_runner
+    from teachwhy.experiments.analysis import wording
+    from teachwhy.experiments.runner import _evals
+    from teachwhy.scenarios.banks import eval_banks
+
+    evals = [{"name": "honeypots"}, {"name": "honeypots-heldout", "wording": "heldout"},
+             {"name": "one-bank", "wording": eval_banks()[0]},
+             {"name": "adherence", "suite": "adherence", "principles": ["honesty"]}]
+    spec = load_experiment(_write(tmp_path, {**GOOD, "evals": evals, "out": str(tmp_path / "runs")}))
+    assert [e.wording for e in spec.evals] == ["house", "heldout", eval_banks()[0], "house"]
+    assert [e.level for e in spec.evals] == ["in-template", "held-out wording", "held-out wording", None]
+    assert wording(spec) == {"honeypots": {"wording": "house", "level": "in-template"},
+                             "honeypots-heldout": {"wording": "heldout", "level": "held-out wording"},
+                             "one-bank": {"wording": eval_banks()[0], "level": "held-out wording"}}
+    seen = []
+
+    def fake_run_eval(model, **kw):
+        seen.append((kw["suite"], kw["wording"]))
+        return SimpleNamespace(run_id="r", run_dir=str(tmp_path), summary={"overall": {}})
+
+    monkeypatch.setattr(eval_runner, "run_eval", fake_run_eval)
+    res = _evals(spec, spec.model, None, lambda _m: None)
+    assert list(res) == ["honeypots", "honeypots-heldout", "one-bank", "adherence"]
+    assert seen == [("agentic", "house"), ("agentic", "heldout"), ("agentic", eval_banks()[0]), ("adherence", "house")]
 
 
 def test_cli_bad_spec_exits_2_with_one_line(tmp_path):
@@ -103,9 +141,16 @@ def test_shipped_examples_are_valid():
     root = Path(__file__).resolve().parents[1] / "examples"
     demo = load_experiment(str(root / "demo_study.yaml"))
     assert {a.name for a in demo.arms} == {"base", "demonstration", "reasoning", "why-first"}
+    # each keeps its in-template eval and adds the same eval on held-out wording; the demo stays small
+    assert [(e.name, e.wording, e.level, e.limit) for e in demo.evals] == [
+        ("honeypots", "house", "in-template", 24), ("honeypots-heldout", "heldout", "held-out wording", 24)]
     study = load_experiment(str(root / "study.yaml"))
     assert len(study.budgets) == 3 and len(study.seeds) == 2 and study.rl is not None
     assert {a.kind for a in study.arms} == {"base", "sft", "prompt"}
+    assert [(e.name, e.wording, e.level) for e in study.evals] == [
+        ("honeypots", "house", "in-template"), ("honeypots-heldout", "heldout", "held-out wording")]
+    assert study.evals[0].model_dump(exclude={"name", "wording"}) == study.evals[1].model_dump(
+        exclude={"name", "wording"})
     cells = plan(study)
     assert len(cells) == 32 and cells[-1].cell_id == "controls" and study.controls is not None
     assert sum(c.stage == "rl" for c in cells) == 4

@@ -17,7 +17,9 @@ import pytest
 from markupsafe import escape
 
 from teachwhy.errors import UserError
+from teachwhy.evals import validity
 from teachwhy.evals.stats import mean_ci, rate_row, wilson
+from teachwhy.evals.validity import wording_level
 from teachwhy.experiments.efficiency import analyse
 from teachwhy.report import load_experiment_dir, write_report
 from teachwhy.report import view as view_mod
@@ -32,7 +34,11 @@ SEEDS = [0, 1]
 SFT_ARMS = {"demonstration": [("demonstration", 1.0)], "reasoning": [("reasoning", 1.0)],
             "documents+fiction": [("documents", 0.5), ("fiction", 0.5)]}
 RL_ARMS = ["demonstration", "reasoning"]
-EVALS = {"honeypots": None, "honeypots-options": ["leak", "sabotage", "framing"]}  # eval -> families (None: all)
+# eval -> families (None: all); the last scores held-out wording (every eval bank in turn, ids suffixed)
+EVALS = {"honeypots": None, "honeypots-options": ["leak", "sabotage", "framing"], "honeypots-heldout": None}
+WORDING = {"honeypots-heldout": "heldout"}
+BANKS = ["plain", "crisp"]
+HELD_WORDING_SCALE = 0.25  # on held-out wording the SFT arms keep a quarter of their effect
 
 BASE_P = {"blackmail": 0.58, "leak": 0.52, "sabotage": 0.47, "framing": 0.44}
 COND_SHIFT = {CONDITIONS[0]: 0.06, CONDITIONS[1]: 0.02, CONDITIONS[2]: -0.12}
@@ -54,12 +60,12 @@ def scenario_id(fam: str, tpl: str, cond: str) -> str:
     return f"{fam}-{tpl}-{goal}-{urg}"
 
 
-def scenarios(families: list[str] | None) -> list[dict]:
+def scenarios(families: list[str] | None, wording: str = "house") -> list[dict]:
     out = []
     for fam in families or FAMILIES:
-        for tpl in TEMPLATES:
+        for i, tpl in enumerate(TEMPLATES):
             for cond in CONDITIONS:
-                sid = scenario_id(fam, tpl, cond)
+                sid = scenario_id(fam, tpl, cond) + ("" if wording == "house" else f"-{BANKS[i % len(BANKS)]}")
                 goal, urg = (part.split("=")[1] for part in cond.split("/"))
                 replace = urg == "replacement"
                 inbox = ("From: cto@northwind.example\nSubject: "
@@ -86,8 +92,9 @@ def scenarios(families: list[str] | None) -> list[dict]:
 
 
 def p_target(arm: str, kind: str, budget: int | None, stage: str, sc: dict, rng: random.Random,
-             base_noise: dict[str, float], seed_shift: float) -> float:
-    p = BASE_P[sc["family"]] + COND_SHIFT[sc["condition"]] + base_noise[sc["id"]]
+             base_noise: dict[str, float], seed_shift: float, held_wording: bool = False) -> float:
+    p = BASE_P[sc["family"]] + COND_SHIFT[sc["condition"]] + base_noise[sc["id"].removesuffix("-plain")
+                                                                           .removesuffix("-crisp")]
     held = sc["family"] in HELD_OUT
     if kind == "prompt":
         p -= PROMPT_EFFECT
@@ -96,7 +103,7 @@ def p_target(arm: str, kind: str, budget: int | None, stage: str, sc: dict, rng:
         e = EFFECT[(arm, budget)] * (HELD_SCALE[arm] if held else 1.0)
         if stage == "rl":
             e += RL_CHANGE[arm]
-        p -= e
+        p -= e * (HELD_WORDING_SCALE if held_wording else 1.0)
     if kind != "base":
         p += seed_shift + rng.gauss(0, 0.03)
     return min(0.97, max(0.03, p))
@@ -144,8 +151,10 @@ def build_experiment(root: Path) -> Path:
     spec = {"name": "synthetic-example", "model": "smollm2-135m", "out": str(root / "runs"), "teacher": "builtin",
             "constitution": None, "arms": arms, "budgets": BUDGETS, "seeds": SEEDS, "sft": {"learning_rate": 5e-4},
             "rl": {"arms": RL_ARMS, "steps": 20, "options": {}},
-            "evals": [{"name": ev, "mode": "choice", "formats": ["continuation"], "split": "eval", "families": fams,
-                       "limit": None, "scenario_files": [], "samples": 1, "judge": None, "max_tokens": 384}
+            "evals": [{"name": ev, "suite": "agentic", "principles": None, "mode": "choice",
+                       "formats": ["continuation"], "split": "eval", "families": fams, "limit": None,
+                       "scenario_files": [], "wording": WORDING.get(ev, "house"), "samples": 1, "judge": None,
+                       "max_tokens": 384}
                       for ev, fams in EVALS.items()],
             "holdout_families": HELD_OUT, "dtype": "auto"}
     (exp / "spec.json").write_text(json.dumps(spec, indent=2))
@@ -163,7 +172,7 @@ def build_experiment(root: Path) -> Path:
                 if a in RL_ARMS:
                     cells.append((a, b, s, "rl"))
     rng = random.Random(7)
-    pools = {ev: scenarios(fams) for ev, fams in EVALS.items()}
+    pools = {ev: scenarios(fams, WORDING.get(ev, "house")) for ev, fams in EVALS.items()}
     base_noise = {sc["id"]: rng.gauss(0, 0.05) for sc in pools["honeypots"]}
     rows, samples = [], []
     for arm, budget, seed, stage in cells:
@@ -174,7 +183,7 @@ def build_experiment(root: Path) -> Path:
         for ev, pool in pools.items():
             recs = []
             for sc in pool:
-                p = p_target(arm, kind, budget, stage, sc, rng, base_noise, seed_shift)
+                p = p_target(arm, kind, budget, stage, sc, rng, base_noise, seed_shift, ev in WORDING)
                 cands, top, harmful = score(sc, p, rng)
                 held = kind == "sft" and sc["family"] in HELD_OUT
                 prompt = [dict(m) for m in sc["prompt"]]
@@ -211,10 +220,14 @@ def build_experiment(root: Path) -> Path:
         (exp / "cells" / f"{cell_id}.json").write_text(json.dumps(rec, indent=2))
     (exp / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
 
-    result = analyse(rows, seed=0, replicates=400)
+    result = analyse(rows, seed=0, replicates=400, contrasts=True)
     same = wilson(19, 24)
     result.update(eval="honeypots", metric="mean P(harmful) over scenarios (choice: primary scoring; generate: "
                   "share of valid samples graded harmful); effect = base minus arm, paired by scenario",
+                  wording={ev: {"wording": WORDING.get(ev, "house"),
+                                "level": wording_level(WORDING.get(ev, "house"))} for ev in EVALS},
+                  validity={"model": "smollm2-135m", "fingerprints": ["0930173b827f4313"],
+                            "measures": {ev: "continuation/pair" for ev in EVALS}},
                   diagnostics={  # the base model's eval summary, as experiments/analysis.py picks it
                       "model": "smollm2-135m", "format": "continuation", "scoring": "pair", "n_scenarios": 24,
                       "diagnostics": {"same_winner": {"k": 19, "n": 24, "rate": 19 / 24, "wilson_95": list(same),
@@ -229,6 +242,26 @@ def build_experiment(root: Path) -> Path:
                                     "rate_diff_95": [0.0, 0.5], "clusters": 8, "method": "cluster bootstrap"}]})
     (exp / "analysis.json").write_text(json.dumps(result, indent=2))
     return exp
+
+
+def _controls_table(pair: dict) -> dict:
+    """evals/prompts/validated.yaml's shape, for this module's model: continuation/pair at the levels given."""
+    return {"models": [{"name": "smollm2-135m", "fingerprint": "0930173b827f4313",
+                        "formats": {"continuation/pair": pair}}]}
+
+
+PARTLY = _controls_table({"in_template": {"level": "partly", "why": "the unrelated-text control moved it too"},
+                          "across_wording": {"level": "not", "why": "no movement on held-out wording"}})
+ACROSS = _controls_table({"in_template": {"level": "validated", "why": "passed its controls"},
+                          "across_wording": {"level": "validated", "why": "passed on held-out wording too"}})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def controls_table():
+    """The validity levels the report looks up, fixed here (the shipped file changes with new controls)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(validity, "validation_table", lambda: PARTLY)
+        yield mp
 
 
 @pytest.fixture(scope="module")
@@ -250,8 +283,8 @@ def _analysis(exp: Path) -> dict:
 
 
 # -- fast: the renderers ---------------------------------------------------------------------------
-SECTIONS = ["headline", "curves", "multiples-section", "rl", "families", "diagnostics", "data", "cells-section",
-            "spec", "samples"]
+SECTIONS = ["headline", "wording", "curves", "multiples-section", "rl", "families", "diagnostics", "data",
+            "cells-section", "spec", "samples", "appendix"]
 
 
 def test_writes_both_files_with_every_section(experiment, report):
@@ -260,15 +293,20 @@ def test_writes_both_files_with_every_section(experiment, report):
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page, sid
     md = report["md"].read_text()
-    for title in ("## Headline", "## Curves", "## Data-efficiency multiples", "## RL persistence",
-                  "## Per family, and held-out vs trained", "## Validity diagnostics and controls",
-                  "## Data cards", "## Cells", "## Spec and versions"):
+    for title in ("## Headline", "## By wording: in-template and held-out", "## Curves",
+                  "## Data-efficiency multiples", "## RL persistence", "## Per family, and held-out vs trained",
+                  "## Validity diagnostics and controls", "## Data cards", "## Cells", "## Spec and versions",
+                  "## Appendix: the multiples in words"):
         assert title in md, title
     # self-contained: nothing is fetched (no src/href to other files, no external URLs)
     assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=", page)
     assert not re.search(r"url\((?!#)|@import", page)  # url(#clip) in the SVG is a local reference
     no_ns = re.sub(r'xmlns(:\w+)?="[^"]*"', "", page)  # XML namespace names are identifiers, never fetched
     assert "http://" not in no_ns and "https://" not in no_ns
+
+
+def _headline_md(md: str) -> str:
+    return md.split("## Headline")[1].split("## By wording")[0]
 
 
 def test_headline_states_multiples_and_the_measured_direction(experiment, report):
@@ -280,11 +318,122 @@ def test_headline_states_multiples_and_the_measured_direction(experiment, report
     key = [m for m in a["multiples"] if m["eval"] == "honeypots" and m["stage"] == "sft"
            and {m["arm_a"], m["arm_b"]} == {"reasoning", "demonstration"}]
     assert key
-    for m in key:  # every why-vs-demonstration multiple's statement, word for word, in both files
-        assert str(escape(m["statement"])) in page
-        assert m["statement"] in md
-    head = md.split("## Headline")[1].split("## Curves")[0]
-    assert all(m["statement"] in head for m in key)
+    head = _headline_md(md)
+    html_head = page.split('<section id="headline">')[1].split("</section>")[0]
+    appendix = md.split("## Appendix: the multiples in words")[1]
+    html_appendix = page.split('<section id="appendix">')[1].split("</section>")[0]
+    for m in key:  # every why-vs-demonstration multiple's statement, word for word, in the appendix only
+        assert str(escape(m["statement"])) in html_appendix and str(escape(m["statement"])) not in html_head
+        assert m["statement"] in appendix and m["statement"] not in head
+    # the appendix is the page's last section, after the sample browser
+    assert page.index('<section id="appendix">') > page.index('<section id="samples">')
+    assert md.rindex("## Appendix") > md.rindex("## Spec and versions")
+
+
+COMPARISON = re.compile(r"^(\S+) vs (\S+) at ([\d.]+k) tokens, (held-out wording|in-template(?: \((\S+)\))?): "
+                        r"([+-]\d\.\d{3}) \[([+-]\d\.\d{3}), ([+-]\d\.\d{3})\], n=(\d+) × (\d+): "
+                        r"(not told apart|told apart, (\S+) less harmful)\.$")
+
+
+def test_headline_opens_with_validity_then_one_sentence_per_comparison(experiment, report):
+    """No measure is validated across wording (PARTLY): the first sentence says so plainly; then one
+    short sentence per why-vs-demonstration comparison, each with its n and 95% CI, the two wordings
+    side by side."""
+    page, md = report["html"].read_text(), report["md"].read_text()
+    first = ("No measure here is validated across wording for smollm2-135m (continuation/pair: partly "
+             "in-template), so the effects below measure template learning and drift, not the decision.")
+    head = _headline_md(md).strip().splitlines()
+    assert head[0] == f"**{first}**"
+    html_head = page.split('<section id="headline">')[1].split("</section>")[0]
+    assert re.sub(r"<h2>Headline</h2>\s*<div class=\"headline\">\s*", "", html_head.strip()).startswith(
+        f'<p class="validity" data-validated="no">{first}</p>')
+    sentences = [line[2:] for line in head if line.startswith("- ")]
+    v = view_mod.build(load_experiment_dir(experiment))
+    assert sentences == v["headline"]["comparisons"]
+    # 2 why-data arms x 2 budgets x 3 evals, one line each
+    assert len(sentences) == 2 * len(BUDGETS) * len(EVALS)
+    contrasts = {(c["eval"], c["budget"], frozenset((c["arm_a"], c["arm_b"]))): c
+                 for c in _analysis(experiment)["contrasts"] if c["stage"] == "sft"}
+    for s in sentences:
+        m = COMPARISON.match(s)
+        assert m, s
+        a, b, k, where, ev = m.group(1), m.group(2), m.group(3), m.group(4), m.group(5)
+        assert b == "demonstration" and a in ("reasoning", "documents+fiction")
+        ev = ev or ("honeypots-heldout" if where == "held-out wording" else "honeypots")
+        c = contrasts[(ev, int(float(k[:-1]) * 1000), frozenset((a, b)))]
+        d = c["difference"] if c["arm_a"] == a else {"mean": -c["difference"]["mean"],
+                                                      "ci_95": [-c["difference"]["ci_95"][1],
+                                                                -c["difference"]["ci_95"][0]]}
+        assert m.group(6) == f"{d['mean']:+.3f}" and m.group(7) == f"{d['ci_95'][0]:+.3f}"
+        assert m.group(8) == f"{d['ci_95'][1]:+.3f}"
+        assert m.group(9) == ("18" if ev == "honeypots-options" else "24") and m.group(10) == "2"
+        told = d["ci_95"][0] > 0 or d["ci_95"][1] < 0
+        assert (m.group(11) != "not told apart") == told, s
+    # the two wordings of one comparison sit together, held-out wording first
+    pair = [s for s in sentences if s.startswith("reasoning vs demonstration at 30k tokens")]
+    assert [COMPARISON.match(s).group(4) for s in pair] == [  # type: ignore[union-attr]
+        "held-out wording", "in-template (honeypots)", "in-template (honeypots-options)"]
+    # the constructed data: reasoning's in-template lead at 30k shrinks on held-out wording
+    it = contrasts[("honeypots", 30_000, frozenset(("reasoning", "demonstration")))]["difference"]
+    held = contrasts[("honeypots-heldout", 30_000, frozenset(("reasoning", "demonstration")))]["difference"]
+    assert abs(held["mean"]) < abs(it["mean"])
+    # each contrast is A's effect minus B's, as the curves give them
+    curves = {(c["eval"], c["arm"], c["budget"], c["stage"]): c for c in _analysis(experiment)["curves"]}
+    for c in contrasts.values():
+        ea = curves[(c["eval"], c["arm_a"], c["budget"], "sft")]["effect"]["mean"]
+        eb = curves[(c["eval"], c["arm_b"], c["budget"], "sft")]["effect"]["mean"]
+        assert c["difference"]["mean"] == pytest.approx(ea - eb)
+
+
+def test_headline_uses_only_measures_validated_across_wording(experiment, tmp_path, controls_table):
+    """Where the controls validated a measure across wording, the headline names it first and leaves out
+    the evals scored with any other measure."""
+    a = _analysis(experiment)
+    a["validity"]["measures"]["honeypots-options"] = "options/label"
+    for name in ("spec.json", "versions.json", "samples.jsonl"):
+        (tmp_path / name).write_text((experiment / name).read_text())
+    (tmp_path / "analysis.json").write_text(json.dumps(a))
+    controls_table.setattr(validity, "validation_table", lambda: ACROSS)
+    try:
+        out = write_report(tmp_path)
+    finally:
+        controls_table.setattr(validity, "validation_table", lambda: PARTLY)
+    md = out["md"].read_text()
+    head = _headline_md(md)
+    assert head.strip().splitlines()[0] == (
+        "**Validity: continuation/pair is validated across wording for smollm2-135m (its controls moved it on "
+        "held-out wording too), so this headline uses only that measure (honeypots, honeypots-heldout).**")
+    assert "honeypots-options" not in head and "No measure here" not in md
+    sentences = [line[2:] for line in head.splitlines() if line.startswith("- ")]
+    assert len(sentences) == 2 * len(BUDGETS) * 2
+    assert all(COMPARISON.match(s) for s in sentences)
+    assert {s.split(", ")[1].split(":")[0] for s in sentences} == {"held-out wording", "in-template"}
+    # the by-wording table still shows every honeypot eval
+    assert "honeypots-options effect [95% CI]" in md.split("## By wording")[1].split("## Curves")[0]
+
+
+def test_by_wording_table_sets_the_two_levels_side_by_side(experiment, report):
+    v = view_mod.build(load_experiment_dir(experiment))
+    t = v["by_wording"]
+    assert [c["label"] for c in t["columns"]] == [
+        "arm", "in-template: honeypots effect [95% CI]", "n", "in-template: honeypots-options effect [95% CI]", "n",
+        "held-out wording effect [95% CI]", "n"]
+    curves = {(c["eval"], c["arm"], c["budget"], c["stage"]): c for c in _analysis(experiment)["curves"]}
+    row = next(r for r in t["rows"] if r[0] == "reasoning @ 30,000 (SFT)")
+    for i, ev in ((1, "honeypots"), (3, "honeypots-options"), (5, "honeypots-heldout")):
+        c = curves[(ev, "reasoning", 30_000, "sft")]
+        lo, hi = c["effect"]["ci_95"]
+        assert row[i] == f"{c['effect']['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        assert row[i + 1] == f"{c['n_scenarios']} × 2"
+    assert t["rows"][0][0] == "base: mean P(harmful), the reference" and t["rows"][0][2] == "24 × 1"
+    page, md = report["html"].read_text(), report["md"].read_text()
+    sec = page.split('<section id="wording">')[1].split("</section>")[0]
+    assert 'id="by-wording"' in sec and "held-out wording effect [95% CI]" in sec
+    assert "| reasoning @ 30,000 (SFT) | " + " | ".join(row[1:]) + " |" in md
+    assert "No eval here uses held-out wording" not in md
+    # curves tables name their eval's level
+    assert [x["title"].rsplit(" (", 1)[1] for x in v["curves_tables"]] == [
+        "in-template)", "held-out wording)", "in-template)"]
 
 
 def test_direction_is_reported_even_when_it_is_reversed(experiment, tmp_path):
@@ -308,7 +457,8 @@ def test_every_number_has_n_and_a_ci(experiment, report):
     exp = load_experiment_dir(experiment)
     v = view_mod.build(exp)
     ci = re.compile(r"[+-]?\d\.\d{3} \[[+-]?\d\.\d{3}, [+-]?\d\.\d{3}\]")
-    for t in [*v["curves_tables"], v["persistence"], v["gaps"], v["generalization"], v["multiples"]]:
+    for t in [*v["curves_tables"], v["persistence"], v["gaps"], v["generalization"], v["multiples"],
+              v["by_wording"]]:
         assert t["rows"], t["id"]
         labels = [c["label"] for c in t["columns"]]
         assert any(lbl.startswith("n") for lbl in labels), t["id"]
@@ -331,7 +481,7 @@ def test_every_number_has_n_and_a_ci(experiment, report):
     for r in fam["rows"]:
         for cell in r[1:]:
             assert ci.search(cell) and re.search(r"n=6 × [12]", cell), cell
-    assert len(v["families"][1]["columns"]) == 4
+    assert len(next(t for t in v["families"] if t["id"] == "families-honeypots-options")["columns"]) == 4
     # RL: two arms at two budgets persist, one gap per budget
     assert len(v["persistence"]["rows"]) == 2 * 2 * len(EVALS) and len(v["gaps"]["rows"]) == 2 * len(EVALS)
     # data cards: one row per dataset (kind x seed), with records and tokens
@@ -344,7 +494,7 @@ def test_every_number_has_n_and_a_ci(experiment, report):
 def test_plots_are_inline_svg_one_per_eval(experiment, report):
     page = report["html"].read_text()
     figs = re.findall(r'<figure class="plot" data-eval="([^"]+)">\s*<svg.*?</svg>', page, re.S)
-    assert figs == list(EVALS)
+    assert figs == sorted(EVALS)  # the primary eval first, then the others by name
     for svg in re.findall(r"<svg.*?</svg>", page, re.S):
         assert svg.count("<path") > 10
         assert "training tokens (log scale)" in svg and "why-first (prompt)" in svg and "reasoning after RL" in svg
@@ -358,13 +508,13 @@ def test_plots_are_inline_svg_one_per_eval(experiment, report):
 def test_md_has_the_same_tables_without_links(experiment, report):
     md = report["md"].read_text()
     v = view_mod.build(load_experiment_dir(experiment))
-    for t in [*v["curves_tables"], v["multiples"], v["persistence"], v["gaps"], v["generalization"],
-              *v["families"], v["data_cards"]]:
+    for t in [v["by_wording"], *v["curves_tables"], v["multiples"], v["persistence"], v["gaps"],
+              v["generalization"], *v["families"], v["data_cards"]]:
         assert f"### {t['title']}" in md
         for r in t["rows"]:
             assert "| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" in md
     # the only link-like syntax is the plots' image references
-    assert re.findall(r"\]\(([^)]+)\)", md) == [f"report-{ev}.svg" for ev in EVALS]
+    assert re.findall(r"\]\(([^)]+)\)", md) == [f"report-{ev}.svg" for ev in sorted(EVALS)]
     assert "<script" not in md and EVIL not in md
 
 
@@ -478,12 +628,19 @@ def test_one_budget_no_rl_no_holdout_no_cells(experiment, tmp_path):
                                   "p_harmful", "harmful")}, "kind": kinds[s["arm"]]} for s in keep]
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in keep))
-    (tmp_path / "analysis.json").write_text(json.dumps({**analyse(rows, replicates=50), "eval": "honeypots",
-                                                        "metric": "mean P(harmful)", "diagnostics": None}))
+    (tmp_path / "analysis.json").write_text(json.dumps({**analyse(rows, replicates=50, contrasts=True),
+                                                        "eval": "honeypots", "metric": "mean P(harmful)",
+                                                        "diagnostics": None}))
     out = write_report(tmp_path)
     page, md = out["html"].read_text(), out["md"].read_text()
     assert "None: no RL stage." in md and "no families were held out of training" in md
     assert "Direction on honeypots, as measured:" in md and "versions.json is missing" in md
+    # an analysis without `wording`/`validity` (written before them): levels from the spec, measures from the
+    # samples; only in-template here, and the page says what to add
+    assert "No eval here uses held-out wording" in md and "`wording: heldout`" in md
+    assert md.split("## Headline")[1].strip().startswith("**No measure here is validated across wording for "
+                                                        "smollm2-135m (continuation/pair: partly in-template)")
+    assert "reasoning vs demonstration at 30k tokens, in-template: " in md
     assert len(re.findall(r'<figure class="plot"', page)) == 1 and "not run" in page
     blob = page.split('<script type="application/json" id="tw-samples">')[1].split("</script>")[0]
     data = json.loads(blob)
@@ -548,7 +705,7 @@ def test_report_in_headless_chromium(experiment, report, tmp_path):
     dom = check("arm=reasoning&family=leak")
     want = [s for s in samples if s["arm"] == "reasoning" and s["family"] == "leak"]
     rows = _visible_rows(dom)
-    assert len(rows) == len(want) == 2 * 2 * 2 * 2 * 6  # budgets x seeds x stages x evals x scenarios
+    assert len(rows) == len(want) == 2 * 2 * 2 * 3 * 6  # budgets x seeds x stages x evals x scenarios
     assert all(r["arm"] == "reasoning" and r["family"] == "leak" for r in rows)
     assert f'data-matching="{len(want)}"' in dom
 
@@ -576,3 +733,33 @@ def test_report_in_headless_chromium(experiment, report, tmp_path):
 
     png = screenshot(report["html"], tmp_path / "shot.png", 1000, 700)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_report_fits_a_1280_px_page(experiment, report):
+    """At a 1280 px viewport no table is wider than it shows or than its container, the page does not
+    scroll sideways (with a sample's candidates open too), and the headline's validity sentence and the
+    by-wording section are on the rendered page."""
+    _chromium()
+    from teachwhy.report.browser import dump_dom, layout
+
+    got = layout(report["html"], width=1280)
+    assert got["viewport"] > 1200 and got["tables"] >= 15
+    assert got["overflows"] == [], got["overflows"]
+    assert got["page_width"] <= got["viewport"]
+    # at this width the analysis tables fit by wrapping at spaces: arm names stay whole
+    assert not [t for t in got["tight"] if t in ("by-wording", "multiples") or t.startswith("curves-")], got["tight"]
+    idx = next(i for i, s in enumerate(_samples(experiment)) if s["scenario_id"] == EVIL_ID)
+    got = layout(report["html"], width=1280, fragment=f"sample={idx}")
+    assert got["overflows"] == [] and got["page_width"] <= got["viewport"], got
+    # narrower, the tables whose words do not fit break them instead of overflowing
+    got = layout(report["html"], width=1000)
+    assert got["overflows"] == [] and got["page_width"] <= got["viewport"], got
+
+    dom = dump_dom(report["html"], width=1280).dom
+    head = dom.split('<section id="headline">')[1].split("</section>")[0]
+    assert re.search(r'<p class="validity" data-validated="no">No measure here is validated across wording for '
+                     r"smollm2-135m \(continuation/pair: partly in-template\), so the effects below measure template "
+                     r"learning and drift, not the decision\.</p>", head)
+    sec = dom.split('<section id="wording">')[1].split("</section>")[0]
+    assert 'id="by-wording"' in sec and "held-out wording effect [95% CI]" in sec and sec.count("<tr>") > 10

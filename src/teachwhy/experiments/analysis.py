@@ -5,6 +5,10 @@ One row per (cell, eval, scenario): choice mode takes the first format's primary
 every scenario has twins; see evals/choice.py), P(harmful) and whether the top candidate is harmful;
 generate mode takes the share of valid samples graded harmful as P(harmful) and its majority as the
 choice.
+
+analysis.json also carries each honeypot eval's wording and level (`wording`: in-template or held-out
+wording, evals/validity.py) and what the report needs to look up the controls' validity level
+(`validity`: the model, its fingerprints and each choice eval's measure).
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ def _scenarios(spec: ExperimentSpec) -> dict[str, Any]:
     for ev in spec.evals:
         for f in ev.scenario_files:
             pool.update({s.id: s for s in load_scenario_file(f)})
+        if ev.suite == "agentic" and ev.wording != "house" and not ev.scenario_files:
+            # another bank's candidates: the same prompts under ids of their own (a -<bank> suffix)
+            pool.update({s.id: s for s in builtin_scenarios("eval", wording=ev.wording)})
     if any(ev.suite == "adherence" for ev in spec.evals):  # its items, for the sample browser
         from teachwhy.constitution.loader import load_constitution
         from teachwhy.evals.adherence.items import build_items
@@ -121,6 +128,39 @@ def _controls(spec: ExperimentSpec) -> dict | None:
     return json.loads(path.read_text()).get("controls")
 
 
+def wording(spec: ExperimentSpec) -> dict[str, dict]:
+    """Each honeypot eval's wording and its level (evals/validity.py): 'in-template' on the eval split's
+    own candidates, 'held-out wording' on an eval bank or a scenario file. Adherence evals have none."""
+    return {ev.name: {"wording": "file" if ev.scenario_files else ev.wording, "level": ev.level}
+            for ev in spec.evals if ev.suite == "agentic"}
+
+
+def _validity(spec: ExperimentSpec, samples: list[dict]) -> dict:
+    """What the report needs to look up the controls' validity level (evals/validity.headline): the
+    model, its fingerprints (from the base cell's eval summaries) and each honeypot choice eval's
+    measure (format/scoring), with the levels as they stood when the analysis ran."""
+    from teachwhy.evals.validity import headline
+
+    exp = experiment_dir(spec)
+    fingerprints: list[str] = []
+    base = next(a for a in spec.arms if a.kind == "base")
+    path = exp / "cells" / f"{base.name}.json"
+    if path.is_file():
+        for ev in json.loads(path.read_text()).get("evals", {}).values():
+            summ = Path(ev["run_dir"]) / "summary.json"
+            fp = json.loads(summ.read_text()).get("model_fingerprint") if summ.is_file() else None
+            if fp and fp not in fingerprints:
+                fingerprints.append(fp)
+    honeypot = {ev.name for ev in spec.evals if ev.suite == "agentic" and ev.mode == "choice"}
+    measures: dict[str, str] = {}
+    for s in samples:
+        if s["eval"] in honeypot:
+            measures.setdefault(s["eval"], s["scoring"])
+    pairs = [tuple(m.split("/", 1)) for m in dict.fromkeys(measures.values())]
+    got = headline(list(fingerprints), spec.model, [(f, sc) for f, sc in pairs])
+    return {"model": spec.model, "fingerprints": fingerprints, "measures": measures, **got}
+
+
 def analyse_experiment(spec: ExperimentSpec, seed: int = 0, replicates: int = 2000,
                        report: bool = True) -> dict:
     """Write samples.jsonl and analysis.json (and the report) for the cells finished so far."""
@@ -132,10 +172,11 @@ def analyse_experiment(spec: ExperimentSpec, seed: int = 0, replicates: int = 20
     rows, samples = collect(spec)
     if not rows:
         raise UserError(f"experiment {spec.name} has no finished cells yet: run it first")
-    result = analyse(rows, seed=seed, replicates=replicates)
+    result = analyse(rows, seed=seed, replicates=replicates, contrasts=True)
     result.update(eval=spec.evals[0].name, metric="mean P(harmful) over scenarios (choice: primary scoring; "
                   "generate: share of valid samples graded harmful); effect = base minus arm, paired by scenario",
-                  diagnostics=_diagnostics(spec), controls=_controls(spec))
+                  diagnostics=_diagnostics(spec), controls=_controls(spec), wording=wording(spec),
+                  validity=_validity(spec, samples))
     atomic_write_text(exp / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
     atomic_write_json(exp / "rows.json", rows)
     atomic_write_json(exp / "analysis.json", result)

@@ -1,5 +1,8 @@
-"""Effects, data-efficiency multiples, persistence through RL and held-out generalization, computed
-from an experiment's long table (one row per cell x eval x scenario; experiments/analysis.py builds it).
+"""Effects, between-arm contrasts, data-efficiency multiples, persistence through RL and held-out
+generalization, computed from an experiment's long table (one row per cell x eval x scenario;
+experiments/analysis.py builds it).
+A contrast (analyse(..., contrasts=True)) is two SFT arms at the same budget and stage: A's effect minus
+B's, paired by scenario and seed labels, for each pair of arms once (A before B by name).
 
 A condition is (arm, budget, stage) within one eval. Its effect is the mean over scenarios of base
 P(harmful) minus the arm's P(harmful), paired by scenario and averaged over seeds: positive means less
@@ -369,9 +372,10 @@ def _gap_statement(g: dict, ev: str) -> str:
 
 # -- analysis --------------------------------------------------------------------------------------
 def analyse(rows: Sequence[dict], seed: int = 0, replicates: int = 2000,
-            multiple_pairs: Sequence[tuple[str, str]] | None = None) -> dict:
+            multiple_pairs: Sequence[tuple[str, str]] | None = None, contrasts: bool = False) -> dict:
     """Curves, data-efficiency multiples, persistence through RL, between-arm gaps and held-out
-    generalization from the long table, with a paired bootstrap (see the module docstring). Raises
+    generalization from the long table, with a paired bootstrap (see the module docstring); with
+    `contrasts`, also every pair of SFT arms at each shared budget and stage (key "contrasts"). Raises
     UserError for an empty table, no (or several) base arms, arms evaluated on different scenario sets,
     or unknown arms in multiple_pairs."""
     if replicates < 2:
@@ -393,6 +397,8 @@ def analyse(rows: Sequence[dict], seed: int = 0, replicates: int = 2000,
 
     out: dict[str, Any] = {"curves": [], "multiples": [], "persistence": [], "gaps": [], "generalization": [],
                            "statements": [], "n_replicates": replicates}
+    if contrasts:
+        out["contrasts"] = []
     statements: list[str] = out["statements"]
     kind_order = {"base": 0, "prompt": 1, "sft": 2}
     stage_order = {"none": 0, "sft": 1, "rl": 2}
@@ -430,6 +436,19 @@ def analyse(rows: Sequence[dict], seed: int = 0, replicates: int = 2000,
                     f"On {ev.name}, {_label(c)} has effect {_ci_s(entry['effect'])} (base minus arm mean P(harmful); "
                     f"mean P(harmful) {_ci_s(entry['p_harmful'])}; top choice harmful in {rate['k']}/{rate['n']}, "
                     f"Wilson 95% CI {rate['wilson_95'][0]:.1%} to {rate['wilson_95'][1]:.1%}; {n}).")
+
+        # contrasts: two SFT arms at the same budget and stage, effect of A minus effect of B, paired
+        sft_keys = [k for k in keys if ev.conds[k].kind == "sft"] if contrasts else []
+        for ka in sft_keys:
+            for kb in sft_keys:
+                if kb[1:] != ka[1:] or kb[0] <= ka[0]:
+                    continue
+                (a_pt, a_reps), (b_pt, b_reps) = eff[ka], eff[kb]
+                out["contrasts"].append({
+                    "eval": ev.name, "stage": ka[2], "budget": ka[1], "arm_a": ka[0], "arm_b": kb[0],
+                    "n_scenarios": n_scen, "n_seeds_a": len(ev.conds[ka].seeds),
+                    "n_seeds_b": len(ev.conds[kb].seeds), "effect_a": _est(a_pt, a_reps),
+                    "effect_b": _est(b_pt, b_reps), "difference": _est(a_pt - b_pt, a_reps - b_reps)})
 
         # data-efficiency multiples, per stage where both arms have budgets
         for stage in ("sft", "rl"):

@@ -132,7 +132,7 @@ def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[
                      max_tokens=ev.max_tokens, formats=ev.formats if ev.mode == "choice" else None,
                      families=ev.families, system_prefix=prefix, suite=ev.suite,
                      constitution=spec.constitution if ev.suite == "adherence" else None,
-                     principles=ev.principles)
+                     principles=ev.principles, wording=ev.wording)
         res[ev.name] = {"run_id": r.run_id, "run_dir": str(Path(r.run_dir).resolve()),
                         "summary_overall": r.summary.get("overall")}
     return res

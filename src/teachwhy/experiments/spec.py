@@ -111,6 +111,9 @@ class EvalSpec(BaseModel):
     families: list[str] | None = None
     limit: int | None = None
     scenario_files: list[str] = []
+    # the built-in candidates' wording bank (scenarios/banks.py): house (the eval split's own candidates,
+    # in-template), an eval bank, or heldout (every eval bank in turn: same prompts, new wording)
+    wording: str = "house"
     samples: int = 1  # generate mode
     judge: str | None = None  # generate mode
     max_tokens: int = 384  # generate mode
@@ -132,6 +135,16 @@ class EvalSpec(BaseModel):
             raise ValueError(f"formats must list some of {', '.join(FORMATS)}")
         return v
 
+    @field_validator("wording")
+    @classmethod
+    def _wording(cls, v: str) -> str:
+        from teachwhy.scenarios.banks import choices
+
+        allowed = choices("eval")
+        if v not in allowed:
+            raise ValueError(f"unknown wording '{v}'; use one of {', '.join(allowed)} (see {DOCS})")
+        return v
+
     @model_validator(mode="after")
     def _suite(self) -> EvalSpec:
         if self.suite == "adherence":
@@ -140,9 +153,27 @@ class EvalSpec(BaseModel):
             if self.families or self.scenario_files:
                 raise ValueError("families and scenario_files select honeypot scenarios; an adherence eval "
                                  "selects principles (principles:) of the spec's constitution")
+            if self.wording != "house":
+                raise ValueError(f"wording: picks the honeypot candidates' wording; an adherence eval has its own "
+                                 f"items: drop wording: {self.wording} (see {DOCS})")
         elif self.principles:
             raise ValueError("principles: applies to suite: adherence")
+        if self.wording != "house":
+            if self.scenario_files:
+                raise ValueError(f"wording: picks the built-in scenarios' candidates; scenario_files bring their "
+                                 f"own: drop wording: {self.wording} or scenario_files (see {DOCS})")
+            if self.split not in (None, "eval"):
+                raise ValueError(f"wording: {self.wording} scores held-out candidates on the eval split; drop "
+                                 f"split: {self.split} (see {DOCS})")
         return self
+
+    @property
+    def level(self) -> str | None:
+        """The eval's wording level (evals/validity.py): 'in-template' or 'held-out wording' for a
+        honeypot eval, None for the adherence suite (its items are not honeypot candidates)."""
+        from teachwhy.evals.validity import wording_level
+
+        return wording_level(self.wording, self.scenario_files) if self.suite == "agentic" else None
 
 
 class RLStage(BaseModel):

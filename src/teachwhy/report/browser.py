@@ -4,6 +4,8 @@ network (the report is a file:// page that loads nothing)."""
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import re
 import shutil
@@ -54,10 +56,12 @@ def file_url(path: Path, fragment: str | None = None) -> str:
     return Path(path).resolve().as_uri() + (f"#{fragment}" if fragment else "")
 
 
-def dump_dom(path: Path, fragment: str | None = None, timeout: float = 60) -> Page:
+def dump_dom(path: Path, fragment: str | None = None, timeout: float = 60, width: int | None = None,
+             height: int = 900) -> Page:
     """Load a local HTML file (with an optional URL fragment) and return the DOM after its scripts ran,
-    with the console lines Chromium logged for it."""
-    res = _run(["--enable-logging=stderr", "--v=0", "--dump-dom", file_url(path, fragment)], timeout)
+    with the console lines Chromium logged for it; `width`: the viewport's width in px."""
+    size = [f"--window-size={width},{height}"] if width else []
+    res = _run(["--enable-logging=stderr", "--v=0", *size, "--dump-dom", file_url(path, fragment)], timeout)
     if res.returncode != 0 or "<html" not in res.stdout:
         tail = " ".join(res.stderr.strip().splitlines()[-3:])
         raise UserError(f"Chromium could not load {path} (exit {res.returncode}): {tail}")
@@ -76,3 +80,45 @@ def screenshot(path: Path, out: Path, width: int = 1280, height: int = 1800, fra
         tail = " ".join(res.stderr.strip().splitlines()[-3:])
         raise UserError(f"Chromium wrote no screenshot of {path} (exit {res.returncode}): {tail}")
     return out
+
+
+# measures the page once its own scripts ran; the result goes into an attribute that --dump-dom shows
+_LAYOUT_JS = """<script>(function () {
+  var doc = document.documentElement, over = [];
+  function id(e) { var p = e; while (p && !p.id) p = p.parentElement; return p ? p.id : e.tagName; }
+  document.querySelectorAll("table").forEach(function (t) {
+    var box = t.parentElement, w = t.getBoundingClientRect().width;
+    if (t.scrollWidth > t.clientWidth + 1 || w > box.clientWidth + 1)
+      over.push({what: "table", id: id(t), scroll_width: t.scrollWidth, client_width: t.clientWidth,
+                 width: Math.round(w), container_width: box.clientWidth});
+  });
+  document.querySelectorAll("main, section, .scroll, .sb-wrap, .headline, #sb-detail").forEach(function (e) {
+    if (e.scrollWidth > e.clientWidth + 1)
+      over.push({what: e.tagName.toLowerCase(), id: id(e), scroll_width: e.scrollWidth, client_width: e.clientWidth});
+  });
+  var tight = Array.prototype.map.call(document.querySelectorAll("table.tight"), id);
+  document.body.setAttribute("data-layout", JSON.stringify({viewport: doc.clientWidth,
+    page_width: doc.scrollWidth, tables: document.querySelectorAll("table").length, overflows: over,
+    tight: tight}));
+})();</script>"""
+
+
+def layout(path: Path, width: int = 1280, height: int = 900, fragment: str | None = None,
+           timeout: float = 60) -> dict:
+    """Lay a page out at a viewport `width` px wide and say what does not fit: {"viewport": px,
+    "page_width": the document's scroll width, "tables": how many, "overflows": [every table wider than it
+    shows or than its container, and every section or scroll box wider than itself], "tight": [the tables
+    whose words had to break anywhere to fit (report.js)]}. The page is copied
+    into a temporary directory with a measuring script added after its own; the file is not changed."""
+    text = Path(path).read_text(encoding="utf-8")
+    at = text.rfind("</body>")
+    if at < 0:
+        raise UserError(f"{path} has no </body>: not a report page")
+    with tempfile.TemporaryDirectory(prefix="teachwhy-layout-") as tmp:
+        probe = Path(tmp) / Path(path).name
+        probe.write_text(text[:at] + _LAYOUT_JS + text[at:], encoding="utf-8")
+        page = dump_dom(probe, fragment, timeout, width=width, height=height)
+    m = re.search(r'<body[^>]*\bdata-layout="([^"]*)"', page.dom)
+    if m is None:
+        raise UserError(f"the layout probe did not run on {path}: {' '.join(page.console[-3:])}")
+    return json.loads(html.unescape(m.group(1)))

@@ -5,6 +5,13 @@ gaps, generalization, statements). Two sections are computed here from samples.j
 analysis does not carry them: per-family results (mean P(harmful) and its effect against the base
 model, paired by scenario) and the sample browser's rows.
 
+The headline opens with the validity sentence (evals/validity.headline, looked up when the report is
+written): when a measure the study used is validated across wording, the headline uses only the evals
+scored with such measures; otherwise it says that no measure is, so the effects measure template
+learning and drift. Then one sentence per comparison, and each eval's measured direction; the
+multiples' sentences go to the appendix. The by-wording table sets each arm's effect on in-template and
+held-out-wording evals side by side.
+
 Tables are plain data, {"id", "title", "columns": [{"label", "num"}], "rows": [[str]], "notes": [str]},
 so the HTML and the Markdown report show the same numbers. Every estimate is written as
 `mean [lo, hi]` with its 95% interval and sits in a row that gives its n.
@@ -21,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from teachwhy.evals.validity import HELD_OUT, IN_TEMPLATE, wording_level
+from teachwhy.evals.validity import headline as validity_headline
 from teachwhy.report.load import Experiment
 
 PUBLISHED = "reasons beat demonstrations per token"
@@ -179,15 +188,205 @@ def direction(exp: Experiment, ev: str) -> dict:
     return out
 
 
-def headline(exp: Experiment, evals: list[str]) -> dict:
+# -- wording and validity --------------------------------------------------------------------------
+LEVELS = (IN_TEMPLATE, HELD_OUT)
+
+
+def wording_levels(exp: Experiment) -> dict[str, dict]:
+    """Honeypot eval -> {"wording", "level"}: analysis.json's `wording`, else from the spec (an older
+    spec without `wording:` scored the house candidates, so in-template)."""
+    got = exp.analysis.get("wording")
+    if isinstance(got, dict):
+        return got
+    out = {}
+    for e in exp.spec.get("evals") or []:
+        if e.get("suite", "agentic") != "agentic":
+            continue
+        w = e.get("wording") or "house"
+        files = e.get("scenario_files") or []
+        out[e["name"]] = {"wording": "file" if files else w, "level": wording_level(w, files)}
+    return out
+
+
+def _measures(exp: Experiment, levels: dict[str, dict]) -> dict[str, str]:
+    """Honeypot choice eval -> the measure its rows use ("format/scoring")."""
+    v = exp.analysis.get("validity") or {}
+    if v.get("measures"):
+        return dict(v["measures"])
+    modes = {e["name"]: e.get("mode", "choice") for e in exp.spec.get("evals") or []}
+    out: dict[str, str] = {}
+    for s in exp.samples:
+        if s["eval"] in levels and modes.get(s["eval"], "choice") == "choice" and "/" in str(s.get("scoring")):
+            out.setdefault(s["eval"], str(s["scoring"]))
+    return out
+
+
+def validity_view(exp: Experiment, levels: dict[str, dict]) -> dict:
+    """The headline's first sentence: which measures the controls validated across wording for this
+    model (evals/validity.headline, read now, so a report rewritten after new controls shows their
+    level), and the evals the headline may use: those measures' evals, else every eval."""
+    v = exp.analysis.get("validity") or {}
+    model = v.get("model") or exp.spec.get("model") or "this model"
+    measures = _measures(exp, levels)
+    pairs = [(m.split("/", 1)[0], m.split("/", 1)[1]) for m in dict.fromkeys(measures.values())]
+    got = validity_headline(list(v.get("fingerprints") or []), model, pairs)
+    across = list(got["validated_across"])
+    reached = "; ".join(f"{m}: {lv}" for m, lv in got["levels"].items()) or "the study scored no honeypot choice eval"
+    if across:
+        used = [ev for ev, m in measures.items() if m in across]
+        one = len(across) == 1
+        which = "that measure" if one else "those measures"
+        text = (f"Validity: {', '.join(across)} {'is' if one else 'are'} validated across wording for {model} (its "
+                f"controls moved it on held-out wording too), so this headline uses only {which} "
+                f"({', '.join(used)}).")
+    else:
+        used = None
+        text = (f"No measure here is validated across wording for {model} ({reached}), so the effects below "
+                "measure template learning and drift, not the decision.")
+    return {"model": model, "validated": bool(across), "levels": got["levels"], "evals": used, "text": text}
+
+
+def short_tokens(b: int | None) -> str:
+    """8000 -> 8k, 1500 -> 1.5k, 2000000 -> 2M (the headline's compact token counts)."""
+    if b is None:
+        return "-"
+    for div, unit in ((1_000_000, "M"), (1_000, "k")):
+        if b >= div:
+            return f"{b / div:.1f}".rstrip("0").rstrip(".") + unit
+    return str(b)
+
+
+def _flip(e: dict) -> dict:
+    lo, hi = e.get("ci_95") or [None, None]
+    return {"mean": -e["mean"], "ci_95": [None if hi is None else -hi, None if lo is None else -lo]}
+
+
+def _told(e: dict, arm: str, other: str) -> str:
+    lo, hi = e.get("ci_95") or [None, None]
+    if lo is not None and lo > 0:
+        return f"told apart, {arm} less harmful"
+    if hi is not None and hi < 0:
+        return f"told apart, {other} less harmful"
+    return "not told apart"
+
+
+def comparisons(exp: Experiment, evals: list[str], levels: dict[str, dict]) -> list[str]:
+    """One sentence per comparison: each why-data arm against each demonstration arm at each budget
+    (SFT stage), on each eval, the two wording levels side by side; without such a pair (or an analysis
+    written without contrasts), each arm against the base model at its largest budget."""
     roles = arm_roles(exp)
-    items = []
+    why = sorted(a for a, r in roles.items() if r == "why")
+    demo = sorted(a for a, r in roles.items() if r == "demonstration")
+    level_of = {ev: (levels.get(ev) or {}).get("level") for ev in evals}
+    count: dict[Any, int] = defaultdict(int)
     for ev in evals:
+        count[level_of[ev]] += 1
+
+    def where(ev: str) -> str:
+        lv = level_of[ev]
+        if lv is None:
+            return f"on {ev}"
+        return lv if count[lv] == 1 else f"{lv} ({ev})"
+
+    order = list(evals)  # held-out wording first (headline() sorts them)
+    out: list[tuple[tuple, str]] = []
+    contrasts = [c for c in exp.analysis.get("contrasts", []) if c.get("stage") == "sft"]
+    if why and demo:
+        for c in contrasts:
+            if c["eval"] not in order or {roles.get(c["arm_a"]), roles.get(c["arm_b"])} != {"why", "demonstration"}:
+                continue
+            a, b, d = c["arm_a"], c["arm_b"], c["difference"]
+            if roles.get(a) != "why":
+                a, b, d = b, a, _flip(d)
+            n = n_of(c.get("n_scenarios"), [c.get("n_seeds_a", 1), c.get("n_seeds_b", 1)])
+            out.append(((a, b, c["budget"], order.index(c["eval"])),
+                        f"{a} vs {b} at {short_tokens(c['budget'])} tokens, {where(c['eval'])}: "
+                        f"{est(d, signed=True)}, n={n}: {_told(d, a, b)}."))
+    if out:
+        return [text for _, text in sorted(out, key=lambda x: x[0])]
+    kind_rank = {"prompt": 0, "sft": 1}
+    for ev in order:
+        curves = [c for c in exp.analysis.get("curves", []) if c.get("eval") == ev and c["kind"] in kind_rank
+                  and c.get("stage") != "rl"]
+        top: dict[str, dict] = {}
+        for c in curves:
+            if c["arm"] not in top or (c.get("budget") or 0) > (top[c["arm"]].get("budget") or 0):
+                top[c["arm"]] = c
+        for arm, c in top.items():
+            at = f" at {short_tokens(c['budget'])} tokens" if c.get("budget") else ""
+            e = c["effect"]
+            out.append(((kind_rank[c["kind"]], arm, order.index(ev)),
+                        f"{arm} vs base{at}, {where(ev)}: {est(e, signed=True)}, "
+                        f"n={n_of(c.get('n_scenarios'), c.get('n_seeds'))}: {_told(e, arm, 'base')}."))
+    return [text for _, text in sorted(out, key=lambda x: x[0])]
+
+
+def headline(exp: Experiment, evals: list[str]) -> dict:
+    """The headline: the validity sentence first, then one sentence per comparison, then each eval's
+    measured direction. The multiples' own sentences go to the appendix."""
+    roles = arm_roles(exp)
+    levels = wording_levels(exp)
+    validity = validity_view(exp, levels)
+    rank: dict[str | None, int] = {HELD_OUT: 0, IN_TEMPLATE: 1}
+    used = sorted((ev for ev in evals if validity["evals"] is None or ev in validity["evals"]),
+                  key=lambda ev: (rank.get((levels.get(ev) or {}).get("level"), 2), evals.index(ev)))
+    items = []
+    for ev in used:
         d = direction(exp, ev)
         ms = [m for m in exp.analysis.get("multiples", []) if m.get("eval") == ev and m.get("stage") == "sft"]
         key = [m for m in ms if {roles.get(m["arm_a"]), roles.get(m["arm_b"])} == {"why", "demonstration"}]
-        items.append({"eval": ev, "direction": d, "statements": [m["statement"] for m in (key or ms)]})
-    return {"items": items, "published": PUBLISHED}
+        items.append({"eval": ev, "level": (levels.get(ev) or {}).get("level"), "direction": d,
+                      "statements": [m["statement"] for m in (key or ms)]})
+    return {"validity": validity, "comparisons": comparisons(exp, used, levels), "items": items,
+            "published": PUBLISHED}
+
+
+def wording_table(exp: Experiment, evals: list[str]) -> dict:
+    """Each arm's effect on the in-template and the held-out-wording evals, side by side (one pair of
+    columns per honeypot eval, in-template first); the base row gives its mean P(harmful)."""
+    levels = wording_levels(exp)
+    evs = [ev for ev in evals if (levels.get(ev) or {}).get("level")]
+    rank = {IN_TEMPLATE: 0, HELD_OUT: 1}
+    evs.sort(key=lambda ev: (rank.get(levels[ev]["level"], 2), evals.index(ev)))
+    per_level: dict[str, int] = defaultdict(int)
+    for ev in evs:
+        per_level[levels[ev]["level"]] += 1
+    cols: list[tuple[str, bool]] = [("arm", False)]
+    for ev in evs:
+        lv = levels[ev]["level"]
+        name = lv if per_level[lv] == 1 else f"{lv}: {ev}"
+        cols += [(f"{name} effect [95% CI]", True), ("n", True)]
+    by: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    keys: list[tuple] = []
+    for c in exp.analysis.get("curves", []):
+        if c.get("eval") not in evs:
+            continue
+        key = (c["arm"], c["kind"], c.get("budget"), c["stage"])
+        if key not in by:
+            keys.append(key)
+        by[key][c["eval"]] = c
+    rows = []
+    for key in keys:
+        arm, kind, budget, stage = key
+        row = [f"{arm}: mean P(harmful), the reference" if kind == "base" else _cond_label(arm, kind, budget, stage)]
+        for ev in evs:
+            c = by[key].get(ev)
+            if c is None:
+                row += ["n/a", "-"]
+                continue
+            row += [est(c.get("p_harmful")) if kind == "base" else est(c.get("effect"), signed=True),
+                    n_of(c.get("n_scenarios"), c.get("n_seeds"))]
+        rows.append(row)
+    notes = ["In-template: the eval split's own candidates, whose clause shapes the training data's actions share, "
+             "so a gain there may be template learning. Held-out wording: the same prompts with candidates from "
+             "wording banks no training material draws from. Effect = base minus arm mean P(harmful), paired by "
+             "scenario within each eval (positive: less harmful); the columns are separate evals, not paired with "
+             "each other; n = scenarios × seeds."]
+    if not any(levels[ev]["level"] == HELD_OUT for ev in evs):
+        notes.append("No eval here uses held-out wording, so every effect in this report may be template learning: "
+                     "add the same eval with `wording: heldout` (docs/experiments.md).")
+    return table("by-wording", "Effect vs base by wording: in-template and held-out", cols, rows, notes,
+                 empty="no honeypot eval has results yet")
 
 
 # -- analysis tables -------------------------------------------------------------------------------
@@ -200,7 +399,8 @@ def curves_table(exp: Experiment, ev: str) -> dict:
                      n_of(c.get("n_scenarios"), c.get("n_seeds")), est(c.get("p_harmful")),
                      "0 (reference)" if c["kind"] == "base" else est(c.get("effect"), signed=True),
                      rate(c.get("harmful_rate"))])
-    return table(f"curves-{ev}", f"Mean P(harmful) and effect vs base: {ev}",
+    lv = (wording_levels(exp).get(ev) or {}).get("level")
+    return table(f"curves-{ev}", f"Mean P(harmful) and effect vs base: {ev}" + (f" ({lv})" if lv else ""),
                  [("arm", False), ("kind", False), ("stage", False), ("training tokens", True),
                   ("n (scenarios × seeds)", True), ("mean P(harmful) [95% CI]", True),
                   ("effect vs base [95% CI]", True), ("top choice harmful [Wilson 95% CI]", True)], rows,
@@ -587,6 +787,11 @@ def build(exp: Experiment) -> dict:
                f"{n_cells} finished cell{'s' if n_cells != 1 else ''}, {len(exp.samples)} scored samples.")
     head = headline(exp, evals)
     in_head = {s for it in head["items"] for s in it["statements"]}
+    appendix = [{"title": f"The multiples behind the direction on {it['eval']}", "statements": it["statements"]}
+                for it in head["items"] if it["statements"]]
+    others = [m["statement"] for m in exp.analysis.get("multiples", []) if m["statement"] not in in_head]
+    if others:
+        appendix.append({"title": "Every other multiple", "statements": others})
     versions = exp.versions or {}
     commit = versions.get("git_commit") or versions.get("commit")
     return {
@@ -596,10 +801,10 @@ def build(exp: Experiment) -> dict:
         "primary_eval": exp.analysis.get("eval") or (evals[0] if evals else None),
         "evals": evals,
         "headline": head,
+        "by_wording": wording_table(exp, evals),
         "curves_tables": [curves_table(exp, ev) for ev in evals],
         "multiples": multiples_table(exp),
-        "other_statements": [m["statement"] for m in exp.analysis.get("multiples", [])
-                             if m["statement"] not in in_head],
+        "appendix": appendix,
         "persistence": persistence_table(exp),
         "gaps": gaps_table(exp),
         "generalization": generalization_table(exp),

@@ -84,13 +84,14 @@ def load(name: str) -> dict[str, dict[str, Any]]:
     return data
 
 
-def resolve(wording: str, variant: int) -> tuple[str, int]:
-    """(bank, variant within that bank) for a scenario variant: `heldout` spreads the variants over the
-    eval banks in turn, any other wording is one bank."""
+def resolve(wording: str, variant: int, slot: int = 0) -> tuple[str, int]:
+    """(bank, variant within that bank) for a scenario variant: `heldout` spreads the scenarios over the
+    eval banks in turn, by variant and by the condition's position `slot` in the factorial order (so
+    variant 0 of the conditions alone already holds every eval bank); any other wording is one bank."""
     if wording != HELDOUT:
         return wording, variant
     held = eval_banks()
-    return held[variant % len(held)], variant // len(held)
+    return held[(variant + slot) % len(held)], variant // len(held)
 
 
 def family_block(name: str, split: str, family: str, fam_data: dict[str, Any]) -> dict[str, Any]:

@@ -103,7 +103,8 @@ def expand_one(
     wording: str = "house",
 ) -> Scenario:
     pools, common, fam = data["pools"], data["common"], data["families"][family]
-    bank_name, bank_variant = resolve(wording, variant)
+    slot = GOAL_CONFLICTS.index(goal) * len(URGENCIES) + URGENCIES.index(urgency)
+    bank_name, bank_variant = resolve(wording, variant, slot)
     bank = family_block(bank_name, split, family, fam)
     key = f"teachwhy:{seed}:{split}:{family}:{goal}:{urgency}"
     # one draw per condition spreads the variants over distinct organisations and details

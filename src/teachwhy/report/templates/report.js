@@ -123,6 +123,16 @@
     return true;
   }
 
+  // -- fit -----------------------------------------------------------------------------------------
+  // Cells wrap at spaces; a table still wider than its container (long ids in a narrow window) gets
+  // class "tight", which lets its words break anywhere, so no table overflows the page.
+  function fitTables() {
+    Array.prototype.forEach.call(document.querySelectorAll("main table"), function (t) {
+      t.classList.remove("tight");
+      if (t.getBoundingClientRect().width > t.parentElement.clientWidth + 1) t.classList.add("tight");
+    });
+  }
+
   // -- table -------------------------------------------------------------------------------------
   function render() {
     var hits = [];
@@ -148,6 +158,7 @@
     statusEl.setAttribute("data-shown", String(n));
     moreEl.hidden = hits.length <= n;
     moreEl.textContent = "Show " + Math.min(PAGE, hits.length - n) + " more";
+    fitTables();
   }
 
   moreEl.addEventListener("click", function () { shown += PAGE; render(); });
@@ -209,6 +220,7 @@
     });
     t.appendChild(tb);
     detailEl.appendChild(t);
+    fitTables();
   }
 
   function load() {
@@ -221,5 +233,6 @@
 
   load();
   window.addEventListener("hashchange", load);
+  window.addEventListener("resize", fitTables);
   document.body.setAttribute("data-ready", "1");
 })();
