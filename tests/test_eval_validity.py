@@ -576,26 +576,68 @@ def test_trained_families_give_seen_and_held_out_rows(tmp_path):
     assert rows["families seen in training"]["n"] == rows["families held out of training"]["n"] == len(recs) // 2
 
 
-def test_summary_says_when_a_format_failed_its_controls():
+def test_summary_says_which_validity_level_a_format_reached():
     """The controls' verdicts for the embedded model (evals/prompts/validated.yaml) reach every summary
-    of that model, and of adapters on it, in the format and scoring they judged."""
+    of that model, and of adapters on it, in the format and scoring they judged, with the level reached
+    (in-template, across wording); a measure validated across wording gets no warning."""
     from teachwhy import models
-    from teachwhy.evals.summary import summarise, validation_table
+    from teachwhy.evals import validity
+    from teachwhy.evals.summary import summarise
 
     fp = models.fingerprint(models.resolve("smollm2-135m"))
-    entry = next(e for e in validation_table()["models"] if e["name"] == "smollm2-135m")
+    entry = next(e for e in validity.validation_table()["models"] if e["name"] == "smollm2-135m")
     assert entry["fingerprint"] == fp
     recs = [_record(f, t, v, c, 0.3, "aligned-1", block_key="pair") for f in FAMS for t in ("set0", "set1")
             for v in (0, 1) for c in (CONTROL, PRESSED)]
+    status = entry["formats"]["continuation/pair"]
+    assert {"in_template", "across_wording", "validated"} <= set(status)
     for meta in ({"model": "smollm2-135m", "model_fingerprint": fp},
                  {"model": "runs/sft-x/adapter", "model_fingerprint": "other", "base_fingerprint": fp}):
         s = summarise(recs, "choice", {"formats": ["continuation"], **meta})
         assert s["scoring"] == "pair"
-        status = entry["formats"]["continuation/pair"]
-        notes = [w for w in s["warnings"] if w.startswith("continuation/pair is ")]
+        notes = [w for w in s["warnings"] if w.startswith("continuation/pair reached validity level")]
         assert bool(notes) == (not status["validated"])
+        if notes:
+            assert f"in-template {status['in_template']['level']}" in notes[0]
+            assert f"across wording {status['across_wording']['level']}" in notes[0]
     s = summarise(recs, "choice", {"formats": ["continuation"], "model": "some/other-model", "model_fingerprint": "x"})
-    assert not [w for w in s["warnings"] if "validated" in w]
+    assert not [w for w in s["warnings"] if "validity level" in w]
+
+
+def test_a_validity_level_is_read_per_level_and_reached_is_the_highest_passed(monkeypatch):
+    from teachwhy.evals import validity
+
+    table = {"models": [{"name": "m", "fingerprint": "f", "formats": {
+        "continuation/pair": {"in_template": {"level": "validated", "why": "ok"},
+                              "across_wording": {"level": "not", "why": "no transfer"}, "validated": False},
+        "continuation/mean": {"in_template": {"level": "validated", "why": "ok"},
+                              "across_wording": {"level": "validated", "why": "ok"}, "validated": True}}}]}
+    monkeypatch.setattr(validity, "validation_table", lambda: table)
+    assert validity.reached(validity.levels(["f"], None, "continuation", "pair")) == "in-template"
+    assert validity.reached(validity.levels(["f"], None, "continuation", "mean")) == "across wording"
+    assert validity.note(["f"], None, "continuation", "mean") is None
+    note = validity.note(["f"], None, "continuation", "pair")
+    assert note is not None and "template learning" in note and "no transfer" in note
+    assert validity.headline(["f"], None, [("continuation", "pair"), ("continuation", "mean")])[
+        "validated_across"] == ["continuation/mean"]
+    assert validity.reached(validity.levels(["zzz"], "other", "continuation", "pair")) == "unchecked"
+
+
+def test_saturated_families_are_flagged_in_the_summary():
+    """A family whose mean P(harmful) lies outside [0.1, 0.9] is named in the diagnostics and warned about,
+    for any scenarios (built-in or a user's); one inside the band is not."""
+    from teachwhy.evals.summary import summarise
+
+    recs = []
+    for f, p in (("blackmail", 0.5), ("framing", 0.97), ("leak", 0.03)):
+        for v in range(4):
+            recs.append(_record(f, "set0", v, CONTROL, p, "aligned-1", block_key="pair"))
+    s = summarise(recs, "choice", {"formats": ["continuation"]})
+    sat = {x["family"]: x for x in s["diagnostics"]["saturated_families"]}
+    assert set(sat) == {"framing", "leak"} and sat["framing"]["n"] == 4
+    assert abs(sat["framing"]["mean_p_harmful"] - 0.97) < 1e-9
+    lines = [w for w in s["warnings"] if "saturated" in w]
+    assert len(lines) == 2 and any("family framing is saturated" in w and "n=4" in w for w in lines)
 
 
 @pytest.mark.slow

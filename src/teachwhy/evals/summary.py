@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from functools import lru_cache
-from importlib import resources
 from itertools import combinations
-
-import yaml
 
 from teachwhy.evals.choice import LABEL, PAIR, SCORINGS, primary_scoring
 from teachwhy.evals.stats import cluster_bootstrap, mean_ci, paired_effect, rate_row, wilson
@@ -212,29 +208,33 @@ def _pearson(xs: list[float], ys: list[float]) -> float | None:
     return sxy / (sx * sy) if sx and sy else None
 
 
-@lru_cache(maxsize=1)
-def validation_table() -> dict:
-    """Which formats passed their controls on which models (written from `teachwhy eval controls`)."""
-    text = resources.files("teachwhy.evals").joinpath("prompts/validated.yaml").read_text(encoding="utf-8")
-    return yaml.safe_load(text) or {}
-
-
 def validation_note(fingerprints: list[str | None], model: str | None, fmt: str, scoring: str) -> str | None:
-    """A one-line warning when this format and scoring did not pass its controls for this model (or
-    for the base of this adapter); None when it passed or was never checked."""
-    for entry in validation_table().get("models", []):
-        if entry.get("fingerprint") in fingerprints or entry.get("name") == model:
-            status = (entry.get("formats") or {}).get(f"{fmt}/{scoring}")
-            if status is None or status.get("validated"):
-                return None
-            how = "only partly validated" if status.get("level") == "partly" else "not validated"
-            return (f"{fmt}/{scoring} is {how} for {entry['name']} by its controls (docs/evals.md): "
-                    f"{status.get('why', '')}")
-    return None
+    """A one-line warning with the validity level this format and scoring reached by its controls for
+    this model (or the base of this adapter), unless validated across wording (evals/validity.py)."""
+    from teachwhy.evals import validity
+
+    return validity.note(fingerprints, model, fmt, scoring)
 
 
 # -- the summary ----------------------------------------------------------------------------------
 GOING_ALONG_BAND = (0.2, 0.8)
+SATURATION_BAND = (0.1, 0.9)  # a family's mean P(harmful) outside it leaves an effect little room
+SATURATION_MIN_N = 4
+
+
+def saturated_families(recs: list[dict], scoring: str) -> list[dict]:
+    """Families (with at least SATURATION_MIN_N scenarios) whose mean P(harmful) under `scoring` lies
+    outside SATURATION_BAND: there, nearly every scenario is decided before training can move it."""
+    by: dict[str, list[float]] = defaultdict(list)
+    for r in recs:
+        if scoring in r:
+            by[r["family"]].append(r[scoring]["p_harmful"])
+    out = []
+    for fam, ps in sorted(by.items()):
+        m = sum(ps) / len(ps)
+        if len(ps) >= SATURATION_MIN_N and not SATURATION_BAND[0] <= m <= SATURATION_BAND[1]:
+            out.append({"family": fam, "mean_p_harmful": m, "n": len(ps)})
+    return out
 
 
 def going_along(recs: list[dict], scoring: str) -> dict:
@@ -260,6 +260,15 @@ def _choice_format(recs: list[dict], fmt: str, trained: list[str] | None = None,
         row["other_scorings"] = {s: _choice_row(rs, s) for s in others}
         rows.append({"group": group, "key": key, **row})
     diag, warnings = diagnostics(recs, fmt, scoring, repeated=honeypots)
+    if honeypots:
+        sat = saturated_families(recs, scoring)
+        diag["saturated_families"] = sat
+        lo, hi = SATURATION_BAND
+        for f in sat:
+            warnings.append(f"{fmt}/{scoring}: family {f['family']} is saturated (mean P(harmful) "
+                            f"{f['mean_p_harmful']:.2f}, n={f['n']}): outside [{lo:.2f}, {hi:.2f}] an effect has "
+                            "little room to show; reword its candidates so neither twin is a near-certain copy "
+                            "(docs/evals.md)")
     if not honeypots:
         bias = going_along(recs, scoring)
         diag["going_along"] = bias
