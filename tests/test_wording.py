@@ -65,23 +65,28 @@ def test_the_builtin_train_banks_share_little_wording_with_the_eval():
     assert rep.ok, rep.as_dict()
 
 
-def _interleave(text: str) -> str:
-    """The same phrasing with a filler word after every sixth word of the body: no 8-gram survives,
-    most 4-grams do."""
-    def spread(body: str) -> str:
-        words = body.split(" ")
-        return " ".join(w + (" really" if i % 6 == 5 else "") for i, w in enumerate(words))
-    return re.sub(r'("body": ")([^"]*)(")', lambda m: m.group(1) + spread(m.group(2)) + m.group(3), text)
+def _spread(text: str) -> str:
+    """The same phrasing with a filler word after every sixth word: no 8-gram survives, most 4-grams do."""
+    words = text.split(" ")
+    return " ".join(w + (" really" if i % 6 == 5 else "") for i, w in enumerate(words))
 
 
 def _eval_worded_records(n: int) -> list[dict]:
+    """Replies that reuse the held-out eval banks' phrasing as plain prose (lead-in and the call's string
+    arguments), with the people renamed and a filler word every few words."""
     recs = []
     for i, s in enumerate(builtin_scenarios("eval", wording=banks.HELDOUT)[:n]):
         c = s.candidates[0]
-        text = _interleave(c.text)
+        call = json.loads(re.search(r"<tool_call>(.*?)</tool_call>", c.text, re.S).group(1))
+        parts = [c.text.split("<tool_call>")[0].strip()]
+        parts += [v for v in call["arguments"].values() if isinstance(v, str) and "@" not in v and "/" not in v]
+        text = " ".join(parts)
+        for j, p in enumerate(s.people):
+            first, last = p.name.split(" ")[0], p.name.split(" ")[-1]
+            text = text.replace(first, f"Person{j}").replace(last, f"Surname{j}")
         recs.append({"id": f"copied-{i}", "kind": "demonstration", "source_id": f"copied/{i}",
                      "messages": [{"role": "user", "content": f"Case {i}: what would you send?"},
-                                  {"role": "assistant", "content": text}]})
+                                  {"role": "assistant", "content": _spread(text)}]})
     return recs
 
 
@@ -121,3 +126,24 @@ def test_builtin_data_builds_pass_the_wording_check(tmp_path):
 def test_controls_refuse_an_eval_bank_as_training_wording(tmp_path):
     one_error_line(run_cli("eval", "controls", "--train-banks", banks.eval_banks()[0], "--out", str(tmp_path)),
                    "never trained on")
+
+
+def test_every_bank_is_length_matched_graded_right_and_made_of_minimal_pairs():
+    """The checks the built-in sets pass, for every bank on every split it may be used on."""
+    from teachwhy import models
+    from teachwhy.scenarios import check_length_matched, token_counter
+    from teachwhy.scenarios.consistency import label_problems
+
+    count = token_counter(models.load_tokenizer())
+    for name in banks.names():
+        if name == banks.HOUSE:
+            continue
+        for split in ("eval", "train"):
+            if name not in banks.names(split):
+                continue
+            for s in builtin_scenarios(split, wording=name):
+                assert not check_length_matched(s, count), s.id
+                assert not label_problems(s), (s.id, label_problems(s))
+                assert len(s.twin_pairs) * 2 == len(s.candidates), s.id
+                for h, a in s.twin_pairs:
+                    assert h.text != a.text and h.label != a.label

@@ -32,6 +32,7 @@ _TAG = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _ADDRESS = re.compile(r"\S+@\S+|/\S+|https?://\S+")
 _WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?|[.!?;:]")
 NAME = "<name>"
+NAME_MARK = "Qxq"  # prefixed to a vocative before tokenising: a word no text holds
 
 
 def wording(text: str) -> str:
@@ -51,16 +52,22 @@ def wording(text: str) -> str:
     return " ".join(parts)
 
 
+_VOCATIVE = re.compile(r"([A-Z][A-Za-z'-]*)(?=,)")
+
+
 def words(text: str) -> list[str]:
-    """Lower-cased words with names masked: a capitalised word that does not open a sentence."""
+    """Lower-cased words with names masked: a capitalised word that does not open a sentence, or one
+    that opens it as a form of address ("Priya, the file ...")."""
+    text = _VOCATIVE.sub(lambda m: f"{NAME_MARK}{m.group(1)}", _ADDRESS.sub(" ", text))
     out: list[str] = []
     opening = True
-    for tok in _WORD.findall(_ADDRESS.sub(" ", text)):
+    for tok in _WORD.findall(text):
         if tok in ".!?;:":
             opening = True
             out.append(".")
             continue
-        out.append(NAME if tok[0].isupper() and not opening else tok.lower())
+        vocative = tok.startswith(NAME_MARK)
+        out.append(NAME if vocative or (tok[0].isupper() and not opening) else tok.lower())
         opening = False
     return out
 
