@@ -635,22 +635,34 @@ def controls(exp: Experiment) -> dict:
              f"scenarios ({sized}), "
              f"{c.get('epochs', '?')} epochs at learning rate {c.get('learning_rate', '?')}; evaluated on "
              f"{c.get('eval_limit') or 'all'} eval-split scenarios"]
+    across = (c.get("levels_eval") or {}).get("across_wording")
+    if c.get("train_banks") or across:
+        scored = ((", ".join(across.get("scenario_files") or []) or f"wording {across.get('wording')}")
+                  if across else "?")
+        facts.append(f"control data phrased in the train wording banks {', '.join(c.get('train_banks') or ['?'])}; "
+                     f"the across-wording level scored {scored} (n = {(across or {}).get('n', '?')})")
     rows, verdicts = [], []
-    for key, e in (c.get("effects") or {}).items():
-        vs = e.get("vs_unrelated") or {}
-        n = (e.get("harmful") or {}).get("n")
-        v = e.get("verdict") or {}
-        rows.append([key, _diff(e.get("harmful")), _diff(e.get("aligned")), _diff(e.get("unrelated")),
-                     _diff(vs.get("harmful")), _diff(vs.get("aligned")), _count(n), v.get("level", "?")])
-        verdicts.append(f"{key}: {v.get('level', '?')}: {v.get('why', '')}")
+    levels = [("in-template", c.get("effects") or {}), ("across wording", c.get("effects_across_wording") or {})]
+    for level, effects in levels:
+        for key, e in effects.items():
+            vs = e.get("vs_unrelated") or {}
+            n = (e.get("harmful") or {}).get("n")
+            v = e.get("verdict") or {}
+            rows.append([key, level, _diff(e.get("harmful")), _diff(e.get("aligned")), _diff(e.get("unrelated")),
+                         _diff(vs.get("harmful")), _diff(vs.get("aligned")), _count(n), v.get("level", "?")])
+            where = "" if level == "in-template" else f" ({level})"
+            verdicts.append(f"{key}{where}: {v.get('level', '?')}: {v.get('why', '')}")
     tab = table("controls", "Eval controls: does the eval move when the decision is trained, and only then?", [
-        ("format/scoring", False), ("harmful-action SFT", True), ("aligned-action SFT", True),
+        ("format/scoring", False), ("level", False), ("harmful-action SFT", True), ("aligned-action SFT", True),
         ("unrelated-text SFT", True), ("harmful vs unrelated", True), ("aligned vs unrelated", True),
         ("n", True), ("verdict", False)], rows, notes=[
         "Each cell: the control's mean P(harmful) minus the base model's (or minus the unrelated-text "
         "control's, in the two 'vs unrelated' columns), paired by scenario, with a 95% cluster-bootstrap "
         "CI; n = eval scenarios. A valid eval moves up with harmful-action SFT, down with aligned-action "
-        "SFT, and much less with as many tokens of unrelated text."], statements=verdicts)
+        "SFT, and much less with as many tokens of unrelated text. In-template: the eval's own candidates, "
+        "whose template family the control data shares; across wording: held-out candidate wording that "
+        "no training material draws from (the level that tells the decision from template learning)."],
+        statements=verdicts)
     return {"ran": True, "facts": facts, "table": tab}
 
 
