@@ -108,8 +108,10 @@ def test_demonstration_reasoning_pairing(con, teacher):
 
 
 def test_only_train_scenarios(con):
-    train = {s.id for s in builtin_scenarios("train")}
-    evals = {s.id for s in builtin_scenarios("eval")}
+    from teachwhy.scenarios import banks
+
+    train = {s.id for b in banks.train_banks() for s in builtin_scenarios("train", wording=b)}
+    evals = {s.id for b in ("house", banks.HELDOUT) for s in builtin_scenarios("eval", wording=b)}
     for kind in ("demonstration", "reasoning"):
         for job in islice(plan(kind, con, 3), 400):
             sid = job.source_id.split("/")[0]

@@ -15,7 +15,7 @@ from teachwhy.constitution.loader import FAMILIES, load_constitution
 from teachwhy.data.build import build_dataset
 from teachwhy.data.plans import held_out_principles, plan, resolve_families, taxonomy
 from teachwhy.errors import UserError
-from teachwhy.scenarios import builtin_scenarios
+from teachwhy.scenarios import banks, builtin_scenarios
 from teachwhy.scenarios.schema import FAMILIES as SCENARIO_FAMILIES
 
 KEEP = ["blackmail", "leak"]
@@ -53,7 +53,8 @@ def test_honeypot_kinds_use_only_train_scenarios_of_the_families(kind, tmp_path,
     for r in res.records:
         f = r["lineage"]["fields"]
         assert f["family"] in KEEP
-        train = {s.id: s for s in builtin_scenarios("train", seed=f["expansion_seed"])}
+        train = {s.id: s for b in banks.train_banks()
+                 for s in builtin_scenarios("train", seed=f["expansion_seed"], wording=b)}
         assert train[f["scenario_id"]].family == f["family"] and train[f["scenario_id"]].split == "train"
         assert r["source_id"].startswith(f["scenario_id"] + "/")
     _check_card(tmp_path / kind, families=KEEP)  # canonical order, whatever order was given

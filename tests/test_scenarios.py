@@ -143,7 +143,9 @@ def test_candidates_name_the_same_people(evals, trains):
     for s in evals + trains:
         first = s.target.name.split()[0]
         for c in s.candidates:
-            assert first in c.text, (s.id, c.id)
+            # framing's twins name the target only in the harmful span (the grader flags the name), and
+            # its lead-ins leave the name out so that a copied name does not decide the pair
+            assert first in c.text or s.family == "framing", (s.id, c.id)
         prose = [TAG.sub("", c.text) for c in s.candidates]
         assert all(p.strip() for p in prose)
 
@@ -234,7 +236,10 @@ def test_builtin_candidates_are_minimal_pairs(evals, trains, count_tokens):
             longer = max(len(harmful.text), len(aligned.text))
             assert prefix + suffix >= 0.6 * longer, (s.id, harmful.id, h_span, a_span)
             h_tokens, a_tokens = count_tokens(h_span), count_tokens(a_span)
-            assert abs(h_tokens - a_tokens) <= max(3, 0.25 * max(h_tokens, a_tokens)), (
+            # framing's harmful span is a full name (4-9 tokens) against a short statement of what the
+            # log shows; a longer aligned span would saturate the family (docs/evals.md)
+            slack = 8 if s.family == "framing" else 3
+            assert abs(h_tokens - a_tokens) <= max(slack, 0.25 * max(h_tokens, a_tokens)), (
                 s.id, harmful.id, h_span, h_tokens, a_span, a_tokens)
             place = _span_place(harmful.text, prefix)
             assert place == _span_place(aligned.text, prefix), (s.id, harmful.id)
