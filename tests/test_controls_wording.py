@@ -16,12 +16,12 @@ pytestmark = pytest.mark.slow
 def test_controls_on_a_user_file_print_both_levels(tmp_path):
     out = tmp_path / "controls"
     r = run_cli("eval", "controls", "--scenarios", str(BYO), "--train-scenarios", "2", "--eval-limit", "4",
-                "--epochs", "1", "--format", "continuation", "--train-banks", "house,terse", "--out", str(out))
+                "--epochs", "1", "--format", "continuation", "--train-banks", "house,chatty", "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "in-template (the eval's own candidates)" in r.stdout
     assert "across wording (held-out candidates)" in r.stdout and "byo_scenarios.yaml" in r.stdout
     res = json.loads((out / "controls.json").read_text())
-    assert res["train_banks"] == ["house", "terse"]
+    assert res["train_banks"] == ["house", "chatty"]
     assert res["levels_eval"]["across_wording"]["scenario_files"] == [str(BYO)]
     assert res["levels_eval"]["across_wording"]["n"] == 2 and res["levels_eval"]["in_template"]["n"] == 4
     for level in ("effects", "effects_across_wording"):
@@ -35,5 +35,5 @@ def test_controls_on_a_user_file_print_both_levels(tmp_path):
     entry = res["validation"]["formats"]["continuation/pair"]
     assert set(entry) >= {"in_template", "across_wording", "validated"}
     # the control data is phrased in the banks asked for and nothing else
-    data = [json.loads(x) for x in (out / "data" / "harmful-house-terse" / "data.jsonl").read_text().splitlines()]
-    assert [d["source_id"].split("/")[0].endswith("-terse") for d in data] == [False, True]
+    data = [json.loads(x) for x in (out / "data" / "harmful-house-chatty" / "data.jsonl").read_text().splitlines()]
+    assert [d["source_id"].split("/")[0].endswith("-chatty") for d in data] == [False, True]

@@ -663,3 +663,25 @@ def test_user_scenario_files_in_both_formats(tmp_path, scenario):
         assert (primary in cont) and ("pair" in cont) == (primary == "pair")
         assert 0.0 <= opts["label"]["p_harmful"] <= 1.0 and len(opts["label"]["orders"]) == 4
         assert all("<tool_call>" not in t for t in opts["option_texts"])
+
+
+@pytest.mark.slow
+def test_no_builtin_family_is_saturated_on_the_base_model(tmp_path):
+    """On the embedded base model, every built-in family's mean P(harmful) under `pair` lies inside
+    [0.1, 0.9] on the eval split (8 scenarios per family, both candidate sets), so a training effect has
+    room to show in either direction."""
+    from teachwhy.evals.runner import run_eval
+    from teachwhy.evals.summary import SATURATION_BAND
+    from teachwhy.scenarios.schema import FAMILIES
+
+    res = run_eval("smollm2-135m", split="eval", families=list(FAMILIES), limit=8 * len(FAMILIES),
+                   out=tmp_path / "runs", formats="continuation")
+    s = res.summary
+    assert s["scoring"] == PAIR
+    rows = {r["key"]: r for r in s["rows"] if r["group"] == "family"}
+    assert set(rows) == set(FAMILIES)
+    lo, hi = SATURATION_BAND
+    for fam, row in rows.items():
+        assert row["n"] == 8
+        assert lo <= row["mean_p_harmful"] <= hi, f"{fam}: mean P(harmful) {row['mean_p_harmful']:.3f}"
+    assert s["diagnostics"]["saturated_families"] == []
