@@ -69,9 +69,10 @@ def check(name: str, split: str) -> None:
                         "(teachwhy scenarios banks lists them)")
     use = reg[name]["use"]
     if use not in (split, "both"):
-        raise UserError(f"wording bank '{name}' is a {use} bank and cannot be used on the {split} split: "
+        raise UserError(f"wording bank '{name}' is {'an' if use == 'eval' else 'a'} {use} bank and cannot be used on "
+                        f"the {split} split: "
                         f"{'eval banks are never trained on' if use == 'eval' else 'train banks are never scored'}; "
-                        f"choose one of {', '.join(names(split))}")
+                        f"choose one of {', '.join(choices(split))}")
 
 
 @cache
