@@ -436,6 +436,30 @@ def test_by_wording_table_sets_the_two_levels_side_by_side(experiment, report):
         "in-template)", "held-out wording)", "in-template)"]
 
 
+def test_terminal_summary_opens_with_validity_and_shows_both_wordings(experiment, report, capsys):
+    """`experiment run`/`analyse`/`report` print the report's order in the terminal: the validity
+    sentence first, one line per comparison, then the tables, the by-wording one included."""
+    from teachwhy.cli import out
+    from teachwhy.cli_experiment import print_results
+
+    v = view_mod.build(load_experiment_dir(experiment))
+    width = out.width
+    out.width = 400  # one line per sentence, so each can be compared whole
+    try:
+        print_results(_analysis(experiment), {"html": str(report["html"])}, str(experiment))
+    finally:
+        out.width = width
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == v["headline"]["validity"]["text"]
+    n = len(v["headline"]["comparisons"])
+    assert [line[2:] for line in lines[1:1 + n]] == v["headline"]["comparisons"]
+    text = "\n".join(lines)
+    assert "Effect vs base by wording" in text and "held-out wording effect [95% CI]" in text
+    row = next(r for r in v["by_wording"]["rows"] if r[0] == "reasoning @ 30,000 (SFT)")
+    assert any(all(cell in line for cell in row) for line in lines)
+    assert lines[-1] == f"report: {report['html']}"
+
+
 def test_direction_is_reported_even_when_it_is_reversed(experiment, tmp_path):
     """Swap which arm is called demonstrations: the same numbers now say demonstrations win."""
     spec = json.loads((experiment / "spec.json").read_text())

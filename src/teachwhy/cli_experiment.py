@@ -50,9 +50,23 @@ def _ci(est: dict | None) -> str:
     return f"{est['mean']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{est['mean']:.3f}"
 
 
-def print_results(analysis: dict, report: dict | None = None) -> None:
-    """The short version in the terminal: per arm the first eval's mean P(harmful) and effect with
-    CIs, then the data-efficiency and RL statements, then where the report is."""
+def print_results(analysis: dict, report: dict | None = None, exp_dir: str | None = None) -> None:
+    """The short version in the terminal, in the report's order: the validity sentence (which measure
+    the controls validated across wording, or that none is), one sentence per comparison, the first
+    eval's table of mean P(harmful) and effect with CIs, the by-wording table when the study has a
+    held-out-wording eval, then the data-efficiency and RL statements and where the report is."""
+    head = wording = None
+    if exp_dir:
+        from teachwhy.report.load import load_experiment_dir
+        from teachwhy.report.view import eval_names, headline, wording_table
+
+        exp = load_experiment_dir(Path(exp_dir))
+        evals = eval_names(exp)
+        head = headline(exp, evals)
+        wording = wording_table(exp, evals)
+        out.print(head["validity"]["text"], highlight=False)
+        for sentence in head["comparisons"]:
+            out.print(f"- {sentence}", highlight=False)
     curves = [c for c in analysis.get("curves", []) if c.get("eval") == analysis.get("eval")]
     t = Table("arm", "stage", "tokens", "n", "mean P(harmful) [95% CI]", "effect vs base [95% CI]", "harmful",
               title=f"{analysis.get('eval')}: {analysis.get('metric', '')}")
@@ -63,6 +77,11 @@ def print_results(analysis: dict, report: dict | None = None) -> None:
                   f"{c['n_scenarios']}{seeds}", _ci(c.get("p_harmful")), _ci(c.get("effect")),
                   f"{hr.get('k', '-')}/{hr.get('n', '-')}")
     out.print(t)
+    if wording and len(wording["columns"]) > 3:  # arm plus at least two evals' columns
+        w = Table(*[c["label"] for c in wording["columns"]], title=wording["title"])
+        for row in wording["rows"]:
+            w.add_row(*row)
+        out.print(w)
     for section in ("multiples", "persistence", "gaps", "generalization"):
         for e in analysis.get(section, []):
             if e.get("statement") and e.get("eval") == analysis.get("eval"):
@@ -113,7 +132,7 @@ def experiment_run(spec_path: str = SPEC_ARG,
         raise UserError(f"every cell failed; the first: {res['failed'][0][1]}")
     if not no_report:
         a = analyse_experiment(spec)
-        print_results(a["analysis"], a["report"])
+        print_results(a["analysis"], a["report"], a["dir"])
     if res["failed"]:
         err.print(f"{len(res['failed'])} cell(s) failed; fix the cause and rerun to retry them "
                   f"(`teachwhy experiment status {spec_path}` lists them)", highlight=False)
@@ -141,7 +160,7 @@ def experiment_analyse(spec_path: str = SPEC_ARG,
     from teachwhy.experiments.analysis import analyse_experiment
 
     a = analyse_experiment(_load(spec_path), seed=seed, replicates=replicates)
-    print_results(a["analysis"], a["report"])
+    print_results(a["analysis"], a["report"], a["dir"])
 
 
 @app.command("report", cls=CliCommand)
@@ -165,4 +184,4 @@ def report(exp_dir: Path = typer.Argument(..., help="An experiment directory (ru
     # the spec's `out` is where its runs are; an experiment directory that moved keeps them beside it
     spec = spec.model_copy(update={"out": str(exp_dir.resolve().parent.parent)})
     a = analyse_experiment(spec, replicates=replicates)
-    print_results(a["analysis"], a["report"])
+    print_results(a["analysis"], a["report"], a["dir"])
