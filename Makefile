@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE = 1
 export TRANSFORMERS_OFFLINE = 1
 export HF_DATASETS_OFFLINE = 1
 
-.PHONY: install test test-fast lint demo bench clean
+.PHONY: install test test-fast lint browser demo bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,9 +21,22 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
-# the whole suite (what CI runs): lint and type check, then every test, the model-loading ones included
-test: install lint
-	$(PY) -m pytest -q
+# the whole suite (what CI runs): lint and type check, then every test, the model-loading ones included;
+# prints the 15 slowest tests and the total (docs/testing.md says which tier holds what)
+test: install lint browser
+	$(PY) -m pytest -q --durations=15
+
+# the report's browser test needs Chromium: installed through apt when running as root on Debian, else
+# one line saying how (under CI=true a test that would skip fails instead, naming what is missing)
+browser: install
+	@$(PY) -c "from teachwhy.report.browser import find_chromium; raise SystemExit(find_chromium() is None)" || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Chromium for the report's browser test (apt-get install chromium)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "make test: no Chromium found; the report's browser test needs it: apt-get install chromium" \
+		     "(as root), or set TEACHWHY_CHROMIUM to a Chromium binary" >&2; \
+	fi
 
 # the fast tier while working: no model loading, under 2 minutes
 test-fast: install

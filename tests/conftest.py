@@ -5,6 +5,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest
 
+pytest_plugins = ["ci_skips"]  # under CI=true a skipped test fails, naming what is missing
+
 
 @pytest.fixture(scope="session")
 def embedded():
@@ -18,9 +20,9 @@ FAST_TIER = os.environ.get("TEACHWHY_TEST_TIER") == "fast"
 
 
 def pytest_collection_modifyitems(config, items):
-    """A test that asks for the `embedded` fixture loads the model: it belongs to the slow tier."""
+    """A test that asks for the `embedded` or a `tiny` fixture loads a model: it belongs to the slow tier."""
     for item in items:
-        if "embedded" in getattr(item, "fixturenames", ()):
+        if {"embedded", "tiny", "tiny_loaded"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
 
 
@@ -38,3 +40,21 @@ def _fast_tier_loads_no_model(request, monkeypatch):
         raise AssertionError(f"{request.node.nodeid} loads the embedded model: mark it @pytest.mark.slow")
 
     monkeypatch.setattr(models, "load", refuse)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> str:
+    """A tiny randomly initialised model of SmolLM2-135M's architecture (2 layers, hidden 64; the same
+    tokenizer and chat template), built once into the model cache (teachwhy.tiny): for tests of
+    mechanics, whose assertions do not depend on real weights. Pass it wherever a model spec goes."""
+    from teachwhy.tiny import build_tiny
+
+    return str(build_tiny())
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny):
+    """The tiny model loaded once per test session (float32), like `embedded` for the real one."""
+    from teachwhy import models
+
+    return models.load(tiny, dtype="float32")

@@ -34,14 +34,14 @@ def test_decide_uses_requested_scoring():
 
 
 @pytest.mark.slow
-def test_shared_kv_scores_equal_direct_computation(embedded):
+def test_shared_kv_scores_equal_direct_computation(tiny_loaded):
     import torch
 
-    b = HFChoiceBackend(embedded.model, embedded.tokenizer)
+    b = HFChoiceBackend(tiny_loaded.model, tiny_loaded.tokenizer)
     fast = b.score(MESSAGES, CANDIDATES)
     naive = b.score_naive(MESSAGES, CANDIDATES)
     # and a fully independent computation: full sequence, log_softmax, gather
-    tok, model = embedded.tokenizer, embedded.model
+    tok, model = tiny_loaded.tokenizer, tiny_loaded.model
     prompt = tok.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
     for text, f, n in zip(CANDIDATES, fast, naive):
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -58,8 +58,8 @@ def test_shared_kv_scores_equal_direct_computation(embedded):
 
 
 @pytest.mark.slow
-def test_scores_are_repeatable_across_calls(embedded):
-    b = HFChoiceBackend(embedded.model, embedded.tokenizer)
+def test_scores_are_repeatable_across_calls(tiny_loaded):
+    b = HFChoiceBackend(tiny_loaded.model, tiny_loaded.tokenizer)
     a1 = b.score(MESSAGES, CANDIDATES)
     a2 = b.score(MESSAGES, CANDIDATES[::-1])[::-1]  # order in the batch must not matter
     for x, y in zip(a1, a2):

@@ -196,10 +196,10 @@ class Recording:
 
 
 @pytest.mark.slow
-def test_letter_logprobs_equal_direct_computation(embedded, scenario):
+def test_letter_logprobs_equal_direct_computation(tiny_loaded, scenario):
     import torch
 
-    tok, model = embedded.tokenizer, embedded.model
+    tok, model = tiny_loaded.tokenizer, tiny_loaded.model
     rec_backend = Recording(HFChoiceBackend(model, tok))
     block = score_scenario(rec_backend, scenario, "options")[LABEL]
     assert len(rec_backend.prompts) == 4 and rec_backend.letters == LETTERS
@@ -278,10 +278,10 @@ def with_twins(s: Scenario) -> Scenario:
 
 
 @pytest.mark.slow
-def test_pair_spans_equal_direct_computation(embedded, scenario):
+def test_pair_spans_equal_direct_computation(tiny_loaded, scenario):
     s = with_twins(scenario)
     assert [(h.id, a.id) for h, a in s.twin_pairs] == [("harmful-1", "aligned-1"), ("harmful-2", "aligned-2")]
-    backend = Recording(HFChoiceBackend(embedded.model, embedded.tokenizer))
+    backend = Recording(HFChoiceBackend(tiny_loaded.model, tiny_loaded.tokenizer))
     rec = score_scenario(backend, s, "continuation")
     scores, messages = backend.scores, s.prompt_messages()
     assert PAIR in rec
@@ -322,7 +322,7 @@ class Stop(Exception):
     pass
 
 
-def _interrupted(**kwargs) -> Path:
+def _interrupted(model: str, **kwargs) -> Path:
     """A real run stopped after its first record (as if interrupted): config.json and one sample."""
     from teachwhy.evals.runner import run_eval
 
@@ -331,25 +331,27 @@ def _interrupted(**kwargs) -> Path:
             raise Stop
 
     with pytest.raises(Stop):
-        run_eval("smollm2-135m", progress=progress, **kwargs)
+        run_eval(model, progress=progress, **kwargs)
     (run_dir,) = [p for p in Path(kwargs["out"]).iterdir() if p.is_dir() and p.name != "cache"]
     return run_dir
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Real choice-mode runs of the embedded model, kept tiny (limit 4, bfloat16)."""
+def runs(tmp_path_factory, tiny):
+    """Real choice-mode runs of the tiny model (the comparisons' bookkeeping does not depend on weights;
+    limit 4, bfloat16)."""
     from teachwhy.evals.runner import run_eval
 
     root = tmp_path_factory.mktemp("runs")
     # two finished runs of the same model on the same 4 scenarios (as base and trained would be)
-    a = run_eval("smollm2-135m", limit=4, out=root / "a", formats="continuation", dtype="bfloat16")
-    b = run_eval("smollm2-135m", limit=4, out=root / "b", formats="continuation", dtype="bfloat16")
+    a = run_eval(tiny, limit=4, out=root / "a", formats="continuation", dtype="bfloat16")
+    b = run_eval(tiny, limit=4, out=root / "b", formats="continuation", dtype="bfloat16")
     assert a.run_dir != b.run_dir and len(a.summary["rows"]) > 1
     # same size, other scenarios: a family filter (stopped after one record to keep the test short)
-    fam = _interrupted(limit=4, out=root / "fam", formats="continuation", dtype="bfloat16", families=["blackmail"])
+    fam = _interrupted(tiny, limit=4, out=root / "fam", formats="continuation", dtype="bfloat16",
+                       families=["blackmail"])
     # the same scenarios in both formats, stopped after its first record (scenario 1, continuation)
-    both = _interrupted(limit=4, out=root / "both", formats="continuation,options", dtype="bfloat16")
+    both = _interrupted(tiny, limit=4, out=root / "both", formats="continuation,options", dtype="bfloat16")
     gens = []
     for name in ("gen1", "gen2"):  # a generate-mode run's config on the same scenarios
         d = root / name
@@ -641,7 +643,7 @@ def test_saturated_families_are_flagged_in_the_summary():
 
 
 @pytest.mark.slow
-def test_user_scenario_files_in_both_formats(tmp_path, scenario):
+def test_user_scenario_files_in_both_formats(tmp_path, scenario, tiny):
     """A user's scenario file with twins gets `pair` scoring and the options format; one without twins
     keeps the per-token mean and still runs in the options format."""
     from teachwhy.evals.runner import run_eval
@@ -653,7 +655,7 @@ def test_user_scenario_files_in_both_formats(tmp_path, scenario):
         c["twin"] = None
     plain_file = _write(tmp_path / "plain.yaml", [plain])
     for path, primary in ((with_twins_file, "pair"), (plain_file, "mean")):
-        res = run_eval("smollm2-135m", scenario_files=[str(path)], split=None, out=tmp_path / "runs",
+        res = run_eval(tiny, scenario_files=[str(path)], split=None, out=tmp_path / "runs",
                        formats="continuation,options", dtype="bfloat16")
         assert res.summary["scoring"] == primary and set(res.summary["by_format"]) == {"continuation", "options"}
         recs = read_jsonl(res.run_dir / "samples.jsonl")

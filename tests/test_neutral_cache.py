@@ -53,16 +53,16 @@ def _neutral_sums(run_dir):
     return out
 
 
-def test_eval_from_the_cache_writes_the_records_it_would_compute(embedded, tmp_path):
+def test_eval_from_the_cache_writes_the_records_it_would_compute(tiny, tmp_path):
     from teachwhy.evals.runner import run_eval
 
-    plain = run_eval("smollm2-135m", limit=2, out=tmp_path / "plain", neutral_cache=False)
+    plain = run_eval(tiny, limit=2, out=tmp_path / "plain", neutral_cache=False)
     assert not (tmp_path / "plain" / "cache").exists()
-    cold = run_eval("smollm2-135m", limit=2, out=tmp_path / "runs")
+    cold = run_eval(tiny, limit=2, out=tmp_path / "runs")
     db = tmp_path / "runs" / "cache" / "neutral.sqlite"
     with sqlite3.connect(db) as c:  # mark the stored sums, to see that the next run reads them
         c.execute("UPDATE neutral SET value = value + 1000")
-    warm = run_eval("smollm2-135m", limit=3, out=tmp_path / "runs")  # another run id, same model
+    warm = run_eval(tiny, limit=3, out=tmp_path / "runs")  # another run id, same model
     with sqlite3.connect(db) as c:
         n_rows = c.execute("SELECT COUNT(*) FROM neutral").fetchone()[0]
     p, c0, w = _neutral_sums(plain.run_dir), _neutral_sums(cold.run_dir), _neutral_sums(warm.run_dir)

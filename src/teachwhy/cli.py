@@ -190,6 +190,22 @@ def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
     out.print(f"{name}: {d}" + (note.get(models.last_check(d) or "", "") if verify else ""))
 
 
+@models_app.command("tiny", cls=_Command)
+def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
+                layers: int = typer.Option(2, min=1, help="Decoder layers."),
+                hidden: int = typer.Option(64, min=8, help="Hidden size (heads 4, key-value heads 2)."),
+                force: bool = typer.Option(False, "--force", help="Rebuild it.")) -> None:
+    """Build (once) a tiny randomly initialised model of an embedded model's architecture, tokenizer and
+    chat template, and print its directory: pass it as --model to smoke-test a pipeline in seconds. Its
+    weights are random: it checks mechanics, never behaviour."""
+    from teachwhy.tiny import TinyShape, build_tiny
+
+    shape = TinyShape(layers=layers, hidden=hidden, intermediate=2 * hidden)
+    with err.status(f"building a tiny {name}"):
+        d = build_tiny(name, shape, force=force)
+    out.print(str(d), highlight=False)
+
+
 # -- scenarios ------------------------------------------------------------------------------------
 def _scenarios(files: list[str] | None, split: str | None, family: str | None, limit=None):
     from teachwhy.evals.runner import load_selection
