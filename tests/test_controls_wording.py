@@ -1,5 +1,5 @@
 """`teachwhy eval controls` at both validity levels, on the built-in held-out wording and on a user's
-own scenario file (real model, tiny settings: the verdicts themselves are not the point here)."""
+own scenario file (the tiny model, tiny settings: the verdicts themselves are not the point here)."""
 
 import json
 from pathlib import Path
@@ -13,10 +13,11 @@ BYO = Path(__file__).parent / "data" / "byo_scenarios.yaml"
 pytestmark = pytest.mark.slow
 
 
-def test_controls_on_a_user_file_print_both_levels(tmp_path):
+def test_controls_on_a_user_file_print_both_levels(tmp_path, tiny):
     out = tmp_path / "controls"
-    r = run_cli("eval", "controls", "--scenarios", str(BYO), "--train-scenarios", "2", "--eval-limit", "4",
-                "--epochs", "1", "--format", "continuation", "--train-banks", "house,chatty", "--out", str(out))
+    r = run_cli("eval", "controls", "--model", tiny, "--scenarios", str(BYO), "--train-scenarios", "2",
+                "--eval-limit", "4", "--epochs", "1", "--format", "continuation", "--train-banks", "house,chatty",
+                "--out", str(out))
     assert r.returncode == 0, r.stderr
     assert "in-template (the eval's own candidates)" in r.stdout
     assert "across wording (held-out candidates)" in r.stdout and "byo_scenarios.yaml" in r.stdout

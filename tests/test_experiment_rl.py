@@ -1,5 +1,6 @@
-"""A tiny real experiment with an RL stage on the embedded model: the analysis's persistence table
-has the arm's effect before and after RL, the change, with n and CIs, and the report shows it."""
+"""A tiny real experiment with an RL stage (on the tiny model: its weights are random, the mechanics are
+under test): the analysis's persistence table has the arm's effect before and after RL, the change, with n
+and CIs, and the report shows it."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from teachwhy.experiments.spec import ExperimentSpec
 pytestmark = pytest.mark.slow
 
 
-def test_rl_stage_gives_a_persistence_table(tmp_path):
+def test_rl_stage_gives_a_persistence_table(tmp_path, tiny):
     spec = ExperimentSpec.model_validate({
-        "name": "tiny-rl", "out": str(tmp_path / "runs"),
+        "name": "tiny-rl", "model": tiny, "out": str(tmp_path / "runs"),
         "arms": [{"name": "reasoning", "data": [{"kind": "reasoning"}]}],
         "budgets": [1500], "rl": {"arms": ["reasoning"], "steps": 2, "options": {"max_completion_length": 16}},
         "evals": [{"name": "honeypots", "limit": 3}],

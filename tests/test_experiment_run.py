@@ -1,5 +1,7 @@
-"""A real experiment on the embedded model: killed in the middle of a cell, a rerun finishes without
-redoing the finished cells; an edited spec runs only its new cells; status reads the grid."""
+"""A real experiment: killed in the middle of a cell, a rerun finishes without redoing the finished cells;
+an edited spec runs only its new cells; status reads the grid. The mechanics run on the tiny model (its
+weights are random: the runner, not the numbers, is under test); the held-out wording test runs on the
+embedded model as the suite's one end-to-end experiment of demo size, its validity sentence naming it."""
 
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ def _wait_for(pred, timeout: float, what: str, proc=None) -> None:
         time.sleep(0.5)
 
 
-def test_killed_experiment_resumes_and_edits_run_only_new_cells(tmp_path):
-    spec = {**SPEC, "out": str(tmp_path / "runs")}
+def test_killed_experiment_resumes_and_edits_run_only_new_cells(tmp_path, tiny):
+    spec = {**SPEC, "model": tiny, "out": str(tmp_path / "runs")}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(spec))
     cells = tmp_path / "runs" / "experiments" / "tiny" / "cells"
@@ -78,10 +80,10 @@ def test_killed_experiment_resumes_and_edits_run_only_new_cells(tmp_path):
     assert st["done"] == st["total"] == 3
 
 
-def test_controls_cell_runs_on_the_base_model_and_reaches_the_report(tmp_path):
+def test_controls_cell_runs_on_the_base_model_and_reaches_the_report(tmp_path, tiny):
     """`controls:` in a spec runs the eval's controls as the last cell (tiny here: 2 train scenarios,
     4 eval scenarios, so the verdict itself is not the point) and the report shows their effects."""
-    spec = {"name": "ctl", "out": str(tmp_path / "runs"), "arms": [{"name": "base", "kind": "base"}],
+    spec = {"name": "ctl", "model": tiny, "out": str(tmp_path / "runs"), "arms": [{"name": "base", "kind": "base"}],
             "evals": [{"name": "honeypots", "limit": 4}],
             "controls": {"train_scenarios": 2, "eval_limit": 4, "epochs": 1}}
     path = tmp_path / "ctl.yaml"
@@ -112,10 +114,10 @@ def test_controls_cell_runs_on_the_base_model_and_reaches_the_report(tmp_path):
     assert {c["cell"]: c["state"] for c in st["cells"]} == {"base": "done", "controls": "done"}
 
 
-def test_an_adherence_eval_runs_on_every_cell_and_reaches_the_analysis(tmp_path):
+def test_an_adherence_eval_runs_on_every_cell_and_reaches_the_analysis(tmp_path, tiny):
     """An experiment can evaluate its arms on the adherence suite beside the honeypots: the cell runs
     it with the spec's constitution, and its items reach the analysis and the sample browser."""
-    spec = {"name": "adh", "out": str(tmp_path / "runs"),
+    spec = {"name": "adh", "model": tiny, "out": str(tmp_path / "runs"),
             "arms": [{"name": "base", "kind": "base"}, {"name": "why-first", "prompt": "why_first"}],
             "evals": [{"name": "honeypots", "limit": 2},
                       {"name": "adherence", "suite": "adherence", "limit": 4,

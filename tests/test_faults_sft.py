@@ -3,6 +3,8 @@ written, after the last one — and the rerun's adapter equals an uninterrupted 
 
 The kills are real SIGKILLs of a real training subprocess, delivered from inside it at the named
 moment (a Trainer hook), so the state left on disk is exactly what a crash at that moment leaves.
+The runs train the tiny random model (the `tiny` fixture): what is checked is the mechanics of
+checkpoints and resume, which do not depend on real weights.
 """
 
 from __future__ import annotations
@@ -63,12 +65,12 @@ def data(tmp_path_factory):
     return four
 
 
-def _spec(data: Path, out: Path):
+def _spec(data: Path, out: Path, model: str):
     from teachwhy.train import SFTSpec
 
     # 4 optimizer steps of one short document each, a checkpoint every 2 steps, float32 so that an
     # interrupted-and-resumed run can be compared with an uninterrupted one to tight tolerance
-    return SFTSpec(data=[{"path": str(data)}], out=str(out), batch_size=1, save_steps=2, dtype="float32",
+    return SFTSpec(model=model, data=[{"path": str(data)}], out=str(out), batch_size=1, save_steps=2, dtype="float32",
                    packing="off", max_length=512)
 
 
@@ -79,21 +81,21 @@ def _adapter(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def reference(data, tmp_path_factory):
+def reference(data, tiny, tmp_path_factory):
     from teachwhy.train import run_sft
 
-    res = run_sft(_spec(data, tmp_path_factory.mktemp("ref")))
+    res = run_sft(_spec(data, tmp_path_factory.mktemp("ref"), tiny))
     assert res.summary["steps"] == 4, res.summary
     return res
 
 
 @pytest.mark.parametrize("moment", ["before-first-checkpoint", "while-writing-checkpoint", "after-last-checkpoint"])
-def test_kill_9_then_rerun_gives_the_uninterrupted_adapter(data, reference, tmp_path, moment):
+def test_kill_9_then_rerun_gives_the_uninterrupted_adapter(data, tiny, reference, tmp_path, moment):
     import torch
 
     from teachwhy.train import run_sft
 
-    spec = _spec(data, tmp_path)
+    spec = _spec(data, tmp_path, tiny)
     p = subprocess.run([sys.executable, "-c", SCRIPT, spec.model_dump_json(), moment], capture_output=True,
                        text=True, timeout=600)
     assert p.returncode == -9, (moment, p.returncode, p.stderr[-2000:])

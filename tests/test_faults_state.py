@@ -5,7 +5,9 @@
 (5) a run directory is written by one process at a time (flock on run_dir/.lock), and a lock left by a
 killed process does not block.
 (6) the prepared model cache is checked by content hash, not only by size.
-Everything goes through the real CLI, a real SQLite file and the real embedded model's cache."""
+Everything goes through the real CLI and a real SQLite file. The runs use the tiny random model (the
+`tiny` fixture: their assertions are about mechanics, not weights); (6) uses the real embedded model's
+cache, whose hashing is what it checks."""
 
 import json
 import os
@@ -34,12 +36,13 @@ def run_dirs(out: Path) -> list[Path]:
     return [p for p in out.iterdir() if p.is_dir() and p.name != "cache"] if out.exists() else []
 
 
-def _tiny_lora_adapter(path: Path, base: str = "smollm2-135m", meta: dict | None = None) -> Path:
-    """A real PEFT adapter for a tiny Llama (hidden size 64; no training), pointed at `base`."""
+def _tiny_lora_adapter(path: Path, base: str, meta: dict | None = None) -> Path:
+    """A real PEFT adapter for a tiny Llama (hidden size 32; no training), pointed at `base`: it fits
+    neither the embedded model (hidden 576) nor the tiny test model (hidden 64)."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2)
     model = get_peft_model(LlamaForCausalLM(cfg), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
                                                              task_type="CAUSAL_LM"))
@@ -55,8 +58,8 @@ def _tiny_lora_adapter(path: Path, base: str = "smollm2-135m", meta: dict | None
 # -- (4) atomic start-up and failure marking ------------------------------------------------------
 
 @pytest.mark.slow
-def test_wrong_base_adapter_fails_before_any_run_directory(tmp_path):
-    adapter = _tiny_lora_adapter(tmp_path / "adapter", meta={"base": "some-other-model",
+def test_wrong_base_adapter_fails_before_any_run_directory(tmp_path, tiny):
+    adapter = _tiny_lora_adapter(tmp_path / "adapter", tiny, meta={"base": "some-other-model",
                                                              "base_config_hash": "0" * 16})
     out = tmp_path / "runs"
     one_error_line(run("eval", "--model", str(adapter), "--limit", "1", "--out", str(out)),
@@ -65,10 +68,10 @@ def test_wrong_base_adapter_fails_before_any_run_directory(tmp_path):
 
 
 @pytest.mark.slow
-def test_run_failing_after_start_is_marked_failed(tmp_path):
+def test_run_failing_after_start_is_marked_failed(tmp_path, tiny):
     """An adapter without our metadata is only found not to fit when PEFT loads it (after the run
     started): the run is then `failed` in the registry with the error, not `running` forever."""
-    adapter = _tiny_lora_adapter(tmp_path / "adapter")
+    adapter = _tiny_lora_adapter(tmp_path / "adapter", tiny)
     out = tmp_path / "runs"
     line = one_error_line(run("eval", "--model", str(adapter), "--limit", "1", "--out", str(out)),
                           "does not fit base model")
@@ -107,12 +110,12 @@ def test_registry_without_error_column_is_upgraded(tmp_path):
 
 
 @pytest.mark.slow
-def test_corrupt_registry_gives_one_line_and_no_run_directory(tmp_path):
+def test_corrupt_registry_gives_one_line_and_no_run_directory(tmp_path, tiny):
     out = tmp_path / "runs"
     out.mkdir()
     bad = out / "registry.sqlite"
     bad.write_bytes(os.urandom(4096))
-    one_error_line(run("eval", "--model", "smollm2-135m", "--limit", "1", "--out", str(out)),
+    one_error_line(run("eval", "--model", tiny, "--limit", "1", "--out", str(out)),
                    str(bad), "move it away", "index")
     assert run_dirs(out) == []
     with pytest.raises(UserError, match="not a readable SQLite database"):
@@ -122,12 +125,13 @@ def test_corrupt_registry_gives_one_line_and_no_run_directory(tmp_path):
 
 
 @pytest.mark.slow
-def test_sft_max_length_too_small_fails_before_any_run_directory(tmp_path):
+def test_sft_max_length_too_small_fails_before_any_run_directory(tmp_path, tiny):
     from teachwhy.data.build import build_dataset
 
-    build_dataset("reasoning", teacher="builtin", tokens=1500, seed=0, out=tmp_path / "data")
+    build_dataset("reasoning", teacher="builtin", tokens=1500, seed=0, out=tmp_path / "data", model=tiny)
     out = tmp_path / "runs"
-    one_error_line(run("train", "sft", "--data", str(tmp_path / "data"), "--max-length", "8", "--out", str(out)),
+    one_error_line(run("train", "sft", "--model", tiny, "--data", str(tmp_path / "data"), "--max-length", "8",
+                       "--out", str(out)),
                    "--max-length 8", "leaves nothing to train on")
     assert run_dirs(out) == []
 
@@ -145,9 +149,9 @@ with run_dir_lock(Path(sys.argv[1])):
 
 
 @pytest.mark.slow
-def test_second_writer_fails_fast_and_a_killed_holder_does_not_block(tmp_path):
+def test_second_writer_fails_fast_and_a_killed_holder_does_not_block(tmp_path, tiny):
     out = tmp_path / "runs"
-    args = ("eval", "--model", "smollm2-135m", "--limit", "1", "--out", str(out))
+    args = ("eval", "--model", tiny, "--limit", "1", "--out", str(out))
     first = run(*args)
     assert first.returncode == 0, first.stderr
     (run_dir,) = run_dirs(out)

@@ -1,5 +1,7 @@
-"""Training end to end on the real embedded model: SFT (adapter saved, reloaded, evaluated), token
-budgets, the eval-while-training callback, GRPO, resume, and one-line errors for bad input."""
+"""Training end to end: SFT (adapter saved, reloaded, evaluated), token budgets, the eval-while-training
+callback, GRPO, resume, and one-line errors for bad input. The runs train the tiny random model (the
+`tiny` fixture: same architecture, tokenizer and chat template as the embedded model; the assertions
+are about mechanics, not weights)."""
 
 import json
 import shutil
@@ -27,12 +29,13 @@ def datasets(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def sft_run(datasets, tmp_path_factory):
-    """A tiny SFT: two reasoning records (one optimizer step), with eval points at start and end."""
+def sft_run(datasets, tiny, tmp_path_factory):
+    """A tiny SFT of the tiny model: two reasoning records (one optimizer step), with eval points at
+    start and end; shared by the tests that read its adapter (end to end, GRPO, wrong base, merge)."""
     from teachwhy.train import SFTSpec, run_sft
 
     out = tmp_path_factory.mktemp("runs")
-    spec = SFTSpec(data=[{"path": str(datasets["reasoning"]), "tokens": 3000}], out=str(out),
+    spec = SFTSpec(model=tiny, data=[{"path": str(datasets["reasoning"]), "tokens": 3000}], out=str(out),
                    eval={"every": 1, "limit": 2})
     return spec, run_sft(spec)
 
@@ -96,7 +99,7 @@ def test_budget_smaller_than_a_record_and_bad_records(datasets, tmp_path):
 
 # -- SFT end to end -------------------------------------------------------------------------------------
 
-def test_sft_end_to_end_adapter_saved_reloaded_evaluated(sft_run, tmp_path):
+def test_sft_end_to_end_adapter_saved_reloaded_evaluated(sft_run, tiny, tmp_path):
     import torch
 
     from teachwhy import models
@@ -109,9 +112,9 @@ def test_sft_end_to_end_adapter_saved_reloaded_evaluated(sft_run, tmp_path):
     assert res.model_path == adapter and (adapter / "adapter_model.safetensors").is_file()
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     # the base's directory, which PEFT, transformers, Inspect and vLLM can open (teachwhy.json keeps the name)
-    assert cfg["base_model_name_or_path"] == str(models.model_dir(models.resolve("smollm2-135m")).resolve())
+    assert cfg["base_model_name_or_path"] == str(models.model_dir(models.resolve(tiny)).resolve())
     meta = json.loads((adapter / "teachwhy.json").read_text())
-    assert meta["base"] == "smollm2-135m" and meta["tokens"] == s["tokens"]
+    assert meta["base"] == tiny and meta["tokens"] == s["tokens"]
     assert s["tokens"] <= 3000 and s["records"] == 2 and s["steps"] == 1
     assert s["tokens_seen"] == s["tokens"]  # every budgeted token went through the model once
     assert 0 < s["loss_tokens_seen"] == s["loss_tokens"] < s["tokens"]
@@ -149,12 +152,12 @@ def test_sft_end_to_end_adapter_saved_reloaded_evaluated(sft_run, tmp_path):
     assert again.resumed and again.run_id == res.run_id and again.summary == s
 
 
-def test_sft_resumes_from_checkpoint(datasets, tmp_path):
+def test_sft_resumes_from_checkpoint(datasets, tiny, tmp_path):
     """An interrupted run (checkpoint on disk, no summary) continues from the checkpoint's step."""
     from teachwhy.store import read_jsonl
     from teachwhy.train import SFTSpec, run_sft
 
-    spec = SFTSpec(data=[{"path": str(datasets["reasoning"]), "tokens": 3000}], out=str(tmp_path),
+    spec = SFTSpec(model=tiny, data=[{"path": str(datasets["reasoning"]), "tokens": 3000}], out=str(tmp_path),
                    batch_size=1, save_steps=1)
     first = run_sft(spec)
     assert first.summary["steps"] == 2
@@ -193,7 +196,7 @@ def test_sft_resumes_from_checkpoint(datasets, tmp_path):
 
 # -- RL -------------------------------------------------------------------------------------------------
 
-def test_grpo_from_sft_checkpoint_logs_reward_and_eval_curve(sft_run, tmp_path):
+def test_grpo_from_sft_checkpoint_logs_reward_and_eval_curve(sft_run, tiny, tmp_path):
     from teachwhy.store import read_jsonl
     from teachwhy.train import RLSpec, run_rl
 
@@ -213,7 +216,7 @@ def test_grpo_from_sft_checkpoint_logs_reward_and_eval_curve(sft_run, tmp_path):
     assert [p["step"] for p in points] == [0, 1, 2] and all(p["n"] == 1 for p in points)
     assert s["reward"]["first_window"]["n"] == 2 and "compliance" in s["reward"]["last_window"]
     meta = json.loads((res.model_path / "teachwhy.json").read_text())
-    assert meta["base"] == "smollm2-135m" and meta["rl_steps"] == 2
+    assert meta["base"] == tiny and meta["rl_steps"] == 2
     assert (res.run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -251,23 +254,24 @@ def test_cli_errors_missing_dataset_and_negative_budget(datasets, tmp_path):
     assert not list(tmp_path.glob("sft-*"))  # nothing half-written
 
 
-def _tiny_other_base(path: Path) -> Path:
-    """A different, randomly initialised architecture with the same tokenizer."""
+def _tiny_other_base(path: Path, base: str) -> Path:
+    """A different, randomly initialised architecture (hidden size 32; `base`, the tiny model, has 64)
+    with `base`'s tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from teachwhy import models
 
-    tok = models.load_tokenizer("smollm2-135m")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+    tok = models.load_tokenizer(base)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
     LlamaForCausalLM(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
 
 
-def test_adapter_for_the_wrong_base_model(sft_run, tmp_path):
+def test_adapter_for_the_wrong_base_model(sft_run, tiny, tmp_path):
     _, res = sft_run
-    other = _tiny_other_base(tmp_path / "other-base")
+    other = _tiny_other_base(tmp_path / "other-base", tiny)
     moved = tmp_path / "moved-adapter"
     shutil.copytree(res.model_path, moved)
     cfg = json.loads((moved / "adapter_config.json").read_text())
@@ -276,7 +280,7 @@ def test_adapter_for_the_wrong_base_model(sft_run, tmp_path):
     for args in (("eval", "--model", str(moved), "--limit", "1", "--out", str(tmp_path / "r")),
                  ("train", "rl", "--model", str(moved), "--out", str(tmp_path / "r")),
                  ("train", "sft", "--model", str(moved), "--data", str(res.run_dir), "--out", str(tmp_path / "r"))):
-        one_error_line(run(*args), "was trained on base model 'smollm2-135m'", str(other))
+        one_error_line(run(*args), f"was trained on base model '{tiny}'", str(other))
     # without our metadata file, PEFT's own shape check still gives one clear line
     (moved / "teachwhy.json").unlink()
     one_error_line(run("eval", "--model", str(moved), "--limit", "1", "--out", str(tmp_path / "r")),
