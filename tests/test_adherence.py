@@ -1,6 +1,6 @@
 """The constitution adherence suite: items from a constitution (deterministic, split-disjoint,
-minimal pairs), a user's own constitution, the summary's per-principle rows, and a real run on the
-embedded model with its Inspect log."""
+minimal pairs), a user's own constitution, the summary's per-principle rows, and a real run on a local
+model (the tiny one) with its Inspect log."""
 
 from __future__ import annotations
 
@@ -139,12 +139,12 @@ def test_malformed_constitution_and_misplaced_flags_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_run_on_the_embedded_model_with_a_user_constitution(tmp_path, two_file):
+def test_real_run_on_a_local_model_with_a_user_constitution(tmp_path, two_file, tiny):
     from inspect_ai.log import read_eval_log
 
     out = tmp_path / "runs"
-    args = ("eval", "--suite", "adherence", "--constitution", str(two_file), "--limit", "4", "--out", str(out),
-            "--json")
+    args = ("eval", "--suite", "adherence", "--model", tiny, "--constitution", str(two_file), "--limit", "4",
+            "--out", str(out), "--json")
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)

@@ -1,5 +1,5 @@
 """The audit suite: seed files, the offline transcript scorer, per-dimension aggregation, and real
-scripted-auditor runs on the embedded model (turn handling, Inspect log, resume after a kill)."""
+scripted-auditor runs on a local model (the tiny one: turn handling, Inspect log, resume after a kill)."""
 
 from __future__ import annotations
 
@@ -121,14 +121,14 @@ def test_misplaced_flags_and_the_llm_path_are_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_scripted_audit_on_the_embedded_model(tmp_path):
+def test_scripted_audit_on_a_local_model(tmp_path, tiny):
     from inspect_ai.log import read_eval_log
 
     seed_file = tmp_path / "tiny.yaml"
     seed_file.write_text(yaml.safe_dump(SEED))
     out = tmp_path / "runs"
-    r = run_cli("eval", "--suite", "audit", "--offline", "--seeds", str(seed_file), "--max-tokens", "24",
-                "--out", str(out), "--json")
+    r = run_cli("eval", "--suite", "audit", "--offline", "--model", tiny, "--seeds", str(seed_file),
+                "--max-tokens", "24", "--out", str(out), "--json")
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["suite"] == "audit" and s["overall"]["n"] == 1
@@ -150,11 +150,21 @@ def test_scripted_audit_on_the_embedded_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_an_interrupted_audit_resumes(tmp_path):
+def test_an_interrupted_audit_resumes(tmp_path, tiny):
+    # the tiny model answers so fast that three built-in seeds end within a second of each other: a
+    # one-turn seed and two of eight turns (48 tokens each) leave the long ones running for several seconds
+    # after the first record is kept
+    files = []
+    for name, n in (("quick_shutdown", 1), ("long_shutdown_a", 8), ("long_shutdown_b", 8)):
+        turns = [SEED["turns"][0], *({"user": f"Any update on the switch-over, step {i}?"} for i in range(1, n))]
+        files += ["--seeds", str(tmp_path / f"{name}.yaml")]
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**SEED, "id": name, "turns": turns}))
     out = tmp_path / "runs"
-    args = [str(BIN), "eval", "--suite", "audit", "--offline", "--limit", "3", "--max-tokens", "16",
-            "--out", str(out)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200")
+    args = [str(BIN), "eval", "--suite", "audit", "--offline", "--model", tiny, *files, "--limit", "3",
+            "--max-tokens", "48", "--out", str(out)]
+    # one torch thread: the tiny model gains nothing from more, and on a busy machine they wait on each other
+    threads = {"TEACHWHY_THREADS": "1"}
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", COLUMNS="200", **threads)
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     t0 = time.time()
@@ -165,13 +175,14 @@ def test_an_interrupted_audit_resumes(tmp_path):
                 break
             assert proc.poll() is None, "the run ended before it could be interrupted"
             assert time.time() - t0 < 600, "no transcript finished within 600 s"
-            time.sleep(0.5)
+            time.sleep(0.1)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     kept = logs[0].read_text().count("\n")
-    r = run_cli(*args[1:], "--json")
+    assert kept < 3, "the run finished before it was killed: nothing was interrupted"
+    r = run_cli(*args[1:], "--json", env=threads)
     assert r.returncode == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["resumed_records"] == kept >= 1 and s["overall"]["n"] == 3

@@ -1,9 +1,11 @@
 """The audit's LLM auditor and judge: parsing their replies, and a real run against an OpenAI-compatible
-HTTP server on 127.0.0.1 that serves the embedded model itself (greedy, short replies), with 429, 500
-and timeout faults injected before it answers."""
+HTTP server on 127.0.0.1 that serves a local model (the tiny one: short replies sampled with a seed taken
+from the request; its text is random, and these check the plumbing, not what is said), with 429, 500 and
+timeout faults injected before it answers."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -56,7 +58,7 @@ class Served:
 
 
 class Handler(ScriptedHandler):
-    """test_llm_teacher's scripted server, answering with the embedded model instead of a script."""
+    """test_llm_teacher's scripted server, answering with a local model instead of a script."""
 
     served: Served
 
@@ -75,7 +77,7 @@ class Handler(ScriptedHandler):
             if fault == "500":
                 return self._send(500, {"error": {"message": "injected 500", "type": "server"}})
             if fault == "timeout":
-                time.sleep(35.0)  # past the client's 30 s attempt timeout
+                time.sleep(18.0)  # past the client's 15 s attempt timeout
                 return None
             self._send(200, {"id": f"c{n}", "object": "chat.completion", "created": 0, "model": body.get("model"),
                              "choices": [{"index": 0, "finish_reason": "stop",
@@ -88,7 +90,9 @@ class Handler(ScriptedHandler):
                 s.in_flight -= 1
 
     def _generate(self, body: dict) -> str:
-        """The embedded model's own greedy reply to the chat (a real model behind the endpoint)."""
+        """The local model's own reply to the chat (a real model behind the endpoint), sampled with a seed
+        taken from the request: the same request gets the same reply. (The tiny model's greedy reply is a
+        run of blank lines, which an auditor reply would read as the end of the audit.)"""
         import torch
 
         s = self.served
@@ -97,22 +101,23 @@ class Handler(ScriptedHandler):
         with s.lock:
             ids = s.tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt")
             ids = ids if isinstance(ids, torch.Tensor) else ids["input_ids"]
+            torch.manual_seed(int.from_bytes(hashlib.sha256(json.dumps(msgs).encode()).digest()[:4], "little"))
             with torch.inference_mode():
                 out = s.model.generate(ids[:, -1500:], max_new_tokens=min(int(body.get("max_tokens") or 24), 24),
-                                       do_sample=False)
+                                       do_sample=True)
         return s.tok.decode(out[0, ids.shape[1] if ids.shape[1] <= 1500 else 1500:], skip_special_tokens=True)
 
 
 @pytest.fixture()
-def served(monkeypatch, embedded):
+def served(monkeypatch, tiny_loaded):
     s = Served()
-    s.model, s.tok = embedded.model, embedded.tokenizer
+    s.model, s.tok = tiny_loaded.model, tiny_loaded.tokenizer
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("H", (Handler,), {"served": s}))
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("LOCAL_API_KEY", "test-key")
     monkeypatch.setenv("LOCAL_BASE_URL", f"http://127.0.0.1:{httpd.server_address[1]}/v1")
-    monkeypatch.setenv("TEACHWHY_API_ATTEMPT_TIMEOUT", "30")
+    monkeypatch.setenv("TEACHWHY_API_ATTEMPT_TIMEOUT", "15")  # the tiny model answers within a few seconds
     yield s
     t0 = time.time()  # no handler thread may still be in the model when the process ends
     while s.in_flight and time.time() - t0 < 60:
@@ -121,12 +126,12 @@ def served(monkeypatch, embedded):
     httpd.server_close()
 
 
-def test_llm_auditor_and_judge_through_faults(served, tmp_path, monkeypatch):
+def test_llm_auditor_and_judge_through_faults(served, tmp_path, monkeypatch, tiny):
     from teachwhy.evals.runner import run_eval
 
     served.faults = {1: "429", 2: "500", 3: "timeout"}  # the auditor's first request: three failed attempts
     model = "openai-api/local/smollm2"
-    res = run_eval("smollm2-135m", suite="audit", seed_ids=["self_preservation"], auditor=model, judge=model,
+    res = run_eval(tiny, suite="audit", seed_ids=["self_preservation"], auditor=model, judge=model,
                    max_turns=2, max_tokens=16, out=tmp_path / "runs")
     s = res.summary
     assert s["mode"] == "llm" and s["overall"]["n"] == 1
@@ -144,7 +149,7 @@ def test_llm_auditor_and_judge_through_faults(served, tmp_path, monkeypatch):
     monkeypatch.setenv("DEAD_API_KEY", "k")
     monkeypatch.setenv("DEAD_BASE_URL", "http://127.0.0.1:9/v1")
     with pytest.raises(UserError, match=r"cannot connect|did not finish"):
-        run_eval("smollm2-135m", suite="audit", seed_ids=["deception"], auditor="openai-api/dead/x",
+        run_eval(tiny, suite="audit", seed_ids=["deception"], auditor="openai-api/dead/x",
                  max_turns=1, max_tokens=8, out=tmp_path / "runs2")
 
 

@@ -105,12 +105,12 @@ def test_no_arguments_shows_the_help_not_a_traceback():
 
 
 @pytest.mark.slow
-def test_eval_json_and_scenarios_commands(tmp_path, user_file, embedded):
-    p = run("eval", "--scenarios", str(user_file), "--out", str(tmp_path), "--json")
+def test_eval_json_and_scenarios_commands(tmp_path, user_file, tiny):
+    p = run("eval", "--model", tiny, "--scenarios", str(user_file), "--out", str(tmp_path), "--json")
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)
     assert s["overall"]["n"] == 2 and s["mode"] == "choice"
-    p = run("eval", "--scenarios", str(user_file), "--out", str(tmp_path))
+    p = run("eval", "--model", tiny, "--scenarios", str(user_file), "--out", str(tmp_path))
     assert p.returncode == 0 and "Wilson" in p.stdout and "overall" in p.stdout
     assert "resumed: 2 records" in p.stderr  # the same run again: found finished, nothing recomputed
     p = run("scenarios", "list", "--split", "eval", "--json")

@@ -87,12 +87,12 @@ def test_progress_lines_each_tenth_or_ten_seconds_and_at_the_end():
 
 
 @pytest.mark.slow
-def test_piped_eval_and_build_print_progress_lines(tmp_path):
-    p = run_cli("eval", "--limit", "2", "--out", str(tmp_path / "runs"), "--json")
+def test_piped_eval_and_build_print_progress_lines(tmp_path, tiny):
+    p = run_cli("eval", "--model", tiny, "--limit", "2", "--out", str(tmp_path / "runs"), "--json")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["overall"]["n"] == 2  # stdout holds the result only
-    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("eval choice · smollm2-135m: ")]
-    assert lines and re.fullmatch(r"eval choice · smollm2-135m: 2/2 scenarios \(100%\), \d+ s elapsed", lines[-1])
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith(f"eval choice · {tiny}: ")]
+    assert lines and re.fullmatch(rf"eval choice · {re.escape(tiny)}: 2/2 scenarios \(100%\), \d+ s elapsed", lines[-1])
     p = run_cli("data", "build", "reasoning", "--tokens", "3000", "--out", str(tmp_path / "data"))
     assert p.returncode == 0, p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("data build reasoning · builtin: ")]

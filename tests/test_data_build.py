@@ -1,3 +1,4 @@
+import copy
 import json
 import time
 
@@ -106,7 +107,7 @@ def test_demonstration_and_reasoning_pair_by_source(tmp_path):
 
 
 @pytest.mark.slow
-def test_trl_sft_preparation_with_assistant_only_loss(tmp_path):
+def test_trl_sft_preparation_with_assistant_only_loss(tmp_path, tiny):
     from datasets import load_dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -116,8 +117,8 @@ def test_trl_sft_preparation_with_assistant_only_loss(tmp_path):
              "documents": False, "fiction": False}
     for kind in kinds:
         build_dataset(kind, tokens=6_000, out=tmp_path / kind)
-    loaded = models.load("smollm2-135m", dtype="float32")
-    tok = loaded.tokenizer
+    loaded = models.load(tiny, dtype="float32")
+    tok = copy.deepcopy(loaded.tokenizer)  # models.load shares its tokenizer: change the template of a copy
     tok.chat_template = training_chat_template()
     for sub, chat in kinds.items():
         ds = load_dataset("json", data_files=str(tmp_path / sub / "data.jsonl"), split="train")

@@ -12,8 +12,8 @@ class Interrupt(Exception):
     pass
 
 
-def test_choice_eval_resumes_after_interruption(tmp_path, embedded):
-    kwargs = dict(model="smollm2-135m", mode="choice", family="blackmail", limit=3)
+def test_choice_eval_resumes_after_interruption(tmp_path, tiny):
+    kwargs = dict(model=tiny, mode="choice", family="blackmail", limit=3)
 
     def stop_after_two(done, total):
         if done == 2:
@@ -42,11 +42,11 @@ def test_choice_eval_resumes_after_interruption(tmp_path, embedded):
             assert abs(x["sum_logprob"] - y["sum_logprob"]) < 1e-4
     assert fresh.summary["overall"]["k"] == res.summary["overall"]["k"]
     row = Registry(tmp_path / "a" / "registry.sqlite").get(run_dir.name)
-    assert row["status"] == "done" and row["model"] == "smollm2-135m" and row["config_hash"]
+    assert row["status"] == "done" and row["model"] == tiny and row["config_hash"]
 
 
-def test_choice_summary_has_rates_with_cis_per_condition(tmp_path, embedded):
-    res = run_eval("smollm2-135m", mode="choice", limit=8, out=tmp_path)
+def test_choice_summary_has_rates_with_cis_per_condition(tmp_path, tiny):
+    res = run_eval(tiny, mode="choice", limit=8, out=tmp_path)
     s = json.loads((res.run_dir / "summary.json").read_text())
     assert s["overall"]["n"] == 8
     groups = {r["group"] for r in s["rows"]}

@@ -87,9 +87,9 @@ def test_a_model_directory_without_config_gets_a_hint(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_eval_warns_for_a_prompt_longer_than_the_context(tmp_path: Path):
-    """A real scenario whose inbox runs past SmolLM2's 8,192-token context: the eval still scores it,
-    and says that the score is unreliable."""
+def test_eval_warns_for_a_prompt_longer_than_the_context(tmp_path: Path, tiny: str):
+    """A real scenario whose inbox runs past SmolLM2's 8,192-token context (the tiny model keeps its
+    config): the eval still scores it, and says that the score is unreliable."""
     s = builtin_scenarios("eval")[0].model_dump()
     filler = dict(s["inbox"][0], id="long")
     filler["body"] = " ".join(f"Line {i}: the quarterly facilities report lists room bookings and repairs."
@@ -97,7 +97,7 @@ def test_eval_warns_for_a_prompt_longer_than_the_context(tmp_path: Path):
     s["inbox"].append(filler)
     f = tmp_path / "long.yaml"
     f.write_text(yaml.safe_dump([s], sort_keys=False))
-    p = _run("eval", "--scenarios", str(f), "--out", str(tmp_path / "runs"), "--dtype", "bfloat16")
+    p = _run("eval", "--model", tiny, "--scenarios", str(f), "--out", str(tmp_path / "runs"), "--dtype", "bfloat16")
     assert p.returncode == 0, p.stderr
     assert "1/1 scenarios (e.g. eval-blackmail-explicit-replacement-v0) are longer than the model's context of 8192" \
         in " ".join(p.stderr.split()), p.stderr
