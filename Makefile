@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 # the whole suite (what CI runs): lint and type check, then every test, the model-loading ones included;
-# prints the 15 slowest tests and the total (docs/testing.md says which tier holds what)
+# one worker per core (pytest-xdist; each worker and its subprocesses use one torch thread), each test
+# module on one worker so its shared fixtures are built once; prints the 15 slowest tests and the total
+# (docs/testing.md says which tier holds what)
 test: install lint browser
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n auto --dist loadscope --durations=15
 
 # the report's browser test needs Chromium: installed through apt when running as root on Debian, else
 # one line saying how (under CI=true a test that would skip fails instead, naming what is missing)

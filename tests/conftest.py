@@ -2,6 +2,11 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # parallel workers (pytest -n N) share the cores: one torch thread each, in this process and in the
+    # CLI subprocesses it starts, instead of N processes each using every core
+    os.environ.setdefault("TEACHWHY_THREADS", "1")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 

@@ -84,9 +84,17 @@ def build_tiny(base: str = DEFAULT_MODEL, shape: TinyShape = TinyShape(), force:
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
         record = {"name": f"{base}-tiny", "base": base, "shape": asdict(shape), "files": files}
         (tmp / COMPLETE_RECORD).write_text(json.dumps(record, indent=2))
+        if d.exists() and (d / COMPLETE_RECORD).is_file() and not force:
+            shutil.rmtree(tmp)  # another process built it meanwhile (parallel test workers): keep theirs
+            return d
         if d.exists():
             shutil.rmtree(d)
-        os.replace(tmp, d)
+        try:
+            os.replace(tmp, d)
+        except OSError:
+            if not (d / COMPLETE_RECORD).is_file():
+                raise
+            shutil.rmtree(tmp)  # lost the race to another process's complete build
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
