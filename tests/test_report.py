@@ -1,7 +1,7 @@
 """teachwhy.report: report.html and report.md from a hand-built experiment directory (the layout the
 experiment runner writes: spec.json, versions.json, cells/, samples.jsonl, analysis.json from the real
 efficiency.analyse). Fast tests check the renderers; the slow test loads report.html in headless
-Chromium (skipped only when no Chromium binary is found)."""
+Chromium (skipped when no Chromium binary is found, and failed instead under CI=true: tests/ci_skips.py)."""
 
 from __future__ import annotations
 
