@@ -55,7 +55,7 @@ def print_results(analysis: dict, report: dict | None = None, exp_dir: str | Non
     the controls validated across wording, or that none is), one sentence per comparison, the first
     eval's table of mean P(harmful) and effect with CIs, the by-wording table when the study has a
     held-out-wording eval, then the data-efficiency and RL statements and where the report is."""
-    head = wording = None
+    wording = None
     if exp_dir:
         from teachwhy.report.load import load_experiment_dir
         from teachwhy.report.view import eval_names, headline, wording_table
