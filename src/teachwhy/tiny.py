@@ -49,8 +49,9 @@ def build_tiny(base: str = DEFAULT_MODEL, shape: TinyShape = TinyShape(), force:
     if base not in EMBEDDED:
         raise UserError(f"unknown embedded model '{base}': choose one of {', '.join(EMBEDDED)}")
     if shape.hidden % shape.heads or shape.heads % shape.kv_heads:
-        raise UserError(f"tiny model: hidden size {shape.hidden} must be a multiple of its {shape.heads} heads, "
-                        f"and {shape.heads} heads a multiple of its {shape.kv_heads} key-value heads: pass e.g. --hidden 64")
+        raise UserError(f"tiny model: hidden size {shape.hidden} must be a multiple of its {shape.heads} "
+                        f"heads, and {shape.heads} heads a multiple of its {shape.kv_heads} key-value heads: "
+                        "pass e.g. --hidden 64")
     d = tiny_dir(base, shape)
     if (d / COMPLETE_RECORD).is_file() and not force:
         return d
