@@ -1,6 +1,6 @@
 """Generate mode side by side: teachwhy's local Inspect model API against Inspect's own `hf/` provider.
 
-Both systems run the same Inspect task through `teachwhy.evals.agentic.run_generate` (the entry of
+Both systems run the same Inspect task through `teachwhy.evals.suites.agentic.task.run_generate` (the entry of
 `teachwhy eval --mode generate`): the same eval scenarios, the same grader, the same max_tokens, greedy
 decoding, the same dtype, on the CPU, one sample at a time. Only the model API differs:
 
@@ -77,7 +77,7 @@ def run_once(system: str, target: str, model_args: dict, scenarios: list, args: 
     """One run_generate call over the scenarios; per-sample rows read back from its Inspect log."""
     from inspect_ai.log import read_eval_log
 
-    from teachwhy.evals.agentic import run_generate
+    from teachwhy.evals.suites.agentic.task import run_generate
 
     timer.take()
     t = time.perf_counter()
@@ -130,8 +130,8 @@ def main() -> int:
     from rich.table import Table
 
     from teachwhy import inspect_local, models
-    from teachwhy.evals.agentic import inspect_model
     from teachwhy.evals.stats import paired_effect
+    from teachwhy.evals.suites.agentic.task import inspect_model
     from teachwhy.scenarios import builtin_scenarios, select
 
     console = Console()

@@ -13,7 +13,7 @@ import yaml
 from cliutil import one_error_line, run_cli
 from teachwhy.constitution.loader import load_constitution
 from teachwhy.errors import UserError
-from teachwhy.evals.adherence.items import addressed, build_items, templates
+from teachwhy.evals.suites.adherence.items import addressed, build_items, templates
 from teachwhy.evals.summary import going_along, summarise
 
 TWO = {"name": "ours", "principles": [
@@ -177,7 +177,7 @@ def test_real_run_on_a_local_model_with_a_user_constitution(tmp_path, two_file, 
 
 
 def test_rubric_judge_verdicts_and_prompt():
-    from teachwhy.evals.adherence.task import judge_prompt, parse_verdict
+    from teachwhy.evals.suites.adherence.task import judge_prompt, parse_verdict
 
     assert parse_verdict("VERDICT: VIOLATES\nIt agreed to lie.") == "harmful"
     assert parse_verdict("verdict: adheres - it declined") == "aligned"

@@ -15,8 +15,8 @@ from inspect_ai.log import read_eval_log
 from inspect_ai.model import GenerateConfig, ModelAPI, ModelOutput, modelapi
 
 from teachwhy.errors import UserError
-from teachwhy.evals.agentic import agentic_task, run_generate
-from teachwhy.evals.judge import judge_prompt, judge_reply, parse_verdict
+from teachwhy.evals.suites.agentic.judge import judge_prompt, judge_reply, parse_verdict
+from teachwhy.evals.suites.agentic.task import agentic_task, run_generate
 from test_graders import make_scenario, tag
 
 RECORD_KEYS = {

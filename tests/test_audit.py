@@ -14,8 +14,8 @@ import yaml
 
 from cliutil import BIN, one_error_line, run_cli
 from teachwhy.errors import UserError
-from teachwhy.evals.audit.scoring import aggregate, reply_cues, score_transcript
-from teachwhy.evals.audit.seeds import Seed, builtin_seed_files, dimensions, load_seed_file, load_seeds
+from teachwhy.evals.suites.audit.scoring import aggregate, reply_cues, score_transcript
+from teachwhy.evals.suites.audit.seeds import Seed, builtin_seed_files, dimensions, load_seed_file, load_seeds
 
 SEED = {
     "id": "tiny_shutdown", "dimensions": ["self_preservation", "deception"],

@@ -14,8 +14,8 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from teachwhy.errors import UserError
-from teachwhy.evals.audit.llm import judge_prompt, parse_auditor, parse_judge
-from teachwhy.evals.audit.seeds import load_seeds
+from teachwhy.evals.suites.audit.llm import judge_prompt, parse_auditor, parse_judge
+from teachwhy.evals.suites.audit.seeds import load_seeds
 from test_llm_teacher import Handler as ScriptedHandler
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from teachwhy.evals.awareness import classify, summary_rows
+from teachwhy.evals.suites.agentic.awareness import classify, summary_rows
 from teachwhy.evals.summary import summarise
 
 
@@ -68,8 +68,8 @@ def test_rows_beside_a_generated_result():
 
 
 def test_judge_awareness_calls_are_parsed_and_reported_beside_the_cues():
-    from teachwhy.evals.audit.llm import parse_judge_awareness
-    from teachwhy.evals.judge import _explanation, parse_aware
+    from teachwhy.evals.suites.agentic.judge import _explanation, parse_aware
+    from teachwhy.evals.suites.audit.llm import parse_judge_awareness
 
     assert parse_aware("It sent the email.\nAWARE: no\nVERDICT: harmful") is False
     assert parse_aware("aware: Yes\nVERDICT: aligned") is True and parse_aware("VERDICT: aligned") is None

@@ -162,7 +162,7 @@ def fails_at_closed_port(code: str, who: str, limit: float) -> None:
 @pytest.mark.slow
 def test_generate_target_at_closed_port_fails_bounded(tmp_path):
     fails_at_closed_port(f"""
-from teachwhy.evals.agentic import run_generate
+from teachwhy.evals.suites.agentic.task import run_generate
 run_generate([sc], "openai-api/scripted/target", 1, {str(tmp_path)!r})
 """, "target model 'openai-api/scripted/target'", 120)
 
@@ -171,7 +171,7 @@ run_generate([sc], "openai-api/scripted/target", 1, {str(tmp_path)!r})
 def test_judge_at_closed_port_fails_fast(tmp_path):
     fails_at_closed_port("""
 import asyncio
-from teachwhy.evals.judge import judge_reply
+from teachwhy.evals.suites.agentic.judge import judge_reply
 asyncio.run(judge_reply("openai-api/scripted/judge", sc, "hello"))
 """, "judge model 'openai-api/scripted/judge'", 90)
 
@@ -182,7 +182,7 @@ def test_generate_judge_at_closed_port_fails_bounded(tmp_path):
     fails with the judge's one line instead of recording "judge failed" on every sample."""
     fails_at_closed_port(f"""
 import test_agentic_generate  # registers the scriptedagent model API
-from teachwhy.evals.agentic import run_generate
+from teachwhy.evals.suites.agentic.task import run_generate
 run_generate([sc], "scriptedagent/x", 1, {str(tmp_path)!r}, judge="openai-api/scripted/judge")
 """, "judge model 'openai-api/scripted/judge'", 120)
 
@@ -245,7 +245,7 @@ def test_slow_pattern_past_the_check_is_bounded():
     """A pattern the structural check lets through but that backtracks exponentially: grading
     stops after RULE_REGEX_TIMEOUT and reports a grading error (verdict invalid), no hang."""
     sys.path.insert(0, str(HERE))
-    from teachwhy.evals.graders import RULE_REGEX_TIMEOUT, grade_text
+    from teachwhy.evals.suites.agentic.graders import RULE_REGEX_TIMEOUT, grade_text
     from teachwhy.scenarios.schema import catastrophic_pattern
     from test_graders import make_scenario
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from teachwhy.evals.graders import (
+from teachwhy.evals.suites.agentic.graders import (
     Action,
     GradingContext,
     find_pressure,

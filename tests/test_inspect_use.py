@@ -15,7 +15,7 @@ from inspect_ai.model import GenerateConfig, ModelAPI, ModelOutput, modelapi
 
 from cliutil import BIN, run_cli
 from teachwhy.evals import summary as summ
-from teachwhy.evals.agentic import run_generate
+from teachwhy.evals.suites.agentic.task import run_generate
 from teachwhy.scenarios import builtin_scenarios, select
 
 INSPECT = Path(BIN).with_name("inspect")

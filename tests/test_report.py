@@ -587,7 +587,7 @@ def _control_effect(diff: float, lo: float, hi: float) -> dict:
             "p_harmful_diff_95": [lo, hi], "rate_diff": 0.0, "rate_diff_95": [0.0, 0.0]}
 
 
-CONTROLS = {  # the shape evals/controls.run_controls returns (less the per-run diagnostics)
+CONTROLS = {  # the shape experiments/controls.run_controls returns (less the per-run diagnostics)
     "model": "smollm2-135m", "train_scenarios": 24, "eval_limit": 48, "formats": ["continuation"], "seed": 0,
     "learning_rate": 0.001, "epochs": 2.0,
     "data": {"harmful": {"records": 24, "tokens": 27_120, "loss_tokens": 1_400},

@@ -151,7 +151,7 @@ def test_candidates_name_the_same_people(evals, trains):
 
 
 def test_harm_spec_flags_exactly_the_harmful_candidates(evals, trains):
-    from teachwhy.evals import graders
+    from teachwhy.evals.suites.agentic import graders
     for s in evals + trains:
         for c in s.candidates:
             result = graders.grade_text(s, c.text)
@@ -396,6 +396,6 @@ def test_docs_example_loads(tmp_path):
     path = tmp_path / "example.yaml"
     path.write_text(example, encoding="utf-8")
     (scenario,) = load_scenario_file(path)
-    from teachwhy.evals import graders
+    from teachwhy.evals.suites.agentic import graders
     for c in scenario.candidates:
         assert graders.grade_text(scenario, c.text).verdict == c.label, c.id

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from teachwhy.evals.suites.agentic.consistency import label_problems
 from teachwhy.scenarios import builtin_scenarios
-from teachwhy.scenarios.consistency import label_problems
 
 TEACHWHY = [sys.executable, "-m", "teachwhy"]
 

@@ -55,7 +55,7 @@ def test_wording_ignores_names_addresses_and_json_structure():
 def test_the_builtin_train_banks_share_little_wording_with_the_eval():
     """Every bank training may draw from stays under the threshold against the eval's candidates, as
     a whole and record by record (the control data of every bank)."""
-    from teachwhy.evals.controls import decision_records
+    from teachwhy.experiments.controls import decision_records
 
     for name, o in wording.bank_overlap().items():
         assert o["share"] < wording.DEFAULT_THRESHOLD / 2, (name, o)
@@ -131,8 +131,8 @@ def test_controls_refuse_an_eval_bank_as_training_wording(tmp_path):
 def test_every_bank_is_length_matched_graded_right_and_made_of_minimal_pairs():
     """The checks the built-in sets pass, for every bank on every split it may be used on."""
     from teachwhy import models
+    from teachwhy.evals.suites.agentic.consistency import label_problems
     from teachwhy.scenarios import check_length_matched, token_counter
-    from teachwhy.scenarios.consistency import label_problems
 
     count = token_counter(models.load_tokenizer())
     for name in banks.names():

@@ -283,7 +283,7 @@ def scenarios_validate(files: list[str] | None = typer.Argument(
     sc = _scenarios(files, None, None)
     tok = models.load_tokenizer()
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
-    from teachwhy.scenarios.consistency import label_problems
+    from teachwhy.evals.suites.agentic.consistency import label_problems
 
     problems = []
     checked = list(sc)
@@ -446,7 +446,7 @@ def print_audit_summary(summary: dict) -> None:
 
 
 def _print_awareness(a: dict) -> None:
-    """Eval awareness beside a generated result (evals/awareness.py)."""
+    """Eval awareness beside a generated result (evals/suites/agentic/awareness.py)."""
     def rate(r: dict) -> str:
         return f"{r['k']}/{r['n']} {_ci(r['wilson_95'])}" if r["n"] else "n/a (n=0)"
 
@@ -669,7 +669,7 @@ def eval_controls(
     eval's P(harmful) up / down; SFT on as many tokens of unrelated text must move it much less. Each
     verdict comes at two levels: in-template (the eval's own candidates) and across wording (held-out
     wording banks, or your --scenarios file)."""
-    from teachwhy.evals.controls import run_controls
+    from teachwhy.experiments.controls import run_controls
 
     banks_list = _ids(train_banks, "--train-banks")
     with err.status("controls: building data") as status:
@@ -681,7 +681,7 @@ def eval_controls(
                       learning_rate=lr, epochs=epochs, dtype=dtype, log=log, heldout=wording,
                       scenario_files=scenario_file)
         if variety is not None:
-            from teachwhy.evals.controls.dose import run_dose
+            from teachwhy.experiments.controls.dose import run_dose
 
             if train_banks:
                 raise UserError("--variety picks the first k train banks itself: drop --train-banks")

@@ -1,7 +1,7 @@
 """Inspect model API "teachwhy": `get_model("teachwhy/<spec>")` generates with a local model loaded
 by `teachwhy.models.load(spec)` (the embedded model, a Hugging Face directory, or base + PEFT adapter).
 
-Importing this module registers the provider (teachwhy.evals.agentic imports it). Each (spec, dtype)
+Importing this module registers the provider (teachwhy.evals.suites.agentic.task imports it). Each (spec, dtype)
 is loaded once per process (onto CUDA when available, or `-M device=...`) and served by one worker
 thread, which batches concurrent requests that share generation settings (`-M batch_size=N`;
 default 1 on CPU, 16 on CUDA).

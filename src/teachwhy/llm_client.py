@@ -1,7 +1,7 @@
 """One path for every LLM call teachwhy makes through Inspect AI's model API.
 
 The LLM teacher (teachers/llm.py, and the self teacher built on it), the RL reward judge
-(train/rewards.py) and the eval judge (evals/judge.py) send their requests through `LLMClient`:
+(train/rewards.py) and the eval judge (evals/suites/agentic/judge.py) send their requests through `LLMClient`:
 
 - **Retries are Inspect's.** Each request is one `Model.generate` call with
   `GenerateConfig(max_retries=..., attempt_timeout=..., timeout=...)`, and Inspect's loop retries it.

@@ -38,7 +38,7 @@ def _compile(src: str):
 def action_text(candidate_text: str) -> str:
     """What a candidate does, for a reader: its tool calls in plain words (the lead-in is left out).
     A candidate with no readable tool call is shown as its own text."""
-    from teachwhy.evals.graders import parse_actions
+    from teachwhy.evals.suites.agentic.graders import parse_actions
 
     t = templates()
     parsed = parse_actions(candidate_text)

@@ -115,10 +115,10 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
     `system_prefix`: text put before every scenario's system prompt (the experiments' prompting arms);
     it is part of the run's config.
 
-    suite "adherence" (evals/adherence/): items written from `constitution` (None: the built-in one),
+    suite "adherence" (evals/suites/adherence/): items written from `constitution` (None: the built-in one),
     optionally only `principles`, in choice mode; records carry the principle as their family.
 
-    suite "audit" (evals/audit/): multi-turn conversations from seed instructions (`seed_files`, else
+    suite "audit" (evals/suites/audit/): multi-turn conversations from seed instructions (`seed_files`, else
     the built-in seeds; `seed_ids` picks some), scored per dimension; `offline` (required for now):
     the scripted auditor and the offline scorer (choice probes on a local target, rule cues).
 
@@ -175,12 +175,12 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
         raise UserError("--format applies to choice mode; generate mode samples free replies")
     if suite == "adherence":
         from teachwhy.constitution.loader import load_constitution
-        from teachwhy.evals.adherence.items import build_items
+        from teachwhy.evals.suites.adherence.items import build_items
 
         const = load_constitution(constitution)
         scenarios: list[Any] = build_items(const, split, principles, limit)
     elif suite == "audit":
-        from teachwhy.evals.audit.seeds import load_seeds
+        from teachwhy.evals.suites.audit.seeds import load_seeds
 
         scenarios = load_seeds(seed_files, seed_ids, limit)
     else:
@@ -258,7 +258,7 @@ def run_eval(model: str, suite: str = "agentic", mode: str = "choice", split: st
                 records = list(log.records)
 
             if suite == "audit":
-                from teachwhy.evals.audit.scoring import aggregate
+                from teachwhy.evals.suites.audit.scoring import aggregate
 
                 agg = aggregate(records)
                 summary = {"run_id": run_id, "model": model, "suite": suite, "mode": mode, "split": None,
@@ -304,7 +304,7 @@ def choice_record(s: Scenario, fmt: str, blocks: dict) -> dict:
 
 
 def adherence_record(item: Any, fmt: str, blocks: dict) -> dict:
-    """One choice-mode record of an adherence item (evals/adherence/items.py)."""
+    """One choice-mode record of an adherence item (evals/suites/adherence/items.py)."""
     return {**item.record_fields(), "format": fmt, **blocks}
 
 
@@ -392,7 +392,7 @@ def _run_task(model_id: str, run_dir: Path, make: Callable[[list[Any], dict], An
     """A `run` for _resumable: the task `make(todo, metadata)` through agentic.run_task."""
     import uuid
 
-    from teachwhy.evals.agentic import SINK_KEY, run_task
+    from teachwhy.evals.suites.agentic.task import SINK_KEY, run_task
 
     def run(todo: list[Any], keep: Callable[[dict], None]) -> None:
         token = uuid.uuid4().hex
@@ -406,7 +406,7 @@ def _run_adherence_generate(model_id: str, items: list[Any], const: Any, samples
                             max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
                             progress: Progress | None) -> None:
     """Adherence in generate mode: the items as one Inspect eval, each reply judged per principle."""
-    from teachwhy.evals.adherence.task import adherence_generate_record, adherence_task
+    from teachwhy.evals.suites.adherence.task import adherence_generate_record, adherence_task
 
     assert judge is not None  # run_eval asks for one
     jid = backends.generate_model_id(models.resolve(judge), "hf")
@@ -420,7 +420,7 @@ def _run_audit(model_id: str, probe_model: str | None, dtype: str, seeds: list[A
                max_tokens: int, seed: int, run_dir: Path, log: JsonlLog, progress: Progress | None,
                auditor: str | None = None, judge: str | None = None, max_turns: int = 4) -> None:
     """The audit seeds as one Inspect eval; each transcript is kept as it ends."""
-    from teachwhy.evals.audit.task import audit_record, audit_task
+    from teachwhy.evals.suites.audit.task import audit_record, audit_task
 
     _resumable(model_id, seeds, samples, log, progress, _run_task(
         model_id, run_dir, lambda todo, meta: audit_task(todo, samples=samples, max_tokens=max_tokens,
@@ -433,7 +433,7 @@ def _run_generate(model_id: str, scenarios: list[Scenario], samples: int, judge:
                   max_tokens: int, seed: int, run_dir: Path, log: JsonlLog,
                   progress: Progress | None) -> None:
     """The honeypots in generate mode: one Inspect eval (one log) over the scenarios not finished."""
-    from teachwhy.evals.agentic import run_generate
+    from teachwhy.evals.suites.agentic.task import run_generate
 
     _resumable(model_id, scenarios, samples, log, progress, lambda todo, keep: run_generate(
         todo, model_id, samples=samples, log_dir=str(run_dir / "inspect-logs"), judge=judge,

@@ -287,7 +287,7 @@ def summarise(records: list[dict], mode: str, meta: dict) -> dict:
     if mode != "choice":
         rows = [{"group": g, "key": k, **_generate_row(rs)}
                 for g, k, rs in _groups(records, meta.get("trained_families"))]
-        from teachwhy.evals.awareness import summary_rows
+        from teachwhy.evals.suites.agentic.awareness import summary_rows
 
         return {**meta, "metric": "harmful action rate among valid samples (rule grader)",
                 "overall": rows[0], "rows": rows, "awareness": summary_rows(records)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from inspect_ai import Task, task
 
-from teachwhy.evals.agentic import agentic_task
+from teachwhy.evals.suites.agentic.task import agentic_task
 
 
 def _names(value: str | list[str] | None) -> list[str] | None:

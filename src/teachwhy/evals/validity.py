@@ -7,7 +7,7 @@ Two levels of validity, both written by `teachwhy eval controls` into evals/prom
     across_wording  scored on held-out wording (the eval banks, or a user's scenario file) that no
                     training material draws from.
 
-Each level is `validated`, `partly` or `not` (evals/controls verdicts). A measure counts as telling the
+Each level is `validated`, `partly` or `not` (experiments/controls verdicts). A measure counts as telling the
 decision apart from template learning only when it is validated across wording.
 """
 

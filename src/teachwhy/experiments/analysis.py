@@ -35,7 +35,7 @@ def _scenarios(spec: ExperimentSpec) -> dict[str, Any]:
             pool.update({s.id: s for s in builtin_scenarios("eval", wording=ev.wording)})
     if any(ev.suite == "adherence" for ev in spec.evals):  # its items, for the sample browser
         from teachwhy.constitution.loader import load_constitution
-        from teachwhy.evals.adherence.items import build_items
+        from teachwhy.evals.suites.adherence.items import build_items
 
         pool.update({it.id: it for it in build_items(load_constitution(spec.constitution), None)})
     return pool

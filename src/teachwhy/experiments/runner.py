@@ -141,7 +141,7 @@ def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[
 def _controls(spec: ExperimentSpec, log: Callable[[str], None]) -> dict:
     """`teachwhy eval controls` on the experiment's model, its runs under <out>/controls (shared with
     that command, so controls run there with the same settings are reused)."""
-    from teachwhy.evals.controls import run_controls
+    from teachwhy.experiments.controls import run_controls
 
     c = spec.controls
     assert c is not None

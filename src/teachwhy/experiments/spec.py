@@ -195,7 +195,7 @@ class RLStage(BaseModel):
 
 
 class ControlsSpec(BaseModel):
-    """The eval's positive and negative controls (`teachwhy eval controls`, evals/controls), run once per
+    """The eval's positive and negative controls (`teachwhy eval controls`, experiments/controls), run once per
     experiment on its model and shown in the report: does the eval move when the decision is trained,
     and much less when unrelated text is? `controls: true` takes every default."""
 

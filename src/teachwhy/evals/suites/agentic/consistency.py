@@ -10,7 +10,7 @@ from teachwhy.scenarios.schema import Scenario
 
 def label_problems(scenario: Scenario) -> list[str]:
     """One line per candidate whose grader verdict disagrees with its label (or that has no action)."""
-    from teachwhy.evals.graders import grade_text
+    from teachwhy.evals.suites.agentic.graders import grade_text
 
     problems = []
     for c in scenario.candidates:

@@ -75,7 +75,7 @@ class AdherenceItem:
 
 @lru_cache(maxsize=1)
 def templates() -> dict[str, Any]:
-    text = resources.files("teachwhy.evals").joinpath("adherence/templates.yaml").read_text(encoding="utf-8")
+    text = resources.files("teachwhy.evals").joinpath("suites/adherence/templates.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from teachwhy.errors import UserError
-from teachwhy.evals.controls import ARMS, Log, banks_tag, run_controls
+from teachwhy.experiments.controls import ARMS, Log, banks_tag, run_controls
 from teachwhy.store import atomic_write_json
 
 

@@ -86,7 +86,7 @@ def decision_records(label: str, n: int, seed: int = 0, banks: list[str] | tuple
 
 
 def _grammar() -> dict:
-    text = resources.files("teachwhy.evals.controls").joinpath("unrelated.yaml").read_text(encoding="utf-8")
+    text = resources.files("teachwhy.experiments.controls").joinpath("unrelated.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from teachwhy.evals.graders import Action, Graded
+from teachwhy.evals.suites.agentic.graders import Action, Graded
 
 if TYPE_CHECKING:
     from inspect_ai.model import CachePolicy, Model

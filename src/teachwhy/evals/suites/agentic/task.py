@@ -27,9 +27,9 @@ from inspect_ai.tool import ToolDef, ToolParams
 
 from teachwhy import inspect_local  # noqa: F401  (registers the "teachwhy" model API)
 from teachwhy.errors import UserError
-from teachwhy.evals.graders import GradingContext, grade_text
 from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
-from teachwhy.evals.judge import judge_reply, reply_for_judge
+from teachwhy.evals.suites.agentic.graders import GradingContext, grade_text
+from teachwhy.evals.suites.agentic.judge import judge_reply, reply_for_judge
 from teachwhy.llm_client import api_deadline, model_setup_error, open_model, unreachable_error
 from teachwhy.scenarios.schema import Scenario
 
@@ -319,7 +319,7 @@ def run_task(task: Task, token: str, model: str, log_dir: str, to_record: Callab
 
 
 def _record(sample: Any, log_file: str) -> dict:
-    from teachwhy.evals.awareness import classify
+    from teachwhy.evals.suites.agentic.awareness import classify
 
     meta = sample.metadata or {}
     score = (sample.scores or {}).get(SCORER_NAME)

@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Any
 
 from teachwhy.errors import UserError
-from teachwhy.evals.audit.seeds import Seed, ToolResult, Turn, dimensions
+from teachwhy.evals.suites.audit.seeds import Seed, ToolResult, Turn, dimensions
 
 ATTEMPT_TIMEOUT_ENV = "TEACHWHY_API_ATTEMPT_TIMEOUT"
 DEFAULT_ATTEMPT_TIMEOUT = 120.0
@@ -27,7 +27,7 @@ TOOL_LINE = re.compile(r"^\s*TOOL RESULT\s*\(([^)]+)\)\s*:\s*(.*)$", re.IGNORECA
 
 @lru_cache(maxsize=4)
 def _prompt(name: str) -> str:
-    return resources.files("teachwhy.evals").joinpath(f"audit/prompts/{name}").read_text(encoding="utf-8")
+    return resources.files("teachwhy.evals").joinpath(f"suites/audit/prompts/{name}").read_text(encoding="utf-8")
 
 
 def attempt_timeout() -> float:

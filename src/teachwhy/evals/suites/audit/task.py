@@ -19,8 +19,8 @@ from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
 from inspect_ai.scorer import Score, Scorer, Target, mean, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from teachwhy.evals.audit.scoring import score_transcript
-from teachwhy.evals.audit.seeds import Seed
+from teachwhy.evals.suites.audit.scoring import score_transcript
+from teachwhy.evals.suites.audit.seeds import Seed
 from teachwhy.llm_client import api_deadline
 
 TASK_NAME = "teachwhy_audit"
@@ -64,7 +64,7 @@ def llm_auditor(auditor: str, max_turns: int = 4) -> Solver:
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         nonlocal model
-        from teachwhy.evals.audit.llm import ask, auditor_prompt, parse_auditor
+        from teachwhy.evals.suites.audit.llm import ask, auditor_prompt, parse_auditor
         from teachwhy.llm_client import open_model
 
         model = model or open_model(auditor, "auditor", {})
@@ -105,7 +105,7 @@ def audit_scorer(probe_model: str | None = None, dtype: str = "auto", judge: str
 
         seed = Seed.model_validate(state.metadata["seed"])
         if state.metadata.get("audit_turns") is not None:  # an LLM auditor wrote these turns
-            from teachwhy.evals.audit.seeds import Turn
+            from teachwhy.evals.suites.audit.seeds import Turn
 
             seed = seed.model_copy(update={"turns": [Turn.model_validate(t) for t in state.metadata["audit_turns"]]})
         msgs = state.messages
@@ -127,7 +127,7 @@ def audit_scorer(probe_model: str | None = None, dtype: str = "auto", judge: str
                            for d in seed.dimensions}, "awareness": {"label": "none", "cues": []}}
         result["auditor_turns"] = [t.model_dump() for t in seed.turns]
         if judge:
-            from teachwhy.evals.audit.llm import ask, judge_prompt, parse_judge, parse_judge_awareness
+            from teachwhy.evals.suites.audit.llm import ask, judge_prompt, parse_judge, parse_judge_awareness
             from teachwhy.llm_client import open_model
 
             judge_model = judge_model or open_model(judge, "judge", {})

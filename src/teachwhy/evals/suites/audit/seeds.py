@@ -1,4 +1,4 @@
-"""Seed instructions of the audit suite: YAML files (the built-in ones in evals/audit/seeds/, and a
+"""Seed instructions of the audit suite: YAML files (the built-in ones in evals/suites/audit/seeds/, and a
 user's with --seeds FILE), each one situation to probe. Every problem is one line naming the file and
 the field."""
 
@@ -17,7 +17,7 @@ from teachwhy.errors import UserError
 
 @lru_cache(maxsize=1)
 def dimensions() -> dict[str, dict]:
-    text = resources.files("teachwhy.evals").joinpath("audit/dimensions.yaml").read_text(encoding="utf-8")
+    text = resources.files("teachwhy.evals").joinpath("suites/audit/dimensions.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 
@@ -68,7 +68,7 @@ class Seed(_Strict):
 
 
 def builtin_seed_files() -> list[Path]:
-    root = resources.files("teachwhy.evals").joinpath("audit/seeds")
+    root = resources.files("teachwhy.evals").joinpath("suites/audit/seeds")
     return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml"))
 
 

@@ -19,8 +19,8 @@ from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import TaskState, generate
 
 from teachwhy.constitution.loader import Constitution
-from teachwhy.evals.adherence.items import AdherenceItem
 from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
+from teachwhy.evals.suites.adherence.items import AdherenceItem
 from teachwhy.llm_client import api_deadline
 
 SCORER_NAME = "adherence_judge"
@@ -32,7 +32,7 @@ TESTS = {"over-compliance": "someone asks the assistant to do what the principle
 
 @lru_cache(maxsize=1)
 def _template() -> str:
-    return resources.files("teachwhy.evals").joinpath("adherence/judge.txt").read_text(encoding="utf-8")
+    return resources.files("teachwhy.evals").joinpath("suites/adherence/judge.txt").read_text(encoding="utf-8")
 
 
 def judge_prompt(item: dict, principle: dict, reply: str) -> str:
@@ -66,7 +66,7 @@ def adherence_judge(judge: str) -> Scorer:
 
     async def score(state: TaskState, target: Target) -> Score:
         nonlocal model
-        from teachwhy.evals.audit.llm import ask
+        from teachwhy.evals.suites.audit.llm import ask
         from teachwhy.llm_client import open_model
 
         model = model or open_model(judge, "judge", {})
@@ -92,7 +92,7 @@ def adherence_task(items: list[AdherenceItem], const: Constitution, judge: str, 
 
 
 def adherence_generate_record(sample: Any, log_file: str) -> dict:
-    from teachwhy.evals.awareness import classify
+    from teachwhy.evals.suites.agentic.awareness import classify
 
     item = dict((sample.metadata or {}).get("item") or {})
     item.pop("messages", None)

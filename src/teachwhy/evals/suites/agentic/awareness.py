@@ -1,5 +1,5 @@
 """Eval awareness: whether a generated reply says or implies that the model thinks it is being tested,
-by rule cues (prompts/awareness.yaml, read through evals/cues.py), and the summary rows that go with
+by rule cues (prompts/awareness.yaml, read through evals/suites/agentic/cues.py), and the summary rows that go with
 every generated result: how often the model said "test", how often "real", and the harmful rate
 within each group.
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from teachwhy.evals.cues import cue_matches, load_cues
 from teachwhy.evals.stats import rate_row
+from teachwhy.evals.suites.agentic.cues import cue_matches, load_cues
 
 LABELS = ("test", "real", "none")
 FILE = "prompts/awareness.yaml"

@@ -22,7 +22,7 @@ import regex
 from pydantic import BaseModel, ConfigDict
 
 from teachwhy.errors import UserError
-from teachwhy.evals.cues import cue_matches, load_cues
+from teachwhy.evals.suites.agentic.cues import cue_matches, load_cues
 from teachwhy.scenarios.schema import HarmSpec, Organisation, Person, Scenario
 
 Form = Literal["text-tag", "function-call"]
@@ -343,7 +343,7 @@ def _rule_regex(pattern: str, scenario_id: str) -> regex.Pattern[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# coercion cues (the cue machinery is evals/cues.py)
+# coercion cues (the cue machinery is evals/suites/agentic/cues.py)
 
 
 def find_pressure(text: str) -> list[str]:
