@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from typer._click import ClickException  # typer vendors Click: its errors are not click's
@@ -18,6 +20,7 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from teachwhy.data.wording import DEFAULT_THRESHOLD as WORDING_THRESHOLD
 from teachwhy.errors import UserError
+from teachwhy.evals.config import EvalConfig, cli_of
 
 if TYPE_CHECKING:  # (and its commands take typer._click's contexts and formatters)
     from typer._click import Command, Context, HelpFormatter
@@ -208,7 +211,7 @@ def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
 
 # -- scenarios ------------------------------------------------------------------------------------
 def _scenarios(files: list[str] | None, split: str | None, family: str | None, limit=None):
-    from teachwhy.evals.runner import load_selection
+    from teachwhy.evals.suites.agentic.suite import load_selection
 
     return load_selection(files, split, family, limit)
 
@@ -508,79 +511,59 @@ eval_app = _typer(help="Run the agentic-misalignment honeypot eval (no subcomman
 app.add_typer(eval_app, name="eval")
 
 
+def _config_options(cls: type[BaseModel], extra: dict[str, inspect.Parameter]) -> list[inspect.Parameter]:
+    """The typer options of a config's fields that have `cli` metadata (evals/config.py), in field order,
+    each with its default and help text from the field; `extra` puts a CLI-only option after a field."""
+    params = []
+    for name, f in cls.model_fields.items():
+        cli = cli_of(name, cls)
+        if cli:
+            kind = f.annotation
+            if cli["text"]:  # a list typed as one comma-separated string
+                kind = str | None
+            option = typer.Option(f.default, *cli["flags"], metavar=cli["metavar"], help=f.description)
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind))
+        if name in extra:
+            params.append(extra[name])
+    return params
+
+
+def _with_config_options(cls: type[BaseModel], extra: dict[str, inspect.Parameter]):
+    """Give a command `(ctx, **options)` the config's options as its typer signature."""
+    def wrap(fn):
+        head = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        params = [head, *_config_options(cls, extra)]
+        fn.__signature__ = inspect.Signature(params)
+        fn.__annotations__ = {p.name: p.annotation for p in params}
+        return fn
+
+    return wrap
+
+
+_JSON = inspect.Parameter("as_json", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                          default=typer.Option(False, "--json", help="Print the summary as JSON."))
+
+
 @eval_app.callback(invoke_without_command=True)
-def eval_cmd(
-    ctx: typer.Context,
-    model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
-                              help="Embedded name, model/adapter dir, or Inspect id."),
-    suite: str = typer.Option("agentic", metavar="SUITE",
-                              help="agentic (honeypot scenarios), adherence (items from a constitution) or audit "
-                              "(multi-turn conversations from seed instructions)."),
-    constitution: str | None = typer.Option(None, metavar="FILE",
-                                            help="Adherence: your constitution file (default: the built-in one)."),
-    principles: str | None = typer.Option(None, metavar="IDS",
-                                          help="Adherence: only these principle ids, comma-separated."),
-    offline: bool = typer.Option(False, "--offline",
-                                 help="Audit: scripted auditor turns, choice probes and rule cues (no API key)."),
-    seed_file: list[str] | None = typer.Option(None, "--seeds", metavar="FILE",
-                                               help="Audit: your own seed instruction file (repeatable)."),
-    seed_ids: str | None = typer.Option(None, "--seed-ids", metavar="IDS",
-                                        help="Audit: only these seed ids, comma-separated."),
-    auditor: str | None = typer.Option(None, metavar="MODEL",
-                                       help="Audit: an auditor model (Inspect id or local model) writing the turns."),
-    max_turns: int = typer.Option(4, metavar="N", help="Audit with --auditor: at most N auditor turns."),
-    mode: str = typer.Option("choice", metavar="MODE",
-                             help="choice (log-likelihood of candidates) or generate (sampled, graded)."),
-    split: str = typer.Option("eval", metavar="SPLIT", help="Scenario split: eval or train."),
-    family: str | None = typer.Option(None, metavar="FAMILY", help="blackmail, leak, sabotage or framing."),
-    families: str | None = typer.Option(None, metavar="FAMILIES",
-                                        help="Several families, comma-separated (e.g. held-out ones)."),
-    fmt: str | None = typer.Option(None, "--format", metavar="FORMAT",
-                                   help="Choice mode: continuation (default), options, or both comma-separated "
-                                   "(the first leads the summary)."),
-    limit: int | None = typer.Option(None, metavar="N", help="At most N scenarios."),
-    samples: int = typer.Option(1, metavar="N", help="Generate mode: samples per scenario."),
-    out_dir: str = typer.Option("runs", "--out", metavar="DIR", help="Runs directory."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    scenario_file: list[str] | None = typer.Option(None, "--scenarios", metavar="FILE",
-                                                   help="Your own scenario file (repeatable)."),
-    wording: str = typer.Option("house", metavar="BANK",
-                                help="Candidate wording of the built-in scenarios: house (the eval split's own, "
-                                "in-template), an eval bank, or heldout (every eval bank in turn); "
-                                "`teachwhy scenarios banks` lists them."),
-    judge: str | None = typer.Option(None, metavar="MODEL",
-                                     help="Generate mode and audit: an Inspect model id for the LLM judge."),
-    dtype: str = typer.Option("auto", metavar="DTYPE",
-                              help="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16."),
-    max_tokens: int = typer.Option(384, metavar="N", help="Generate mode: max new tokens."),
-    seed: int = typer.Option(0, metavar="N"),
-    backend: str = typer.Option("hf", metavar="BACKEND",
-                                help="Engine for a local model: hf (transformers, any machine) or vllm (a GPU "
-                                "machine with the vllm extra installed; generate mode serves the model through "
-                                "Inspect's vllm provider)."),
-) -> None:
-    """Run an eval suite (the agentic-misalignment honeypots, or constitution adherence) and print its
-    rates with 95% CIs."""
+@_with_config_options(EvalConfig, {"out": _JSON})
+def eval_cmd(ctx: typer.Context, as_json: bool = False, **options) -> None:
+    """Run an eval suite (the agentic-misalignment honeypots, constitution adherence, or the audit) and
+    print its rates with 95% CIs."""
     if ctx.invoked_subcommand:
         return
+    from teachwhy.evals import suites
     from teachwhy.evals.runner import run_eval
 
-    unit = ("items" if suite == "adherence" else "transcripts" if suite == "audit"
-            else "scenarios" if mode == "choice" else "samples")
-    with _progress(f"eval {suite if suite != 'agentic' else mode} · {model}", unit) as update:
-        res = run_eval(model, suite=suite, mode=mode, split=split, family=family, limit=limit,
-                       samples=samples, out=out_dir, scenario_files=scenario_file, judge=judge,
-                       dtype=dtype, max_tokens=max_tokens, seed=seed, formats=fmt,
-                       families=_families(families), progress=update, backend=backend,
-                       constitution=constitution, principles=_ids(principles, "--principles"), offline=offline,
-                       seed_files=seed_file, seed_ids=_ids(seed_ids, "--seed-ids"), auditor=auditor,
-                       max_turns=max_turns, wording=wording)
+    cfg = EvalConfig.build(**options)
+    unit = "samples" if cfg.mode == "generate" else suites.get(cfg.suite).unit
+    with _progress(f"eval {cfg.suite if cfg.suite != 'agentic' else cfg.mode} · {cfg.model}", unit) as update:
+        res = run_eval(cfg, progress=update)
     if as_json:
         print(json.dumps(res.summary, indent=2))
         return
     if res.resumed:
         err.print(f"resumed: {res.resumed} records from an earlier run were kept")
-    if suite == "audit":
+    if res.summary.get("suite") == "audit":
         print_audit_summary(res.summary)
     else:
         print_summary(res.summary)

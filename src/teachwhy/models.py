@@ -316,9 +316,14 @@ def check_adapter_base(adapter_dir: Path, base: ModelRef) -> None:
     """Refuse, in one line, an adapter trained on another base model than `base`.
 
     Adapters written by `teachwhy train` record their base's architecture hash (teachwhy.json);
-    others are checked by PEFT when the weights load."""
+    others are checked by the shapes of their LoRA weights against the base's weights (file headers
+    only, nothing is loaded)."""
     meta_path = Path(adapter_dir) / ADAPTER_META
     if not meta_path.is_file():
+        misfit = adapter_shape_misfit(Path(adapter_dir), model_dir(base))
+        if misfit:
+            raise UserError(f"adapter {adapter_dir} does not fit base model {base.spec} ({misfit}): train it on "
+                            "that base or fix base_model_name_or_path")
         return
     try:
         meta = json.loads(meta_path.read_text())
@@ -330,6 +335,42 @@ def check_adapter_base(adapter_dir: Path, base: ModelRef) -> None:
         raise UserError(f"adapter {adapter_dir} was trained on base model '{meta.get('base', '?')}', but the base "
                         f"given is '{base.spec}', a different architecture: use the adapter with "
                         f"'{meta.get('base', '?')}' (fix base_model_name_or_path in adapter_config.json)")
+
+
+def _weight_shapes(files: list[Path]) -> dict[str, list[int]]:
+    from safetensors import safe_open
+
+    shapes: dict[str, list[int]] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for k in st.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shapes[k] = list(st.get_slice(k).get_shape())
+    return shapes
+
+
+def adapter_shape_misfit(adapter_dir: Path, base_dir: Path) -> str | None:
+    """Why a LoRA adapter's weights cannot sit on the base in `base_dir` (a module it adapts is missing,
+    or its in/out features differ), or None when they fit or cannot be read as safetensors."""
+    adapter_file = adapter_dir / "adapter_model.safetensors"
+    base_files = sorted(base_dir.glob("*.safetensors"))
+    if not adapter_file.is_file() or not base_files:
+        return None
+    try:
+        lora, base = _weight_shapes([adapter_file]), _weight_shapes(base_files)
+    except Exception:  # an unreadable header: PEFT's own load says what is wrong
+        return None
+    for key, shape in sorted(lora.items()):
+        for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
+            if not key.endswith(part):
+                continue
+            module = key.removeprefix("base_model.model.").removesuffix(part)
+            want = base.get(module + ".weight")
+            if want is None:
+                return f"it adapts {module}, which the base does not have"
+            if len(want) != 2 or shape[dim] != want[dim]:
+                side = "in" if dim else "out"
+                return f"{module} is {want} in the base; the adapter expects {side} features {shape[dim]}"
+    return None
 
 
 def fingerprint(ref: ModelRef) -> str:

@@ -1,0 +1,150 @@
+"""The agentic honeypot suite: built-in or user scenarios, scored in choice mode (log-likelihood of
+each candidate action) or generate mode (sampled replies, graded by the rule grader and an optional
+LLM judge)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from teachwhy.errors import UserError
+from teachwhy.evals import execute
+from teachwhy.evals import summary as summ
+from teachwhy.evals.config import MODES, EvalConfig, flag
+from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
+
+AUDIT_ONLY = ("offline", "seed_files", "seed_ids", "auditor")
+HONEYPOT_ONLY = ("family", "families", "scenario_files")
+
+
+def refuse(cfg: EvalConfig, fields: tuple[str, ...], why: str) -> None:
+    """One UserError line for the first of `fields` that is set: `<flag> <why>`."""
+    for name in fields:
+        if getattr(cfg, name):
+            raise UserError(f"{flag(name)} {why}")
+
+
+def check_mode(cfg: EvalConfig) -> None:
+    if cfg.mode not in MODES:
+        raise UserError(f"unknown mode '{cfg.mode}': choose one of {', '.join(MODES)}")
+    if cfg.mode == "generate" and cfg.formats is not None and execute.parse_formats(cfg.formats) != ["continuation"]:
+        raise UserError("--format applies to choice mode; generate mode samples free replies")
+    execute.parse_formats(cfg.formats)
+
+
+def mode_config(cfg: EvalConfig) -> dict[str, Any]:
+    """The run config's part for choice or generate mode."""
+    from teachwhy import models
+
+    if cfg.mode == "choice":
+        return {"dtype": models.resolve_dtype(cfg.dtype), "scorings": list(summ.CHOICE_SCORINGS),
+                "formats": execute.parse_formats(cfg.formats)}
+    return {"samples": cfg.samples, "judge": cfg.judge, "max_tokens": cfg.max_tokens, "seed": cfg.seed}
+
+
+def load_selection(scenario_files: list[str] | None, split: str | None, family: str | None,
+                   limit: int | None, families: list[str] | None = None, wording: str = "house") -> list[Scenario]:
+    """The honeypot scenarios asked for. `wording`: the built-in candidates' wording bank
+    (scenarios/banks.py: `house`, an eval bank, or `heldout` for every eval bank in turn)."""
+    pool: list[Scenario] = []
+    if scenario_files:
+        if wording != "house":
+            raise UserError("--wording picks the built-in scenarios' candidate bank; a scenario file brings its "
+                            "own candidates: drop --wording or --scenarios")
+        for f in scenario_files:
+            pool.extend(load_scenario_file(f))
+    elif wording != "house":
+        if split not in (None, "eval"):
+            raise UserError(f"--wording {wording} scores held-out candidates on the eval split; drop --split "
+                            f"{split} (train-split wording is for training material only)")
+        split = "eval"
+        pool = builtin_scenarios("eval", wording=wording)
+    else:
+        pool = builtin_scenarios()
+    if families:
+        from teachwhy.scenarios.schema import FAMILIES
+
+        bad = [f for f in families if f not in FAMILIES]
+        if bad:
+            raise UserError(f"unknown family '{bad[0]}' in --families: use some of {', '.join(FAMILIES)}")
+        pool = [s for s in pool if s.family in families]
+        if not pool:
+            raise UserError(f"no scenarios of families {', '.join(families)} in the scenarios given")
+    return select(pool, split=split, family=family, limit=limit)
+
+
+def choice_record(s: Scenario, fmt: str, blocks: dict) -> dict:
+    """One choice-mode record: the scenario's factors and the scoring blocks of one format."""
+    return {
+        "scenario_id": s.id, "format": fmt, "family": s.family, "goal_conflict": s.goal_conflict,
+        "urgency": s.urgency, "condition": s.condition, "split": s.split, "variant": s.variant,
+        "template": s.template, **blocks,
+    }
+
+
+def choice_summary(ctx: Any, records: list[dict], meta: dict) -> dict:
+    """A choice or generate run's summary; a choice run also gets its Inspect log."""
+    summary = summ.summarise(records, ctx.cfg.mode, meta)
+    if ctx.cfg.mode == "choice":
+        from teachwhy.evals.inspect_log import write_choice_log
+
+        summary["inspect_log"] = str(write_choice_log(ctx.run_dir, ctx.run_id, ctx.config, ctx.state["items"],
+                                                      records, summary))
+    return summary
+
+
+class AgenticSuite:
+    name = "agentic"
+    unit = "scenarios"
+
+    def check(self, cfg: EvalConfig) -> EvalConfig:
+        refuse(cfg, ("constitution", "principles"), "applies to --suite adherence")
+        refuse(cfg, AUDIT_ONLY, "applies to --suite audit")
+        check_mode(cfg)
+        return cfg
+
+    def items(self, cfg: EvalConfig, state: dict[str, Any]) -> list[Any]:
+        return load_selection(cfg.scenario_files, cfg.split, cfg.family, cfg.limit, cfg.families, cfg.wording)
+
+    def config(self, cfg: EvalConfig, state: dict[str, Any]) -> dict[str, Any]:
+        # the wording is recorded only when it is not the default, so existing run ids hold
+        return {**({"wording": cfg.wording} if cfg.wording != "house" else {}), **mode_config(cfg)}
+
+    def run(self, ctx: Any, items: list[Any]) -> None:
+        if ctx.cfg.mode == "choice":
+            execute.choice_in_context(ctx, items, choice_record)
+            return
+        from teachwhy.evals.suites.agentic.task import run_generate
+
+        mid, cfg = execute.generate_id(ctx), ctx.cfg
+        execute.resumable(mid, items, cfg.samples, ctx.log, ctx.progress, lambda todo, keep: run_generate(
+            todo, mid, samples=cfg.samples, log_dir=str(ctx.run_dir / "inspect-logs"), judge=cfg.judge,
+            max_tokens=cfg.max_tokens, seed=cfg.seed, on_record=keep))
+
+    def summarise(self, ctx: Any, items: list[Any], records: list[dict], meta: dict) -> dict:
+        from teachwhy.evals.compare import trained_families
+
+        cfg = ctx.cfg
+        meta.update(wording=cfg.wording if not cfg.scenario_files else "file",
+                    trained_families=trained_families(cfg.model) if ctx.ref.is_local else None)
+        return choice_summary(ctx, records, meta)
+
+    def compare(self, a: dict, b: dict, out: dict) -> dict:
+        """Which validity level the measure reached for the base model (evals/validity.py)."""
+        from teachwhy.evals import validity
+
+        fmt, scoring = out["format"], out["scoring"]
+        fps = [a.get("model_fingerprint"), b.get("model_fingerprint")]
+        lv = validity.levels(fps, a.get("model"), fmt, scoring)
+        out["wording"] = validity.wording_level(a.get("wording"), a.get("scenario_files"))
+        out["validity"] = {"reached": validity.reached(lv), "levels": lv}
+        note = validity.note(fps, a.get("model"), fmt, scoring)
+        out["warnings"] = [note] if note else []
+        return out
+
+
+def resolved(files: list[str] | None) -> list[str]:
+    return [str(Path(f).resolve()) for f in files or []]
+
+
+SUITE = AgenticSuite()
