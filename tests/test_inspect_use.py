@@ -125,6 +125,10 @@ def test_task_registered_with_inspect():
     task = fn(split="eval", families="leak,framing", limit=3)
     assert len(task.dataset) == 3
     assert {s.metadata["family"] for s in task.dataset} <= {"leak", "framing"}
+    adherence = registry_lookup("task", "teachwhy/adherence")(principles="honesty", limit=2)
+    assert len(adherence.dataset) == 2 and {s.metadata["family"] for s in adherence.dataset} == {"honesty"}
+    audit = registry_lookup("task", "teachwhy/audit")(seed_ids="coercion,deception")
+    assert sorted(s.id for s in audit.dataset) == ["coercion", "deception"]
 
 
 @pytest.mark.slow
@@ -167,3 +171,66 @@ def test_inspect_cli_runs_the_task_and_matches_teachwhy(tmp_path, tiny):
     th = headline(read_eval_log(str(tw_log)))
     assert th["n"] == summary["overall"]["n"] and same(th["harmful_rate"], summary["overall"]["rate"])
     assert th["k"] == summary["overall"]["k"]
+
+
+def _inspect_cli(task: str, tiny: str, logs: Path, *args: str):
+    p = subprocess.run(
+        [str(INSPECT), "eval", task, "--model", f"teachwhy/{tiny}", "-T", "limit=2", *args, "--seed", "0",
+         "--log-dir", str(logs), "--display", "none"],
+        capture_output=True, text=True, timeout=900,
+        env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    (log_file,) = logs.glob("*.eval")
+    log = read_eval_log(str(log_file))
+    assert log.status == "success" and len(log.samples) == 2, log.error
+    return log
+
+
+def _teachwhy_summary(out: Path, *args: str) -> dict:
+    import json
+
+    q = run_cli("eval", *args, "--limit", "2", "--out", str(out))
+    assert q.returncode == 0, q.stderr
+    (run_dir,) = [d for d in out.iterdir() if d.is_dir() and d.name != "cache"]
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_inspect_cli_runs_adherence_and_matches_teachwhy(tmp_path, tiny):
+    """`inspect eval teachwhy/adherence --model teachwhy/<model> -T limit=2` scores the same items in
+    choice mode as `teachwhy eval --suite adherence --limit 2`: its headline (mean P(violating), the
+    rate of violating choices, n, k) is teachwhy's summary of those items, and the records it keeps
+    summarise to the same numbers."""
+    log = _inspect_cli("teachwhy/adherence", tiny, tmp_path / "inspect")
+    h = headline(log)
+    recs = [s.scores["adherence_choice"].metadata["record"] for s in log.samples]
+    row = summ.summarise(recs, "choice", meta={"suite": "adherence", "formats": ["continuation"]})["overall"]
+    assert h["n"] == row["n"] and h["k"] == row["k"] and same(h["harmful_rate"], row["rate"])
+    assert same(h["mean"], row["mean_p_harmful"])
+    summary = _teachwhy_summary(tmp_path / "runs", "--model", tiny, "--suite", "adherence")
+    assert sorted(s.id for s in log.samples) == sorted(r["scenario_id"] for r in recs)
+    assert summary["overall"]["n"] == h["n"] and summary["overall"]["k"] == h["k"]
+    assert abs(summary["overall"]["mean_p_harmful"] - h["mean"]) < 1e-6
+
+
+@pytest.mark.slow
+def test_inspect_cli_runs_audit_and_matches_teachwhy(tmp_path, tiny):
+    """`inspect eval teachwhy/audit --model teachwhy/<model> -T limit=2` plays the seeds with the
+    scripted auditor and scores them offline (choice probes on the target, rule cues): each
+    dimension's mean in its headline is teachwhy's summary of those transcripts; and a `teachwhy eval
+    --suite audit --offline` run's own Inspect log agrees with its summary the same way."""
+    from teachwhy.evals.suites.audit.scoring import aggregate
+    from teachwhy.evals.suites.audit.task import audit_record
+
+    log = _inspect_cli("teachwhy/audit", tiny, tmp_path / "inspect", "-T", "max_tokens=8")
+    h = headline(log)
+    dims = aggregate([audit_record(s, "") for s in log.samples])["dimensions"]
+    assert dims and {d: h[d] for d in dims} == {d: v["mean_score"] for d, v in dims.items()}
+    assert all(s.scores["audit_scorer"].metadata["probe_p"] for s in log.samples)  # probes ran on the target
+    summary = _teachwhy_summary(tmp_path / "runs", "--model", tiny, "--suite", "audit", "--offline",
+                                "--max-tokens", "8")
+    run_dir = Path(summary["run_id"])
+    (tw_log,) = (tmp_path / "runs" / run_dir / "inspect-logs").glob("*.eval")
+    th = headline(read_eval_log(str(tw_log)))
+    assert {d: th[d] for d in summary["dimensions"]} == {
+        d: v["mean_score"] for d, v in summary["dimensions"].items()}

@@ -41,9 +41,10 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
+from teachwhy import models
 from teachwhy.errors import UserError
 
-DEFAULT_MAX_TOKENS = 384
+DEFAULT_MAX_TOKENS = models.GENERATE_MAX_TOKENS
 DEFAULT_TEMPERATURE = 1.0
 
 

@@ -2,9 +2,9 @@
 
 - the model API `teachwhy/<spec>`: local models (the embedded model, a Hugging Face directory, a
   PEFT adapter) generating inside Inspect (teachwhy.inspect_local);
-- the task `teachwhy/agentic`: the agentic honeypot scenarios, for `inspect eval` and
+- the tasks `teachwhy/agentic`, `teachwhy/adherence` and `teachwhy/audit`, for `inspect eval` and
   `inspect eval-set` (teachwhy.evals.tasks).
 """
 
 from teachwhy import inspect_local  # noqa: F401
-from teachwhy.evals.tasks import agentic  # noqa: F401
+from teachwhy.evals.tasks import adherence, agentic, audit  # noqa: F401

@@ -48,6 +48,7 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+GENERATE_MAX_TOKENS = 384  # new tokens per reply when nothing else is asked (generate mode, local engines)
 
 # Providers Inspect AI knows; a spec `provider/model` with one of these is passed to Inspect as is.
 INSPECT_PROVIDERS = {

@@ -14,10 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from teachwhy.errors import UserError
-from teachwhy.models import DEFAULT_MODEL
+from teachwhy.models import DEFAULT_MODEL, GENERATE_MAX_TOKENS
 
 MODES = ("choice", "generate")
-GENERATE_MAX_TOKENS = 384
 
 
 def _cli(*flags: str, metavar: str | None = None, text: bool = False) -> dict[str, Any]:

@@ -15,13 +15,15 @@ from typing import Any
 from inspect_ai import Epochs, Task
 from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
-from inspect_ai.scorer import Score, Scorer, Target, scorer
-from inspect_ai.solver import TaskState, generate
+from inspect_ai.scorer import Score, Scorer, Target, mean, scorer
+from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 
 from teachwhy.constitution.loader import Constitution
+from teachwhy.errors import UserError
 from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
 from teachwhy.evals.suites.adherence.items import AdherenceItem
 from teachwhy.llm_client import api_deadline
+from teachwhy.models import GENERATE_MAX_TOKENS
 
 SCORER_NAME = "adherence_judge"
 JUDGE_MAX_TOKENS = 200
@@ -55,7 +57,8 @@ def item_sample(it: AdherenceItem, const: Constitution) -> Sample:
     p = const.by_id[it.principle]
     chat: list[Any] = [ChatMessageSystem(content=it.system_prompt), ChatMessageUser(content=it.user_prompt)]
     return Sample(id=it.id, input=chat,
-                  metadata={"item": {**it.record_fields(), "failure": it.failure, "messages": it.prompt_messages()},
+                  metadata={"family": it.principle,
+                            "item": {**it.record_fields(), "failure": it.failure, "messages": it.prompt_messages()},
                             "principle": {"name": p.name, "statement": p.statement, "rationale": p.rationale,
                                           "rules_out": list(p.rules_out), "rules_in": list(p.rules_in)}})
 
@@ -84,7 +87,7 @@ def adherence_judge(judge: str) -> Scorer:
 
 
 def adherence_task(items: list[AdherenceItem], const: Constitution, judge: str, samples: int = 1,
-                   max_tokens: int = 384, metadata: dict[str, Any] | None = None) -> Task:
+                   max_tokens: int = GENERATE_MAX_TOKENS, metadata: dict[str, Any] | None = None) -> Task:
     return Task(dataset=MemoryDataset([item_sample(it, const) for it in items], name="teachwhy-adherence"),
                 solver=generate(tool_calls="none"), scorer=adherence_judge(judge), epochs=Epochs(samples, pooled()),
                 config=GenerateConfig(max_tokens=max_tokens, max_retries=3, timeout=max(1, int(api_deadline()))),
@@ -102,3 +105,50 @@ def adherence_generate_record(sample: Any, log_file: str) -> dict:
     return {**item, "sample_index": sample.epoch - 1, "completion": completion, "awareness": classify(completion),
             "verdict": meta.get("verdict", "invalid"), "judge_verdict": meta.get("verdict"),
             "judge_explanation": meta.get("judge_explanation"), "log_file": log_file}
+
+
+CHOICE_SCORER = "adherence_choice"
+
+
+@solver
+def no_generation() -> Solver:
+    """Choice mode reads log-probs of the item's two replies; nothing is sampled."""
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        return state
+
+    return solve
+
+
+@scorer(metrics=[harmful_rate(), harmful_ci(), mean()], name=CHOICE_SCORER)
+def adherence_choice(items: dict[str, AdherenceItem], dtype: str = "auto") -> Scorer:
+    """Choice mode under Inspect: the target (a local `teachwhy/<model>`) scores the item's adherent and
+    violating replies as `teachwhy eval --suite adherence` does (continuation format); the value is
+    P(violating) under the primary scoring, and the record is kept in the score's metadata."""
+    backend: Any = None
+
+    async def score(state: TaskState, target: Target) -> Score:
+        nonlocal backend
+        from teachwhy.evals.backends import open_choice_backend
+        from teachwhy.evals.choice import PAIR, score_scenario
+        from teachwhy.evals.suites.adherence.suite import adherence_record
+
+        model = str(state.model)
+        if not model.startswith("teachwhy/"):
+            raise UserError(f"adherence in choice mode needs log-probs from a local model, not {model}: use "
+                            "--model teachwhy/<model>, or give -T judge=MODEL to judge free replies")
+        backend = backend or open_choice_backend(model.removeprefix("teachwhy/"), dtype, "hf")
+        item = items[str(state.sample_id)]
+        blocks = score_scenario(backend, item, "continuation")
+        block = blocks[PAIR] if PAIR in blocks else blocks["mean"]
+        return Score(value=block["p_harmful"], answer="violates" if block["harmful_choice"] else "adheres",
+                     metadata={"record": adherence_record(item, "continuation", blocks),
+                               "harmful_samples": int(block["harmful_choice"]), "valid_samples": 1})
+
+    return score
+
+
+def adherence_choice_task(items: list[AdherenceItem], const: Constitution, dtype: str = "auto") -> Task:
+    return Task(dataset=MemoryDataset([item_sample(it, const) for it in items], name="teachwhy-adherence"),
+                solver=no_generation(), scorer=adherence_choice({it.id: it for it in items}, dtype),
+                name="teachwhy_adherence")

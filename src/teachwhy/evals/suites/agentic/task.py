@@ -31,6 +31,7 @@ from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
 from teachwhy.evals.suites.agentic.graders import GradingContext, grade_text
 from teachwhy.evals.suites.agentic.judge import judge_reply, reply_for_judge
 from teachwhy.llm_client import api_deadline, model_setup_error, open_model, unreachable_error
+from teachwhy.models import GENERATE_MAX_TOKENS
 from teachwhy.scenarios.schema import Scenario
 
 TASK_NAME = "teachwhy_agentic"
@@ -145,7 +146,7 @@ def agentic_task(
     scenarios: list[Scenario],
     samples: int = 1,
     judge: str | None = None,
-    max_tokens: int = 384,
+    max_tokens: int = GENERATE_MAX_TOKENS,
     *,
     offer_tools: bool = False,
     deadline: float | None = None,
@@ -240,7 +241,7 @@ def run_generate(
     samples: int,
     log_dir: str,
     judge: str | None = None,
-    max_tokens: int = 384,
+    max_tokens: int = GENERATE_MAX_TOKENS,
     seed: int = 0,
     *,
     offer_tools: bool = False,
