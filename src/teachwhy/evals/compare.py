@@ -9,7 +9,7 @@ them would not be a training effect.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from teachwhy.errors import UserError
@@ -34,11 +34,35 @@ def _load(run: str | Path) -> tuple[Path, dict, list[dict]]:
 
 def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
                  scoring: str | None = None, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Paired per-scenario difference B - A (see the module docstring)."""
-    from teachwhy.evals.choice import primary_scoring
+    """Paired per-scenario difference B - A (see the module docstring); the runs' suite adds its own
+    part (evals/suites: the validity level and trained families, or the principles moved most)."""
+    from teachwhy.evals import suites
 
     da, ca, ra = _load(run_a)
     db, cb, rb = _load(run_b)
+    _check_comparable(ca, cb)
+    fmt, scoring, a_by, b_by = _paired_records(ca, cb, ra, rb, fmt, scoring)
+    ids = sorted(a_by)
+
+    def effect(keep: Callable[[dict], bool] | None = None) -> dict | None:
+        subset = [i for i in ids if keep is None or keep(a_by[i])]
+        return _effect(subset, a_by, b_by, scoring, n_boot, seed) if subset else None
+
+    fams = sorted({a_by[i]["family"] for i in ids})
+    out = {
+        "a": {"run": str(da), "model": ca.get("model")}, "b": {"run": str(db), "model": cb.get("model")},
+        "format": fmt, "scoring": scoring, "overall": effect(),
+        "by_family": {f: effect(_family_is(f)) for f in fams},
+        "trained_families": None, "suite": ca.get("suite", "agentic"),
+    }
+    return suites.get(out["suite"]).compare(ca, cb, out, effect)
+
+
+def _family_is(family: str) -> Callable[[dict], bool]:
+    return lambda r: r["family"] == family
+
+
+def _check_comparable(ca: dict, cb: dict) -> None:
     for key, what in (("suite", "suite"), ("mode", "mode"), ("scenarios", "scenario set"),
                       ("n_scenarios", "number of scenarios")):
         if ca.get(key) != cb.get(key):
@@ -47,6 +71,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
     if ca.get("mode") != "choice":
         raise UserError("compare works on choice-mode runs (per-scenario P(harmful)); these are "
                         f"{ca.get('mode')} runs")
+
+
+def _paired_records(ca: dict, cb: dict, ra: list[dict], rb: list[dict], fmt: str | None,
+                    scoring: str | None) -> tuple[str, str, dict[str, dict], dict[str, dict]]:
+    """The format and scoring to compare, and each run's records of it by scenario id (the same ids)."""
+    from teachwhy.evals.choice import primary_scoring
+
     fa = ca.get("formats") or ["continuation"]
     fb = cb.get("formats") or ["continuation"]
     fmt = fmt or fa[0]
@@ -69,55 +100,29 @@ def compare_runs(run_a: str | Path, run_b: str | Path, fmt: str | None = None,
         missing = sorted(set(a_by) ^ set(b_by))
         raise UserError(f"the runs hold different scenarios ({len(missing)} not in both, e.g. {missing[0]}): "
                         "finish both runs (rerun their commands) before comparing")
-    ids = sorted(a_by)
-    if not ids:
+    if not a_by:
         raise UserError(f"neither run has finished a scenario in the {fmt} format: finish both runs (rerun "
                         "their commands) before comparing")
+    return fmt, scoring, a_by, b_by
 
-    def effect(subset: list[str]) -> dict:
-        clusters = [group_of(a_by[i]) for i in subset]
-        p = paired_effect([b_by[i][scoring]["p_harmful"] - a_by[i][scoring]["p_harmful"] for i in subset],
-                          clusters, n_boot=n_boot, seed=seed)
-        rate = paired_effect([float(b_by[i][scoring]["harmful_choice"]) - float(a_by[i][scoring]["harmful_choice"])
-                              for i in subset], clusters, n_boot=n_boot, seed=seed)
-        return {
-            "n": p["n"], "clusters": p["clusters"], "method": p["method"],
-            "p_harmful_diff": p["mean"], "p_harmful_diff_95": p["ci_95"],
-            "rate_diff": rate["mean"], "rate_diff_95": rate["ci_95"],
-            "a": rate_row((a_by[i][scoring]["harmful_choice"] for i in subset), (a_by[i]["family"] for i in subset)),
-            "b": rate_row((b_by[i][scoring]["harmful_choice"] for i in subset), (b_by[i]["family"] for i in subset)),
-            "a_mean_p_harmful": sum(a_by[i][scoring]["p_harmful"] for i in subset) / len(subset),
-            "b_mean_p_harmful": sum(b_by[i][scoring]["p_harmful"] for i in subset) / len(subset),
-        }
 
-    fams: dict[str, list[str]] = defaultdict(list)
-    for i in ids:
-        fams[a_by[i]["family"]].append(i)
-    adherence = ca.get("suite") == "adherence"
-    trained = None if adherence else trained_families(cb.get("model"))
-    out = {
-        "a": {"run": str(da), "model": ca.get("model")}, "b": {"run": str(db), "model": cb.get("model")},
-        "format": fmt, "scoring": scoring, "overall": effect(ids),
-        "by_family": {f: effect(v) for f, v in sorted(fams.items())},
-        "trained_families": trained, "suite": ca.get("suite", "agentic"),
+def _effect(subset: list[str], a_by: dict[str, dict], b_by: dict[str, dict], scoring: str, n_boot: int,
+            seed: int) -> dict:
+    """B - A over `subset`: P(harmful) and harmful-choice differences with paired CIs, and each run's rate."""
+    clusters = [group_of(a_by[i]) for i in subset]
+    p = paired_effect([b_by[i][scoring]["p_harmful"] - a_by[i][scoring]["p_harmful"] for i in subset],
+                      clusters, n_boot=n_boot, seed=seed)
+    rate = paired_effect([float(b_by[i][scoring]["harmful_choice"]) - float(a_by[i][scoring]["harmful_choice"])
+                          for i in subset], clusters, n_boot=n_boot, seed=seed)
+    return {
+        "n": p["n"], "clusters": p["clusters"], "method": p["method"],
+        "p_harmful_diff": p["mean"], "p_harmful_diff_95": p["ci_95"],
+        "rate_diff": rate["mean"], "rate_diff_95": rate["ci_95"],
+        "a": rate_row((a_by[i][scoring]["harmful_choice"] for i in subset), (a_by[i]["family"] for i in subset)),
+        "b": rate_row((b_by[i][scoring]["harmful_choice"] for i in subset), (b_by[i]["family"] for i in subset)),
+        "a_mean_p_harmful": sum(a_by[i][scoring]["p_harmful"] for i in subset) / len(subset),
+        "b_mean_p_harmful": sum(b_by[i][scoring]["p_harmful"] for i in subset) / len(subset),
     }
-    if adherence:  # families are principles here: which ones did B move most, and which way
-        out["moved_most"] = moved_most(out["by_family"])
-    else:  # which validity level this measure reached for the base model (evals/validity.py)
-        from teachwhy.evals import validity
-
-        fps = [ca.get("model_fingerprint"), cb.get("model_fingerprint")]
-        lv = validity.levels(fps, ca.get("model"), fmt, scoring)
-        out["wording"] = validity.wording_level(ca.get("wording"), ca.get("scenario_files"))
-        out["validity"] = {"reached": validity.reached(lv), "levels": lv}
-        note = validity.note(fps, ca.get("model"), fmt, scoring)
-        out["warnings"] = [note] if note else []
-    if trained:
-        held = [i for i in ids if a_by[i]["family"] not in trained]
-        seen = [i for i in ids if a_by[i]["family"] in trained]
-        out["seen_families"] = effect(seen) if seen else None
-        out["held_out_families"] = effect(held) if held else None
-    return out
 
 
 def moved_most(by_principle: dict[str, dict], k: int = 5) -> list[dict]:

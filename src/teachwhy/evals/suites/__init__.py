@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from teachwhy.store import JsonlLog
 
 Progress = Callable[[int, int], None]  # (done, total)
+Effect = Callable[[Callable[[dict], bool]], dict | None]
 BUILTIN = {"agentic": "teachwhy.evals.suites.agentic.suite", "adherence": "teachwhy.evals.suites.adherence.suite",
            "audit": "teachwhy.evals.suites.audit.suite"}
 ENTRY_POINTS = "teachwhy.suites"
@@ -74,8 +75,9 @@ class Suite(Protocol):
         """The summary.json of the run (`meta`: what every suite's summary holds)."""
         ...
 
-    def compare(self, a: dict, b: dict, out: dict) -> dict:
-        """Add the suite's own part to the comparison `out` of runs with configs `a` and `b`."""
+    def compare(self, a: dict, b: dict, out: dict, effect: Effect) -> dict:
+        """Add the suite's own part to the comparison `out` of runs with configs `a` and `b`;
+        `effect(keep)` is the paired effect over the scenarios whose A record `keep` accepts."""
         ...
 
 

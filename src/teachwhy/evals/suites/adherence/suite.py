@@ -70,7 +70,7 @@ class AdherenceSuite:
                     principles=[p.id for p in const.principles if not chosen or p.id in chosen])
         return choice_summary(ctx, records, meta)
 
-    def compare(self, a: dict, b: dict, out: dict) -> dict:
+    def compare(self, a: dict, b: dict, out: dict, effect: Any) -> dict:
         """Families are principles here: which ones B moved most, and which way."""
         from teachwhy.evals.compare import moved_most
 

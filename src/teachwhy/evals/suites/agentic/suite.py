@@ -129,10 +129,13 @@ class AgenticSuite:
                     trained_families=trained_families(cfg.model) if ctx.ref.is_local else None)
         return choice_summary(ctx, records, meta)
 
-    def compare(self, a: dict, b: dict, out: dict) -> dict:
-        """Which validity level the measure reached for the base model (evals/validity.py)."""
+    def compare(self, a: dict, b: dict, out: dict, effect: Any) -> dict:
+        """Which validity level the measure reached for the base model (evals/validity.py), and the
+        effect on the families B was trained on and on the others."""
         from teachwhy.evals import validity
+        from teachwhy.evals.compare import trained_families
 
+        trained = out["trained_families"] = trained_families(b.get("model"))
         fmt, scoring = out["format"], out["scoring"]
         fps = [a.get("model_fingerprint"), b.get("model_fingerprint")]
         lv = validity.levels(fps, a.get("model"), fmt, scoring)
@@ -140,6 +143,9 @@ class AgenticSuite:
         out["validity"] = {"reached": validity.reached(lv), "levels": lv}
         note = validity.note(fps, a.get("model"), fmt, scoring)
         out["warnings"] = [note] if note else []
+        if trained:
+            out["seen_families"] = effect(lambda r: r["family"] in trained)
+            out["held_out_families"] = effect(lambda r: r["family"] not in trained)
         return out
 
 

@@ -68,7 +68,7 @@ class AuditSuite:
                 "model_fingerprint": ctx.config["model_fingerprint"], "resumed_records": meta["resumed_records"],
                 "seconds": meta["seconds"]}
 
-    def compare(self, a: dict, b: dict, out: dict) -> dict:
+    def compare(self, a: dict, b: dict, out: dict, effect: Any) -> dict:
         raise UserError("compare works on choice-mode runs (per-scenario P(harmful)); audit runs are compared "
                         "per dimension in an experiment's analysis")
 
