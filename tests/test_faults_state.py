@@ -58,29 +58,42 @@ def _tiny_lora_adapter(path: Path, base: str, meta: dict | None = None) -> Path:
 # -- (4) atomic start-up and failure marking ------------------------------------------------------
 
 @pytest.mark.slow
-def test_wrong_base_adapter_fails_before_any_run_directory(tmp_path, tiny):
-    adapter = _tiny_lora_adapter(tmp_path / "adapter", tiny, meta={"base": "some-other-model",
-                                                             "base_config_hash": "0" * 16})
+@pytest.mark.parametrize("meta", [{"base": "some-other-model", "base_config_hash": "0" * 16}, None],
+                         ids=["recorded-base", "no-metadata"])
+def test_wrong_base_adapter_leaves_nothing_behind(tmp_path, tiny, meta):
+    """An adapter trained on another base is refused before anything is written: by the base recorded
+    in its teachwhy.json, or (an adapter from elsewhere) by the shapes of its LoRA weights against the
+    base's weights. No runs directory, no registry, no run directory."""
+    adapter = _tiny_lora_adapter(tmp_path / "adapter", tiny, meta=meta)
     out = tmp_path / "runs"
-    one_error_line(run("eval", "--model", str(adapter), "--limit", "1", "--out", str(out)),
-                   "was trained on base model 'some-other-model'")
-    assert run_dirs(out) == []
+    want = "was trained on base model 'some-other-model'" if meta else "does not fit base model"
+    for args in (("--limit", "1"), ("--suite", "adherence", "--limit", "1"),
+                 ("--suite", "audit", "--offline", "--limit", "1")):
+        one_error_line(run("eval", "--model", str(adapter), *args, "--out", str(out)), want)
+        assert not out.exists()
 
 
 @pytest.mark.slow
-def test_run_failing_after_start_is_marked_failed(tmp_path, tiny):
-    """An adapter without our metadata is only found not to fit when PEFT loads it (after the run
-    started): the run is then `failed` in the registry with the error, not `running` forever."""
-    adapter = _tiny_lora_adapter(tmp_path / "adapter", tiny)
+def test_run_failing_after_start_is_marked_failed(tmp_path, tiny, monkeypatch):
+    """A run that fails after it started (here the scoring backend breaks as it opens; a fault
+    injected into the real runner) is `failed` in the registry with the error, not `running` forever,
+    and keeps its config for the rerun."""
+    from teachwhy.evals import backends
+    from teachwhy.evals.runner import run_eval
+
+    def broken(*a, **kw):
+        raise UserError("the scoring backend broke")
+
+    monkeypatch.setattr(backends, "open_choice_backend", broken)
     out = tmp_path / "runs"
-    line = one_error_line(run("eval", "--model", str(adapter), "--limit", "1", "--out", str(out)),
-                          "does not fit base model")
+    with pytest.raises(UserError, match="backend broke"):
+        run_eval(tiny, limit=1, out=out)
     with sqlite3.connect(out / "registry.sqlite") as c:
         rows = c.execute("SELECT status, error, run_dir, finished_at FROM runs").fetchall()
     assert len(rows) == 1
     status, error, run_dir, finished_at = rows[0]
     assert status == "failed" and finished_at is not None
-    assert "does not fit base model" in error and error.split(": ", 1)[1] in line
+    assert "backend broke" in error
     assert Path(run_dir).is_dir() and (Path(run_dir) / "config.json").is_file()
 
 
