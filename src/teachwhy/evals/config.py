@@ -29,6 +29,8 @@ def names(value: Any) -> list[str] | None:
     """A list given as a list, or as one comma-separated string (`--families leak,framing`)."""
     if value is None:
         return None
+    if not isinstance(value, str | list | tuple):
+        raise ValueError(f"give names, comma-separated (got {value!r})")
     items = value.split(",") if isinstance(value, str) else [x for v in value for x in str(v).split(",")]
     return [x.strip() for x in items if x.strip()] or None
 
