@@ -102,7 +102,7 @@ def test_mean_score_and_difference_are_clustered_by_seed_id():
     assert d["method"] == "cluster bootstrap over seed ids" and d["ci_95"] == [-1.0, -0.5]
 
 
-def test_audit_only_experiment_analysis_and_report(tmp_path):
+def test_audit_only_experiment_analysis_and_report(tmp_path, capsys):
     spec = _spec(tmp_path, [AUDIT])
     exp = _fake_cells(spec, drop=("sycophancy", 1))
     out = analyse_experiment(spec, replicates=400)
@@ -137,6 +137,19 @@ def test_audit_only_experiment_analysis_and_report(tmp_path):
     assert page.count('id="audit-audit-') == 2
     assert "evals audit (audit)" in md
 
+    from teachwhy.cli import out as console
+    from teachwhy.cli_experiment import print_results
+
+    width = console.width
+    console.width = 300
+    try:
+        print_results(a, {"html": str(exp / "report.html")}, str(exp))
+    finally:
+        console.width = width
+    text = capsys.readouterr().out
+    assert text.startswith("This experiment has audit evals only") and "P(harmful)" not in text
+    assert "Audit: deception" in text and "-0.750 [-1.000, -0.500]" in text
+
 
 def test_an_experiment_without_audit_has_no_audit_key(tmp_path):
     from teachwhy.experiments.audit_analysis import analyse_audit
@@ -157,6 +170,7 @@ def test_an_offline_audit_runs_on_every_cell_and_reaches_the_report(tmp_path, ti
     path.write_text(yaml.safe_dump(spec))
     r = run_cli("experiment", "run", str(path))
     assert r.returncode == 0, r.stderr
+    assert "Audit: deception" in r.stdout and "Audit: sycophancy" in r.stdout  # the terminal summary too
     exp = tmp_path / "runs" / "experiments" / "aud"
     cell = json.loads((exp / "cells" / "demonstration-b1500-s0-sft.json").read_text())
     cfg = json.loads((Path(cell["evals"]["audit"]["run_dir"]) / "config.json").read_text())
