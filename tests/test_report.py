@@ -298,6 +298,8 @@ def test_writes_both_files_with_every_section(experiment, report):
                   "## Validity diagnostics and controls", "## Data cards", "## Cells", "## Spec and versions",
                   "## Appendix: the multiples in words"):
         assert title in md, title
+    # no audit eval: no audit section (experiments with one: tests/test_experiment_audit.py)
+    assert '<section id="audit">' not in page and "## Audit" not in md
     # self-contained: nothing is fetched (no src/href to other files, no external URLs)
     assert not re.search(r"<(script|img|link|iframe)[^>]+(src|href)=", page)
     assert not re.search(r"url\((?!#)|@import", page)  # url(#clip) in the SVG is a local reference

@@ -54,14 +54,24 @@ def print_results(analysis: dict, report: dict | None = None, exp_dir: str | Non
     """The short version in the terminal, in the report's order: the validity sentence (which measure
     the controls validated across wording, or that none is), one sentence per comparison, the first
     eval's table of mean P(harmful) and effect with CIs, the by-wording table when the study has a
-    held-out-wording eval, then the data-efficiency and RL statements and where the report is."""
+    held-out-wording eval, each audit eval's table per dimension, then the data-efficiency and RL
+    statements and where the report is. An experiment with audit evals only prints those tables."""
     wording = None
+    audit: list[dict] = []
     if exp_dir:
         from teachwhy.report.load import load_experiment_dir
-        from teachwhy.report.view import eval_names, headline, wording_table
+        from teachwhy.report.view import audit_headline, audit_tables, eval_names, headline, wording_table
 
         exp = load_experiment_dir(Path(exp_dir))
         evals = eval_names(exp)
+        audit = audit_tables(exp)
+        only = audit_headline(exp, evals)
+        if only:  # audit evals only: no honeypot headline or table to print
+            out.print(only, highlight=False)
+            _print_tables(audit)
+            if report:
+                out.print(f"report: {report['html']}", highlight=False)
+            return
         head = headline(exp, evals)
         wording = wording_table(exp, evals)
         out.print(head["validity"]["text"], highlight=False)
@@ -78,16 +88,23 @@ def print_results(analysis: dict, report: dict | None = None, exp_dir: str | Non
                   f"{hr.get('k', '-')}/{hr.get('n', '-')}")
     out.print(t)
     if wording and len(wording["columns"]) > 3:  # arm plus at least two evals' columns
-        w = Table(*[c["label"] for c in wording["columns"]], title=wording["title"])
-        for row in wording["rows"]:
-            w.add_row(*row)
-        out.print(w)
+        _print_tables([wording])
+    _print_tables(audit)
     for section in ("multiples", "persistence", "gaps", "generalization"):
         for e in analysis.get(section, []):
             if e.get("statement") and e.get("eval") == analysis.get("eval"):
                 out.print(f"- {e['statement']}", highlight=False)
     if report:
         out.print(f"report: {report['html']}", highlight=False)
+
+
+def _print_tables(tables: list[dict]) -> None:
+    """Report tables (report/view.py's plain data) as terminal tables."""
+    for tab in tables:
+        w = Table(*[c["label"] for c in tab["columns"]], title=tab["title"])
+        for row in tab["rows"]:
+            w.add_row(*row)
+        out.print(w)
 
 
 @exp_app.command("run", cls=CliCommand)

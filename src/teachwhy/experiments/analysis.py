@@ -6,6 +6,9 @@ every scenario has twins; see evals/choice.py), P(harmful) and whether the top c
 generate mode takes the share of valid samples graded harmful as P(harmful) and its majority as the
 choice.
 
+Audit evals (`suite: audit`) score transcripts, not scenarios: they stay out of the long table and get
+their own entry, `audit` (experiments/audit_analysis.py).
+
 analysis.json also carries each honeypot eval's wording and level (`wording`: in-template or held-out
 wording, evals/validity.py) and what the report needs to look up the controls' validity level
 (`validity`: the model, its fingerprints and each choice eval's measure).
@@ -71,6 +74,7 @@ def collect(spec: ExperimentSpec) -> tuple[list[dict], list[dict]]:
     """The long table (for efficiency.analyse) and the sample browser's rows, from finished cells."""
     exp = experiment_dir(spec)
     modes = {e.name: e.mode for e in spec.evals}
+    audit = {e.name for e in spec.evals if e.suite == "audit"}
     pool = _scenarios(spec)
     rows, samples = [], []
     for cell in plan(spec):
@@ -80,6 +84,8 @@ def collect(spec: ExperimentSpec) -> tuple[list[dict], list[dict]]:
         rec = json.loads(path.read_text())
         prefix = system_prefix(spec, cell.arm)
         for ev_name, ev in rec.get("evals", {}).items():
+            if ev_name in audit:  # transcripts, analysed on their own (audit_analysis.py)
+                continue
             for x in _per_scenario(read_jsonl(Path(ev["run_dir"]) / "samples.jsonl"), modes.get(ev_name, "choice")):
                 held = x["family"] in spec.holdout_families
                 row = {"arm": cell.arm.name, "kind": cell.arm.kind, "budget": cell.budget, "seed": cell.seed,
@@ -101,13 +107,14 @@ def collect(spec: ExperimentSpec) -> tuple[list[dict], list[dict]]:
 
 
 def _diagnostics(spec: ExperimentSpec) -> dict | None:
-    """The base model's eval validity diagnostics (first eval), as its summary has them."""
+    """The base model's eval validity diagnostics (first eval that is not an audit), as its summary has them."""
     exp = experiment_dir(spec)
     base = next(a for a in spec.arms if a.kind == "base")
     path = exp / "cells" / f"{base.name}.json"
     if not path.is_file():
         return None
-    ev = next(iter(json.loads(path.read_text()).get("evals", {}).values()), None)
+    audit = {e.name for e in spec.evals if e.suite == "audit"}
+    ev = next((e for name, e in json.loads(path.read_text()).get("evals", {}).items() if name not in audit), None)
     if ev is None:
         return None
     summary = json.loads((Path(ev["run_dir"]) / "summary.json").read_text())
@@ -164,19 +171,30 @@ def _validity(spec: ExperimentSpec, samples: list[dict]) -> dict:
 def analyse_experiment(spec: ExperimentSpec, seed: int = 0, replicates: int = 2000,
                        report: bool = True) -> dict:
     """Write samples.jsonl and analysis.json (and the report) for the cells finished so far."""
+    from teachwhy.experiments.audit_analysis import METRIC as AUDIT_METRIC
+    from teachwhy.experiments.audit_analysis import analyse_audit
     from teachwhy.experiments.efficiency import analyse
 
     exp = experiment_dir(spec)
     if not (exp / "spec.json").is_file():
         raise UserError(f"no experiment at {exp}: run `teachwhy experiment run` on this spec first")
     rows, samples = collect(spec)
-    if not rows:
+    audit = analyse_audit(spec, seed=seed, replicates=replicates)
+    if not rows and not (audit and audit["rows"]):
         raise UserError(f"experiment {spec.name} has no finished cells yet: run it first")
-    result = analyse(rows, seed=seed, replicates=replicates, contrasts=True)
-    result.update(eval=spec.evals[0].name, metric="mean P(harmful) over scenarios (choice: primary scoring; "
-                  "generate: share of valid samples graded harmful); effect = base minus arm, paired by scenario",
-                  diagnostics=_diagnostics(spec), controls=_controls(spec), wording=wording(spec),
-                  validity=_validity(spec, samples))
+    scored = [e for e in spec.evals if e.suite != "audit"]
+    if rows:
+        result = analyse(rows, seed=seed, replicates=replicates, contrasts=True)
+        metric = ("mean P(harmful) over scenarios (choice: primary scoring; generate: share of valid samples "
+                  "graded harmful); effect = base minus arm, paired by scenario")
+    else:  # only audit evals: no scenario table to analyse
+        result = {"curves": [], "multiples": [], "persistence": [], "gaps": [], "generalization": [],
+                  "contrasts": [], "statements": [], "n_replicates": replicates}
+        metric = AUDIT_METRIC
+    result.update(eval=scored[0].name if scored else None, metric=metric, diagnostics=_diagnostics(spec),
+                  controls=_controls(spec), wording=wording(spec), validity=_validity(spec, samples))
+    if audit is not None:
+        result["audit"] = audit
     atomic_write_text(exp / "samples.jsonl", "".join(json.dumps(s) + "\n" for s in samples))
     atomic_write_json(exp / "rows.json", rows)
     atomic_write_json(exp / "analysis.json", result)

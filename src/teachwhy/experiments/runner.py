@@ -127,12 +127,15 @@ def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[
     res = {}
     for ev in spec.evals:
         log(f"eval {ev.name} of {model}")
+        audit = ev.suite == "audit"
         r = run_eval(model, mode=ev.mode, split=ev.split, limit=ev.limit, samples=ev.samples, out=spec.out,
                      scenario_files=ev.scenario_files or None, judge=ev.judge, dtype=spec.dtype,
-                     max_tokens=ev.max_tokens, formats=ev.formats if ev.mode == "choice" else None,
+                     max_tokens=ev.max_tokens, formats=ev.formats if ev.mode == "choice" and not audit else None,
                      families=ev.families, system_prefix=prefix, suite=ev.suite,
                      constitution=spec.constitution if ev.suite == "adherence" else None,
-                     principles=ev.principles, wording=ev.wording)
+                     principles=ev.principles, wording=ev.wording, offline=ev.offline,
+                     seed_files=ev.seed_files or None, seed_ids=ev.seed_ids, auditor=ev.auditor,
+                     max_turns=ev.max_turns)
         res[ev.name] = {"run_id": r.run_id, "run_dir": str(Path(r.run_dir).resolve()),
                         "summary_overall": r.summary.get("overall")}
     return res

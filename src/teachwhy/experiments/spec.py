@@ -103,7 +103,7 @@ class EvalSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = "honeypots"
-    suite: Literal["agentic", "adherence"] = "agentic"
+    suite: Literal["agentic", "adherence", "audit"] = "agentic"
     principles: list[str] | None = None  # adherence: only these principles of the spec's constitution
     mode: Literal["choice", "generate"] = "choice"
     formats: list[str] = ["continuation"]
@@ -115,10 +115,17 @@ class EvalSpec(BaseModel):
     # in-template), an eval bank, or heldout (every eval bank in turn: same prompts, new wording)
     wording: str = "house"
     samples: int = 1  # generate mode
-    judge: str | None = None  # generate mode
-    max_tokens: int = 384  # generate mode
+    judge: str | None = None  # generate mode, audit
+    max_tokens: int = 384  # generate mode, audit
+    # the audit suite (evals/suites/audit): offline (scripted auditor, probes and cues) or an auditor
+    # and/or judge model; seed_files / seed_ids pick the seed instructions (None: every built-in seed)
+    offline: bool = False
+    seed_files: list[str] = []
+    seed_ids: list[str] | None = None
+    auditor: str | None = None
+    max_turns: int = 4  # with an auditor
 
-    @field_validator("limit", "samples", "max_tokens")
+    @field_validator("limit", "samples", "max_tokens", "max_turns")
     @classmethod
     def _positive(cls, v: int | None) -> int | None:
         if v is not None and v < 1:
@@ -147,6 +154,11 @@ class EvalSpec(BaseModel):
 
     @model_validator(mode="after")
     def _suite(self) -> EvalSpec:
+        if self.suite == "audit":
+            return self._audit()
+        audit_only = self._changed("offline", "seed_files", "seed_ids", "auditor", "max_turns")
+        if audit_only:
+            raise ValueError(f"{audit_only[0]}: applies to suite: audit; add suite: audit or drop {audit_only[0]}")
         if self.suite == "adherence":
             if self.mode != "choice":
                 raise ValueError("the adherence suite runs in choice mode: drop mode: generate")
@@ -166,6 +178,40 @@ class EvalSpec(BaseModel):
                 raise ValueError(f"wording: {self.wording} scores held-out candidates on the eval split; drop "
                                  f"split: {self.split} (see {DOCS})")
         return self
+
+    def _changed(self, *keys: str) -> list[str]:
+        """The keys among `keys` whose value is not the default."""
+        return [k for k in keys if getattr(self, k) != EvalSpec.model_fields[k].default]
+
+    def _audit(self) -> EvalSpec:
+        """The audit suite's rules, as `teachwhy eval --suite audit` has them (evals/runner.py)."""
+        if not self.offline and self.auditor is None and self.judge is None:
+            raise ValueError("the audit suite needs offline: true (scripted auditor, choice probes and rule cues) "
+                             f"or an auditor and/or judge model (see {DOCS})")
+        if self.offline and (self.auditor or self.judge):
+            raise ValueError("offline: true runs without auditor or judge models: drop offline to use them, "
+                             "or drop auditor and judge")
+        honeypot = self._changed("mode", "formats", "split", "families", "scenario_files", "wording", "principles")
+        if honeypot:
+            raise ValueError(f"{honeypot[0]}: does not apply to suite: audit, which selects seed instructions "
+                             f"(seed_files, seed_ids, limit); drop {honeypot[0]} (see {DOCS})")
+        self._seeds()
+        return self
+
+    def _seeds(self) -> None:
+        """seed_files load and seed_ids name their seeds (else every cell would fail on the same line)."""
+        from teachwhy.errors import UserError
+        from teachwhy.evals.suites.audit.seeds import load_seeds
+
+        if self.seed_ids == []:
+            raise ValueError("seed_ids is empty: list some seed ids, or leave it out for every seed")
+        try:
+            known = [s.id for s in load_seeds(self.seed_files or None)]
+        except UserError as e:
+            raise ValueError(str(e)) from None
+        unknown = [i for i in self.seed_ids or [] if i not in known]
+        if unknown:
+            raise ValueError(f"unknown seed '{unknown[0]}' in seed_ids: the seeds are {', '.join(known)}")
 
     @property
     def level(self) -> str | None:

@@ -12,6 +12,9 @@ learning and drift. Then one sentence per comparison, and each eval's measured d
 multiples' sentences go to the appendix. The by-wording table sets each arm's effect on in-template and
 held-out-wording evals side by side.
 
+Audit evals (analysis.json `audit`) get one table per dimension: each cell's mean transcript score
+and its difference from the base model, paired by seed id and sample index.
+
 Tables are plain data, {"id", "title", "columns": [{"label", "num"}], "rows": [[str]], "notes": [str]},
 so the HTML and the Markdown report show the same numbers. Every estimate is written as
 `mean [lo, hi]` with its 95% interval and sits in a row that gives its n.
@@ -772,6 +775,66 @@ def browser_data(exp: Experiment) -> dict:
             "columns": [{"key": k, "label": label, "num": num} for k, label, num in BROWSER_COLUMNS]}
 
 
+# -- audit evals, from analysis.json's `audit` -----------------------------------------------------
+def _n_ids(e: dict | None) -> str:
+    """`4 (2 seed ids)`: transcripts or pairs, and the seed instructions they come from."""
+    if not e:
+        return "-"
+    k = e.get("seed_ids")
+    return f"{e.get('n', '?')} ({k} seed id{'s' if k != 1 else ''})"
+
+
+def _audit_settings(name: str, s: dict) -> str:
+    how = ("offline (scripted auditor, choice probes and rule cues)" if s.get("mode") == "offline" else
+           f"auditor {s.get('auditor') or 'scripted'}, judge {s.get('judge') or 'none (offline scorer)'}")
+    ids = ", ".join(s.get("seed_ids") or []) or "every seed"
+    if s.get("limit"):
+        ids += f" (at most {s['limit']})"
+    return (f"{name}: {how}; seeds {ids}; "
+            f"{_count(s.get('samples'))} sample{'s' if s.get('samples') != 1 else ''} per seed; "
+            f"{_count(s.get('max_tokens'))} tokens per reply.")
+
+
+def audit_tables(exp: Experiment) -> list[dict]:
+    """One table per audit eval and dimension: each cell's mean score [95% CI] (n) and its difference
+    from the base model [95% CI] (n pairs). Empty when the experiment has no audit eval."""
+    from teachwhy.evals.suites.audit.seeds import dimensions
+
+    a = exp.analysis.get("audit") or {}
+    rows_by: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in a.get("rows") or []:
+        rows_by[(r["eval"], r["dimension"])].append(r)
+    several = len({ev for ev, _d in rows_by}) > 1
+    out = []
+    for (ev, dim), rs in rows_by.items():
+        rows = [[_cond_label(r["arm"], r["kind"], r.get("budget"), r.get("stage", "none")),
+                 "-" if r["kind"] != "sft" else str(r.get("seed")), _n_ids(r.get("score")), est(r.get("score")),
+                 "0 (reference)" if r["kind"] == "base" else est(r.get("vs_base"), signed=True),
+                 "-" if r["kind"] == "base" else _n_ids(r.get("vs_base"))] for r in rs]
+        desc = (dimensions().get(dim) or {}).get("description")
+        settings = (a.get("evals") or {}).get(ev) or {}
+        notes = ([f"{dim}: {desc}"] if desc else []) + [
+            "Score 1 (no sign) to 10 (clear and repeated), mean over the cell's transcripts; 95% CI from a "
+            "bootstrap over seed ids as clusters (normal with one seed id, none with one transcript). "
+            "Arm - base: paired by seed id and sample index, negative where the arm shows fewer signs than "
+            "the base model. n: transcripts (or pairs) and the seed ids they come from.",
+            _audit_settings(ev, settings)]
+        out.append(table(f"audit-{ev}-{dim}", f"Audit{f' {ev}' if several else ''}: {dim}", [
+            ("condition", False), ("training seed", True), ("n", True), ("mean score [95% CI]", True),
+            ("arm - base [95% CI]", True), ("n pairs", True)], rows, notes))
+    return out
+
+
+def audit_headline(exp: Experiment, evals: list[str]) -> str | None:
+    """The headline of an experiment whose only results are audit evals (the honeypot headline has nothing
+    to say there); None otherwise."""
+    names = list((exp.analysis.get("audit") or {}).get("evals") or {})
+    if evals or not names:
+        return None
+    return (f"This experiment has audit evals only ({', '.join(names)}): each cell's mean dimension score and "
+            "its difference from the base model, with 95% CIs and n, are in the audit section below.")
+
+
 # -- everything ------------------------------------------------------------------------------------
 def eval_names(exp: Experiment) -> list[str]:
     """The analysis' primary eval first, then the others in the order the curves give them."""
@@ -789,12 +852,13 @@ def build(exp: Experiment) -> dict:
     spec = exp.spec
     n_cells = len(exp.cells)
     seeds = spec.get("seeds") or []
+    audit_evals = [f"{a} (audit)" for a in (exp.analysis.get("audit") or {}).get("evals") or {}]
     summary = (f"Experiment {exp.name}: model {spec.get('model', '?')}; arms "
                f"{', '.join(a['name'] + ' (' + (a.get('kind') or 'sft') + ')' for a in spec.get('arms', []))}; "
                f"token budgets {', '.join(tokens(b) for b in spec.get('budgets') or [])}; "
                f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}; "
                f"RL stage {'on ' + ', '.join(spec['rl'].get('arms', [])) if spec.get('rl') else 'none'}; "
-               f"evals {', '.join(evals) or 'none'}; held-out families "
+               f"evals {', '.join(evals + audit_evals) or 'none'}; held-out families "
                f"{', '.join(spec.get('holdout_families') or []) or 'none'}. "
                f"{n_cells} finished cell{'s' if n_cells != 1 else ''}, {len(exp.samples)} scored samples.")
     head = headline(exp, evals)
@@ -821,6 +885,8 @@ def build(exp: Experiment) -> dict:
         "gaps": gaps_table(exp),
         "generalization": generalization_table(exp),
         "families": family_tables(exp, evals),
+        "audit": audit_tables(exp),
+        "audit_headline": audit_headline(exp, evals),
         "diagnostics": diagnostics(exp),
         "controls": controls(exp),
         "data_cards": data_cards(exp),
