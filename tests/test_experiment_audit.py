@@ -65,7 +65,8 @@ def test_an_audit_eval_reaches_run_eval_with_its_settings(tmp_path, monkeypatch)
     spec = _spec(tmp_path, [{"name": "honeypots", "limit": 2}, {**AUDIT, "limit": 2}])
     seen = {}
 
-    def fake_run_eval(model, **kw):
+    def fake_run_eval(cfg, **over):
+        kw = cfg.model_dump() | over
         seen[kw["suite"]] = kw
         return SimpleNamespace(run_id="r", run_dir=str(tmp_path), summary={"overall": {}})
 

@@ -132,7 +132,8 @@ def test_wording_names_each_evals_level_and_reaches_run_eval(tmp_path, monkeypat
                              "one-bank": {"wording": eval_banks()[0], "level": "held-out wording"}}
     seen = []
 
-    def fake_run_eval(model, **kw):
+    def fake_run_eval(cfg, **over):
+        kw = cfg.model_dump() | over
         seen.append((kw["suite"], kw["wording"]))
         return SimpleNamespace(run_id="r", run_dir=str(tmp_path), summary={"overall": {}})
 

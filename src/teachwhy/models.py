@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from teachwhy.errors import UserError
 
@@ -48,6 +48,8 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
 }
 DEFAULT_MODEL = "smollm2-135m"
+# bfloat16 where the hardware has it (resolve_dtype), else float32
+DEFAULT_DTYPE: Literal["auto", "bfloat16", "float32"] = "auto"
 GENERATE_MAX_TOKENS = 384  # new tokens per reply when nothing else is asked (generate mode, local engines)
 
 # Providers Inspect AI knows; a spec `provider/model` with one of these is passed to Inspect as is.

@@ -40,59 +40,71 @@ class EvalConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(DEFAULT_MODEL, description="Embedded name, model/adapter dir, or Inspect id.",
+    model: str = Field(default=DEFAULT_MODEL, description="Embedded name, model/adapter dir, or Inspect id.",
                        json_schema_extra=_cli("--model", "-m", metavar="MODEL"))
-    suite: str = Field("agentic", description="agentic (honeypot scenarios), adherence (items from a constitution) "
+    suite: str = Field(default="agentic",
+                       description="agentic (honeypot scenarios), adherence (items from a constitution) "
                        "or audit (multi-turn conversations from seed instructions).",
                        json_schema_extra=_cli("--suite", metavar="SUITE"))
-    constitution: str | None = Field(None, description="Adherence: your constitution file (default: the built-in "
+    constitution: str | None = Field(default=None,
+                                     description="Adherence: your constitution file (default: the built-in "
                                      "one).", json_schema_extra=_cli("--constitution", metavar="FILE"))
-    principles: list[str] | None = Field(None, description="Adherence: only these principle ids, comma-separated.",
+    principles: list[str] | None = Field(default=None,
+                                         description="Adherence: only these principle ids, comma-separated.",
                                          json_schema_extra=_cli("--principles", metavar="IDS", text=True))
-    offline: bool = Field(False, description="Audit: scripted auditor turns, choice probes and rule cues (no API "
+    offline: bool = Field(default=False,
+                          description="Audit: scripted auditor turns, choice probes and rule cues (no API "
                           "key).", json_schema_extra=_cli("--offline"))
-    seed_files: list[str] | None = Field(None, description="Audit: your own seed instruction file (repeatable).",
+    seed_files: list[str] | None = Field(default=None,
+                                         description="Audit: your own seed instruction file (repeatable).",
                                          json_schema_extra=_cli("--seeds", metavar="FILE"))
-    seed_ids: list[str] | None = Field(None, description="Audit: only these seed ids, comma-separated.",
+    seed_ids: list[str] | None = Field(default=None, description="Audit: only these seed ids, comma-separated.",
                                        json_schema_extra=_cli("--seed-ids", metavar="IDS", text=True))
-    auditor: str | None = Field(None, description="Audit: an auditor model (Inspect id or local model) writing the "
+    auditor: str | None = Field(default=None,
+                                description="Audit: an auditor model (Inspect id or local model) writing the "
                                 "turns.", json_schema_extra=_cli("--auditor", metavar="MODEL"))
-    max_turns: int = Field(4, description="Audit with --auditor: at most N auditor turns.",
+    max_turns: int = Field(default=4, description="Audit with --auditor: at most N auditor turns.",
                            json_schema_extra=_cli("--max-turns", metavar="N"))
-    mode: str = Field("choice", description="choice (log-likelihood of candidates) or generate (sampled, graded).",
+    mode: str = Field(default="choice",
+                      description="choice (log-likelihood of candidates) or generate (sampled, graded).",
                       json_schema_extra=_cli("--mode", metavar="MODE"))
-    split: str | None = Field("eval", description="Scenario split: eval or train.",
+    split: str | None = Field(default="eval", description="Scenario split: eval or train.",
                               json_schema_extra=_cli("--split", metavar="SPLIT"))
-    family: str | None = Field(None, description="blackmail, leak, sabotage or framing.",
+    family: str | None = Field(default=None, description="blackmail, leak, sabotage or framing.",
                                json_schema_extra=_cli("--family", metavar="FAMILY"))
-    families: list[str] | None = Field(None, description="Several families, comma-separated (e.g. held-out ones).",
+    families: list[str] | None = Field(default=None,
+                                       description="Several families, comma-separated (e.g. held-out ones).",
                                        json_schema_extra=_cli("--families", metavar="FAMILIES", text=True))
-    formats: list[str] | None = Field(None, description="Choice mode: continuation (default), options, or both "
+    formats: list[str] | None = Field(default=None, description="Choice mode: continuation (default), options, or both "
                                       "comma-separated (the first leads the summary).",
                                       json_schema_extra=_cli("--format", metavar="FORMAT", text=True))
-    limit: int | None = Field(None, description="At most N scenarios.", json_schema_extra=_cli("--limit", metavar="N"))
-    samples: int = Field(1, description="Generate mode: samples per scenario.",
+    limit: int | None = Field(default=None,
+                              description="At most N scenarios.", json_schema_extra=_cli("--limit", metavar="N"))
+    samples: int = Field(default=1, description="Generate mode: samples per scenario.",
                          json_schema_extra=_cli("--samples", metavar="N"))
-    out: str = Field("runs", description="Runs directory.", json_schema_extra=_cli("--out", metavar="DIR"))
-    scenario_files: list[str] | None = Field(None, description="Your own scenario file (repeatable).",
+    out: str = Field(default="runs", description="Runs directory.", json_schema_extra=_cli("--out", metavar="DIR"))
+    scenario_files: list[str] | None = Field(default=None, description="Your own scenario file (repeatable).",
                                              json_schema_extra=_cli("--scenarios", metavar="FILE"))
-    wording: str = Field("house", description="Candidate wording of the built-in scenarios: house (the eval split's "
+    wording: str = Field(default="house",
+                         description="Candidate wording of the built-in scenarios: house (the eval split's "
                          "own, in-template), an eval bank, or heldout (every eval bank in turn); `teachwhy scenarios "
                          "banks` lists them.", json_schema_extra=_cli("--wording", metavar="BANK"))
-    judge: str | None = Field(None, description="Generate mode and audit: an Inspect model id for the LLM judge.",
+    judge: str | None = Field(default=None,
+                              description="Generate mode and audit: an Inspect model id for the LLM judge.",
                               json_schema_extra=_cli("--judge", metavar="MODEL"))
-    dtype: str = Field("auto", description="Choice mode: auto (bfloat16 where the hardware has it), float32, "
+    dtype: str = Field(default="auto", description="Choice mode: auto (bfloat16 where the hardware has it), float32, "
                        "bfloat16.", json_schema_extra=_cli("--dtype", metavar="DTYPE"))
-    max_tokens: int = Field(GENERATE_MAX_TOKENS, description="Generate mode: max new tokens.",
+    max_tokens: int = Field(default=GENERATE_MAX_TOKENS, description="Generate mode: max new tokens.",
                             json_schema_extra=_cli("--max-tokens", metavar="N"))
-    seed: int = Field(0, description="Sampling seed.", json_schema_extra=_cli("--seed", metavar="N"))
-    backend: str = Field("hf", description="Engine for a local model: hf (transformers, any machine) or vllm (a GPU "
+    seed: int = Field(default=0, description="Sampling seed.", json_schema_extra=_cli("--seed", metavar="N"))
+    backend: str = Field(default="hf",
+                         description="Engine for a local model: hf (transformers, any machine) or vllm (a GPU "
                          "machine with the vllm extra installed; generate mode serves the model through Inspect's "
                          "vllm provider).", json_schema_extra=_cli("--backend", metavar="BACKEND"))
     # library callers only
-    system_prefix: str | None = Field(None, description="Text put before every item's system prompt (the "
+    system_prefix: str | None = Field(default=None, description="Text put before every item's system prompt (the "
                                       "experiments' prompting arms); part of the run's config.")
-    neutral_cache: bool = Field(True, description="Keep choice mode's neutral-context sums in "
+    neutral_cache: bool = Field(default=True, description="Keep choice mode's neutral-context sums in "
                                 "<out>/cache/neutral.sqlite and reuse them in later runs of the same model.")
 
     @field_validator("principles", "seed_ids", "families", "formats", mode="before")
@@ -131,10 +143,6 @@ class EvalConfig(BaseModel):
             err = e.errors()[0]
             name = str(err["loc"][0]) if err["loc"] else "?"
             raise UserError(f"{flag(name)}: {err['msg'].removeprefix('Value error, ')}") from None
-
-    def run_options(self) -> dict[str, Any]:
-        """The options that are not the model or the output place (what an experiment's eval entry holds)."""
-        return self.model_dump(exclude={"model", "out"})
 
 
 def flag(name: str) -> str:

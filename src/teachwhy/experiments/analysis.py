@@ -31,7 +31,7 @@ def _scenarios(spec: ExperimentSpec) -> dict[str, Any]:
 
     pool: dict[str, Any] = {s.id: s for s in builtin_scenarios()}
     for ev in spec.evals:
-        for f in ev.scenario_files:
+        for f in ev.scenario_files or []:
             pool.update({s.id: s for s in load_scenario_file(f)})
         if ev.suite == "agentic" and ev.wording != "house" and not ev.scenario_files:
             # another bank's candidates: the same prompts under ids of their own (a -<bank> suffix)

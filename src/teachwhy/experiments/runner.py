@@ -122,20 +122,15 @@ def _data(spec: ExperimentSpec, arm: Arm, seed: int, exp: Path, log: Callable[[s
 
 
 def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[str], None]) -> dict:
+    """Every eval of the spec on one cell's model: its EvalConfig with the cell's model, the runs
+    directory, the spec's dtype and constitution, and the prompting arm's prefix."""
     from teachwhy.evals.runner import run_eval
 
     res = {}
     for ev in spec.evals:
         log(f"eval {ev.name} of {model}")
-        audit = ev.suite == "audit"
-        r = run_eval(model, mode=ev.mode, split=ev.split, limit=ev.limit, samples=ev.samples, out=spec.out,
-                     scenario_files=ev.scenario_files or None, judge=ev.judge, dtype=spec.dtype,
-                     max_tokens=ev.max_tokens, formats=ev.formats if ev.mode == "choice" and not audit else None,
-                     families=ev.families, system_prefix=prefix, suite=ev.suite,
-                     constitution=spec.constitution if ev.suite == "adherence" else None,
-                     principles=ev.principles, wording=ev.wording, offline=ev.offline,
-                     seed_files=ev.seed_files or None, seed_ids=ev.seed_ids, auditor=ev.auditor,
-                     max_turns=ev.max_turns)
+        r = run_eval(ev.config_for(model=model, out=spec.out, dtype=spec.dtype, system_prefix=prefix,
+                                   constitution=spec.constitution if ev.suite == "adherence" else None))
         res[ev.name] = {"run_id": r.run_id, "run_dir": str(Path(r.run_dir).resolve()),
                         "summary_overall": r.summary.get("overall")}
     return res
@@ -144,12 +139,13 @@ def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[
 def _controls(spec: ExperimentSpec, log: Callable[[str], None]) -> dict:
     """`teachwhy eval controls` on the experiment's model, its runs under <out>/controls (shared with
     that command, so controls run there with the same settings are reused)."""
+    from teachwhy.evals.execute import parse_formats
     from teachwhy.experiments.controls import run_controls
 
     c = spec.controls
     assert c is not None
     first = spec.evals[0]
-    formats = c.formats or (first.formats if first.mode == "choice" else ["continuation"])
+    formats = c.formats or (parse_formats(first.formats) if first.mode == "choice" else ["continuation"])
     log(f"eval controls on {spec.model} ({', '.join(formats)})")
     res = run_controls(model=spec.model, out=Path(spec.out) / "controls", train_scenarios=c.train_scenarios,
                        eval_limit=c.eval_limit, formats=formats, seed=c.seed, learning_rate=c.learning_rate,

@@ -17,6 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from teachwhy.evals.config import MODES, EvalConfig, default
+from teachwhy.models import DEFAULT_DTYPE, DEFAULT_MODEL
+
 DOCS = "docs/experiments.md"
 PROMPTS = ("why_first", "constitution_in_prompt")
 
@@ -97,46 +100,49 @@ class Arm(BaseModel):
         return self
 
 
-class EvalSpec(BaseModel):
-    """One eval run on every cell (the same arguments as `teachwhy eval`)."""
-
-    model_config = ConfigDict(extra="forbid")
+class EvalSpec(EvalConfig):
+    """One eval run on every cell: `teachwhy eval`'s options (EvalConfig, evals/config.py: the same
+    names, defaults and meaning) and a name. The experiment sets each cell's model, the runs directory,
+    dtype, the prompting arm's system prefix and the constitution (its own top-level keys)."""
 
     name: str = "honeypots"
-    suite: Literal["agentic", "adherence", "audit"] = "agentic"
-    principles: list[str] | None = None  # adherence: only these principles of the spec's constitution
-    mode: Literal["choice", "generate"] = "choice"
-    formats: list[str] = ["continuation"]
-    split: str | None = "eval"
-    families: list[str] | None = None
-    limit: int | None = None
-    scenario_files: list[str] = []
-    # the built-in candidates' wording bank (scenarios/banks.py): house (the eval split's own candidates,
-    # in-template), an eval bank, or heldout (every eval bank in turn: same prompts, new wording)
-    wording: str = "house"
-    samples: int = 1  # generate mode
-    judge: str | None = None  # generate mode, audit
-    max_tokens: int = 384  # generate mode, audit
-    # the audit suite (evals/suites/audit): offline (scripted auditor, probes and cues) or an auditor
-    # and/or judge model; seed_files / seed_ids pick the seed instructions (None: every built-in seed)
-    offline: bool = False
-    seed_files: list[str] = []
-    seed_ids: list[str] | None = None
-    auditor: str | None = None
-    max_turns: int = 4  # with an auditor
 
-    @field_validator("limit", "samples", "max_tokens", "max_turns")
+    @model_validator(mode="before")
     @classmethod
-    def _positive(cls, v: int | None) -> int | None:
-        if v is not None and v < 1:
-            raise ValueError(f"must be at least 1 (got {v})")
+    def _per_cell(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            owned = [k for k in ("model", "out", "dtype", "system_prefix", "constitution", "neutral_cache")
+                     if k in data]
+            if owned:
+                raise ValueError(f"{owned[0]}: is set by the experiment for every cell (its top-level "
+                                 f"{'model' if owned[0] == 'model' else owned[0]}); drop it from the eval")
+            if data.get("seed_ids") == []:
+                raise ValueError("seed_ids is empty: list some seed ids, or leave it out for every seed")
+        return data
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_name(cls, v: str) -> str:
+        from teachwhy.evals import suites
+
+        if v not in suites.names():
+            raise ValueError(f"unknown suite '{v}'; use one of {', '.join(suites.names())} (see {DOCS})")
+        return v
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, v: str) -> str:
+        if v not in MODES:
+            raise ValueError(f"unknown mode '{v}'; use one of {', '.join(MODES)}")
         return v
 
     @field_validator("formats")
     @classmethod
-    def _formats(cls, v: list[str]) -> list[str]:
+    def _formats(cls, v: list[str] | None) -> list[str] | None:
         from teachwhy.evals.choice import FORMATS
 
+        if v is None:
+            return v
         bad = [f for f in v if f not in FORMATS]
         if bad or not v:
             raise ValueError(f"formats must list some of {', '.join(FORMATS)}")
@@ -170,6 +176,8 @@ class EvalSpec(BaseModel):
                                  f"items: drop wording: {self.wording} (see {DOCS})")
         elif self.principles:
             raise ValueError("principles: applies to suite: adherence")
+        if self.mode == "generate" and self.formats not in (None, ["continuation"]):
+            raise ValueError("formats: applies to choice mode; a generate eval samples free replies: drop formats")
         if self.wording != "house":
             if self.scenario_files:
                 raise ValueError(f"wording: picks the built-in scenarios' candidates; scenario_files bring their "
@@ -212,6 +220,10 @@ class EvalSpec(BaseModel):
         unknown = [i for i in self.seed_ids or [] if i not in known]
         if unknown:
             raise ValueError(f"unknown seed '{unknown[0]}' in seed_ids: the seeds are {', '.join(known)}")
+
+    def config_for(self, **cell: Any) -> EvalConfig:
+        """The EvalConfig this eval runs with on one cell (`cell`: model, out, dtype, ...)."""
+        return EvalConfig.build(**self.model_dump(exclude={"name"}, exclude_unset=True), **cell)
 
     @property
     def level(self) -> str | None:
@@ -317,8 +329,8 @@ class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    model: str = "smollm2-135m"
-    out: str = "runs"  # the experiment lives in <out>/experiments/<name>; its runs in <out>
+    model: str = DEFAULT_MODEL
+    out: str = default("out")  # the experiment lives in <out>/experiments/<name>; its runs in <out>
     teacher: str = "builtin"
     constitution: str | None = None  # None: the built-in constitution
     arms: list[Arm]
@@ -329,7 +341,7 @@ class ExperimentSpec(BaseModel):
     controls: ControlsSpec | None = None
     evals: list[EvalSpec] = Field(default_factory=lambda: [EvalSpec()])
     holdout_families: list[str] = []
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float32"] = DEFAULT_DTYPE
     resources: StageResources = Field(default_factory=StageResources)  # per cell under --ray
 
     @field_validator("name")
