@@ -127,8 +127,12 @@ def _connect(ray: Any, address: str | None) -> bool:
     return True
 
 
+OnCell = Callable[[Cell, str, dict], None]
+Pending = dict[Any, tuple[Cell, set[str], float]]  # task ref -> (cell, its keys, when submitted)
+
+
 def run_experiment_ray(spec: ExperimentSpec, address: str | None = None,
-                       on_cell: Callable[[Cell, str, dict], None] | None = None,
+                       on_cell: OnCell | None = None,
                        log: Callable[[str], None] = lambda _m: None, keep_going: bool = True) -> dict:
     """Like runner.run_experiment, with every cell not done yet run as a Ray task (see the module
     docstring). `address`: a cluster to attach to; None: Ray's own choice (RAY_ADDRESS, a cluster
@@ -136,13 +140,7 @@ def run_experiment_ray(spec: ExperimentSpec, address: str | None = None,
     ray = import_ray()
     exp = prepare(spec).resolve()
     atomic_write_json(exp / "versions.json", versions())
-    todo = []
-    for cell in plan(spec):
-        if cell_state(exp, cell) == "done":
-            if on_cell:
-                on_cell(cell, "skipped", {})
-        else:
-            todo.append(cell)
+    todo = _todo(spec, exp, on_cell)
     failed: list[tuple[str, str]] = []
     if not todo:
         return {"dir": str(exp), "failed": failed}
@@ -155,60 +153,95 @@ def run_experiment_ray(spec: ExperimentSpec, address: str | None = None,
     started = _connect(ray, address)
     task = ray.remote(max_retries=0)(_cell_task)
     cwd = os.getcwd()
-    pending: dict[Any, tuple[Cell, set[str], float]] = {}
+    pending: Pending = {}
     try:
         waiting = todo
         while waiting or pending:
-            busy: set[str] = set().union(*(k for _c, k, _t in pending.values()))
-            later = []
-            for cell in waiting:
-                keys = _keys(spec, cell, exp)
-                if keys & busy:
-                    later.append(cell)
-                else:
-                    r = cell_resources(spec, cell)
-                    threads = max(1, int(r.num_cpus))
-                    obj = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
-                                       name=f"teachwhy {cell.cell_id}").remote(spec, cell, str(exp), cwd, threads)
-                    pending[obj] = (cell, keys, time.time())
-                    mark_running(exp, cell)
-                    if on_cell:
-                        on_cell(cell, "running", {})
-                    log(f"submitted {cell.cell_id} ({r.num_cpus:g} CPU, {r.num_gpus:g} GPU)")
-                busy |= keys  # a later cell with the same keys waits behind this one
-            waiting = later
+            waiting = _submit(spec, exp, task, cwd, waiting, pending, on_cell, log)
             if not pending:  # cannot happen (with nothing running, the first waiting cell goes)
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
-            for obj in ready:
-                cell, _k, t0 = pending.pop(obj)
-                error = None
-                try:
-                    rec = ray.get(obj)
-                except ray.exceptions.RayTaskError as e:
-                    if not isinstance(e.cause, UserError):
-                        raise  # a bug, as in the serial runner: stop, with the task's traceback
-                    error = str(e.cause)
-                except ray.exceptions.RayError as e:  # the worker or its node died, or the task was cancelled
-                    error = (f"the Ray task of cell {cell.cell_id} did not finish ({type(e).__name__}: "
-                             f"{_first_line(e)}); rerun to retry it")
-                if error is not None:
-                    mark_failed(exp, cell, error)
-                    failed.append((cell.cell_id, error))
-                    if on_cell:
-                        on_cell(cell, "failed", {"error": error})
-                    if not keep_going:
-                        raise UserError(error)
-                    continue
-                mark_done(exp, cell, rec)
-                log(f"{cell.cell_id} done in {time.time() - t0:.0f} s")
-                if on_cell:
-                    on_cell(cell, "done", rec)
+            _collect(ray, exp, ready, pending, failed, on_cell, log, keep_going)
     finally:
-        for obj, (cell, _k, _t) in pending.items():  # stopped early: nothing is left running for us
-            with contextlib.suppress(Exception):  # already finished, or the cluster is gone
-                ray.cancel(obj, force=True)
-            cell_file(exp, cell, ".running").unlink(missing_ok=True)
-        if started:
-            ray.shutdown()
+        _stop(ray, exp, pending, started)
     return {"dir": str(exp), "failed": failed}
+
+
+def _todo(spec: ExperimentSpec, exp: Path, on_cell: OnCell | None) -> list[Cell]:
+    """The plan's cells not done yet, in plan order (the done ones are reported as skipped)."""
+    todo = []
+    for cell in plan(spec):
+        if cell_state(exp, cell) == "done":
+            if on_cell:
+                on_cell(cell, "skipped", {})
+        else:
+            todo.append(cell)
+    return todo
+
+
+def _submit(spec: ExperimentSpec, exp: Path, task: Any, cwd: str, waiting: list[Cell], pending: Pending,
+            on_cell: OnCell | None, log: Callable[[str], None]) -> list[Cell]:
+    """Submit every waiting cell whose files no earlier cell is writing; returns the cells left waiting."""
+    busy: set[str] = set().union(*(k for _c, k, _t in pending.values()))
+    later = []
+    for cell in waiting:
+        keys = _keys(spec, cell, exp)
+        if keys & busy:
+            later.append(cell)
+        else:
+            r = cell_resources(spec, cell)
+            threads = max(1, int(r.num_cpus))
+            obj = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
+                               name=f"teachwhy {cell.cell_id}").remote(spec, cell, str(exp), cwd, threads)
+            pending[obj] = (cell, keys, time.time())
+            mark_running(exp, cell)
+            if on_cell:
+                on_cell(cell, "running", {})
+            log(f"submitted {cell.cell_id} ({r.num_cpus:g} CPU, {r.num_gpus:g} GPU)")
+        busy |= keys  # a later cell with the same keys waits behind this one
+    return later
+
+
+def _collect(ray: Any, exp: Path, ready: list, pending: Pending, failed: list[tuple[str, str]],
+             on_cell: OnCell | None, log: Callable[[str], None], keep_going: bool) -> None:
+    """Write the cell files of the finished tasks: .json when done, .failed (and an entry in `failed`)
+    when not; without keep_going, a failed cell stops the run."""
+    for obj in ready:
+        cell, _k, t0 = pending.pop(obj)
+        rec, error = _result(ray, obj, cell)
+        if error is not None:
+            mark_failed(exp, cell, error)
+            failed.append((cell.cell_id, error))
+            if on_cell:
+                on_cell(cell, "failed", {"error": error})
+            if not keep_going:
+                raise UserError(error)
+            continue
+        mark_done(exp, cell, rec)
+        log(f"{cell.cell_id} done in {time.time() - t0:.0f} s")
+        if on_cell:
+            on_cell(cell, "done", rec)
+
+
+def _result(ray: Any, obj: Any, cell: Cell) -> tuple[Any, str | None]:
+    """A finished task's record, or the line its cell fails with; a task that raised anything other than
+    a UserError is a bug and raises here, as in the serial runner, with the task's traceback."""
+    try:
+        return ray.get(obj), None
+    except ray.exceptions.RayTaskError as e:
+        if not isinstance(e.cause, UserError):
+            raise
+        return None, str(e.cause)
+    except ray.exceptions.RayError as e:  # the worker or its node died, or the task was cancelled
+        return None, (f"the Ray task of cell {cell.cell_id} did not finish ({type(e).__name__}: "
+                      f"{_first_line(e)}); rerun to retry it")
+
+
+def _stop(ray: Any, exp: Path, pending: Pending, started: bool) -> None:
+    """Stopped early: nothing is left running for us; shut down a cluster this run started."""
+    for obj, (cell, _k, _t) in pending.items():
+        with contextlib.suppress(Exception):  # already finished, or the cluster is gone
+            ray.cancel(obj, force=True)
+        cell_file(exp, cell, ".running").unlink(missing_ok=True)
+    if started:
+        ray.shutdown()

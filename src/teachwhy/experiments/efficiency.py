@@ -371,6 +371,11 @@ def _gap_statement(g: dict, ev: str) -> str:
 
 
 # -- analysis --------------------------------------------------------------------------------------
+_KIND_ORDER = {"base": 0, "prompt": 1, "sft": 2}
+_STAGE_ORDER = {"none": 0, "sft": 1, "rl": 2}
+Effects = dict[Key, tuple[float, np.ndarray]]  # per condition: effect point estimate, replicates
+
+
 def analyse(rows: Sequence[dict], seed: int = 0, replicates: int = 2000,
             multiple_pairs: Sequence[tuple[str, str]] | None = None, contrasts: bool = False) -> dict:
     """Curves, data-efficiency multiples, persistence through RL, between-arm gaps and held-out
@@ -382,173 +387,218 @@ def analyse(rows: Sequence[dict], seed: int = 0, replicates: int = 2000,
         raise UserError(f"replicates is {replicates}: use at least 2 (2,000 for reported intervals)")
     evals = _tables(rows)
     sft_arms = sorted({k[0] for ev in evals for k, c in ev.conds.items() if c.kind == "sft"})
-    if multiple_pairs is None:
-        pairs = [(a, b) for a in sft_arms for b in sft_arms if a != b]
-    else:
-        pairs = []
-        for a, b in multiple_pairs:
-            for arm in (a, b):
-                if arm not in sft_arms:
-                    raise UserError(f"multiple_pairs names '{arm}', which is not an SFT arm of this table: use "
-                                    f"{', '.join(sft_arms) or 'an SFT arm (none have rows yet)'}")
-            if a == b:
-                raise UserError(f"multiple_pairs pairs '{a}' with itself: pair two different SFT arms")
-            pairs.append((a, b))
+    pairs = _pairs(sft_arms, multiple_pairs)
 
     out: dict[str, Any] = {"curves": [], "multiples": [], "persistence": [], "gaps": [], "generalization": [],
                            "statements": [], "n_replicates": replicates}
     if contrasts:
         out["contrasts"] = []
-    statements: list[str] = out["statements"]
-    kind_order = {"base": 0, "prompt": 1, "sft": 2}
-    stage_order = {"none": 0, "sft": 1, "rl": 2}
     for ev in evals:
         _prepare(ev, seed, replicates)
-        n_scen = len(ev.scenarios)
-        base_pt, base_reps = _mean(ev.base.p, ev.w, ev.u)
-        eff: dict[Key, tuple[float, np.ndarray]] = {}
-        keys = sorted(ev.conds, key=lambda k: (kind_order[ev.conds[k].kind], k[0], stage_order[k[2]], k[1] or 0))
-        # curves
-        for key in keys:
-            c = ev.conds[key]
-            p_pt, p_reps = _mean(c.p, ev.w, ev.u)
-            h_pt, h_reps = _mean(c.h, ev.w, ev.u)
-            e_pt, e_reps = base_pt - p_pt, base_reps - p_reps
-            eff[key] = (e_pt, e_reps)
-            k_h, n_h = int(c.h.sum()), int(c.h.size)
-            entry: dict[str, Any] = {
-                "eval": ev.name, "arm": c.arm, "kind": c.kind, "stage": c.stage, "budget": c.budget,
-                "n_scenarios": n_scen, "n_seeds": len(c.seeds), "seeds": c.seeds,
-                "p_harmful": _est(p_pt, p_reps),
-                "harmful_rate": {"k": k_h, "n": n_h, "rate": h_pt, "wilson_95": list(wilson(k_h, n_h)),
-                                 "bootstrap_95": list(_ci(h_reps))},
-                "effect": _est(e_pt, e_reps)}
-            out["curves"].append(entry)
-            rate = entry["harmful_rate"]
-            n = _n(n_scen, [len(c.seeds)])
-            if c.kind == "base":
-                statements.append(
-                    f"On {ev.name}, the base model (arm {c.arm}) has mean P(harmful) {_ci_s(entry['p_harmful'])}, and "
-                    f"its top choice is harmful in {rate['k']}/{rate['n']} ({rate['rate']:.1%}, Wilson 95% CI "
-                    f"{rate['wilson_95'][0]:.1%} to {rate['wilson_95'][1]:.1%}; {n}).")
-            else:
-                statements.append(
-                    f"On {ev.name}, {_label(c)} has effect {_ci_s(entry['effect'])} (base minus arm mean P(harmful); "
-                    f"mean P(harmful) {_ci_s(entry['p_harmful'])}; top choice harmful in {rate['k']}/{rate['n']}, "
-                    f"Wilson 95% CI {rate['wilson_95'][0]:.1%} to {rate['wilson_95'][1]:.1%}; {n}).")
-
-        # contrasts: two SFT arms at the same budget and stage, effect of A minus effect of B, paired
-        sft_keys = [k for k in keys if ev.conds[k].kind == "sft"] if contrasts else []
-        for ka in sft_keys:
-            for kb in sft_keys:
-                if kb[1:] != ka[1:] or kb[0] <= ka[0]:
-                    continue
-                (a_pt, a_reps), (b_pt, b_reps) = eff[ka], eff[kb]
-                out["contrasts"].append({
-                    "eval": ev.name, "stage": ka[2], "budget": ka[1], "arm_a": ka[0], "arm_b": kb[0],
-                    "n_scenarios": n_scen, "n_seeds_a": len(ev.conds[ka].seeds),
-                    "n_seeds_b": len(ev.conds[kb].seeds), "effect_a": _est(a_pt, a_reps),
-                    "effect_b": _est(b_pt, b_reps), "difference": _est(a_pt - b_pt, a_reps - b_reps)})
-
-        # data-efficiency multiples, per stage where both arms have budgets
-        for stage in ("sft", "rl"):
-            curve = {arm: sorted(k[1] for k in ev.conds if k[0] == arm and k[2] == stage and k[1] is not None)
-                     for arm in sft_arms}
-            for a, b in pairs:
-                bs = curve.get(b, [])
-                if not curve.get(a) or not bs:
-                    continue
-                eb_pt = np.array([[eff[(b, x, stage)][0] for x in bs]])
-                eb_reps = np.stack([eff[(b, x, stage)][1] for x in bs], axis=1)
-                for ba in curve[a]:
-                    assert ba is not None
-                    ea_pt, ea_reps = eff[(a, ba, stage)]
-                    point = multiple_from_curve(ea_pt, ba, bs, list(eb_pt[0]))
-                    value, code = _cross(ea_reps, ba, bs, eb_reps)
-                    m: dict[str, Any] = {
-                        "eval": ev.name, "stage": stage, "arm_a": a, "arm_b": b, "budget_a": ba,
-                        "n_scenarios": n_scen, "n_seeds_a": len(ev.conds[(a, ba, stage)].seeds),
-                        "effect_a": _est(ea_pt, ea_reps),
-                        "curve_b": [{"budget": x, "n_seeds": len(ev.conds[(b, x, stage)].seeds),
-                                     "effect": _est(*eff[(b, x, stage)])} for x in bs],
-                        **point, "bootstrap": _multiple_boot(value, code)}
-                    seeds = [m["n_seeds_a"], *(p["n_seeds"] for p in m["curve_b"])]
-                    m["statement"] = _multiple_statement(m, ev.name, n_scen, seeds)
-                    out["multiples"].append(m)
-                    statements.append(m["statement"])
-
-        # persistence through RL and between-arm gaps
-        persist: dict[tuple[str, int], dict] = {}
-        for key in keys:
-            arm, budget, stage = key
-            if stage != "sft" or budget is None or (arm, budget, "rl") not in ev.conds:
-                continue
-            (b_pt, b_reps), (a_pt, a_reps) = eff[key], eff[(arm, budget, "rl")]
-            ks, kr = len(ev.conds[key].seeds), len(ev.conds[(arm, budget, "rl")].seeds)
-            p: dict[str, Any] = {
-                "eval": ev.name, "arm": arm, "budget": budget, "n_scenarios": n_scen, "n_seeds_sft": ks,
-                "n_seeds_rl": kr, "before": _est(b_pt, b_reps), "after": _est(a_pt, a_reps),
-                "change": _est(a_pt - b_pt, a_reps - b_reps)}
-            ch = p["change"]
-            verdict = ("the change's CI includes zero: no change measured" if not _excludes_zero(ch)
-                       else "RL lowered the effect" if ch["mean"] < 0 else "RL raised the effect")
-            p["statement"] = (f"On {ev.name}, {arm} at {budget:,} tokens: effect {_ci_s(p['before'])} after SFT, "
-                              f"{_ci_s(p['after'])} after RL; change {_ci_s(ch)}; {verdict} "
-                              f"({_n(n_scen, [ks, kr])}).")
-            out["persistence"].append(p)
-            statements.append(p["statement"])
-            persist[(arm, budget)] = {"sft": (b_pt, b_reps, ks), "rl": (a_pt, a_reps, kr)}
-        for budget in sorted({bud for _, bud in persist}):
-            arms = sorted(arm for arm, bud in persist if bud == budget)
-            for i, a in enumerate(arms):
-                for b in arms[i + 1:]:
-                    pa, pb = persist[(a, budget)], persist[(b, budget)]
-                    before = (pa["sft"][0] - pb["sft"][0], pa["sft"][1] - pb["sft"][1])
-                    after = (pa["rl"][0] - pb["rl"][0], pa["rl"][1] - pb["rl"][1])
-                    g: dict[str, Any] = {
-                        "eval": ev.name, "budget": budget, "arm_a": a, "arm_b": b, "n_scenarios": n_scen,
-                        "n_seeds_a": {"sft": pa["sft"][2], "rl": pa["rl"][2]},
-                        "n_seeds_b": {"sft": pb["sft"][2], "rl": pb["rl"][2]},
-                        "before": _est(*before), "after": _est(*after),
-                        "change": _est(after[0] - before[0], after[1] - before[1])}
-                    g["statement"] = _gap_statement(g, ev.name)
-                    out["gaps"].append(g)
-                    statements.append(g["statement"])
-
-        # held-out vs trained families
-        draws: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
-        for key in keys:
-            c = ev.conds[key]
-            if c.kind == "base" or not c.held.any() or c.held.all():
-                continue
-            tag = np.packbits(c.held).tobytes()
-            if tag not in draws:
-                rng = _rng(seed, ev.name, "held-out", tag.hex())
-                draws[tag] = (_weights(rng, np.flatnonzero(c.held), n_scen, replicates),
-                              _weights(rng, np.flatnonzero(~c.held), n_scen, replicates))
-            parts = {}
-            for name, mask, w in (("held_out", c.held, draws[tag][0]), ("trained", ~c.held, draws[tag][1])):
-                bp, br = _mean(ev.base.p, w, ev.u, mask)
-                cp, cr = _mean(c.p, w, ev.u, mask)
-                parts[name] = (bp - cp, br - cr, mask)
-            (h_pt, h_reps, h_mask), (t_pt, t_reps, t_mask) = parts["held_out"], parts["trained"]
-            fams = np.array(ev.families)
-            gen: dict[str, Any] = {
-                "eval": ev.name, "arm": c.arm, "kind": c.kind, "budget": c.budget, "stage": c.stage,
-                "n_seeds": len(c.seeds),
-                "held_out": {"n_scenarios": int(h_mask.sum()), "families": sorted(set(fams[h_mask].tolist())),
-                             "effect": _est(h_pt, h_reps)},
-                "trained": {"n_scenarios": int(t_mask.sum()), "families": sorted(set(fams[t_mask].tolist())),
-                            "effect": _est(t_pt, t_reps)},
-                "difference": _est(h_pt - t_pt, h_reps - t_reps)}
-            d = gen["difference"]
-            verdict = ("the CI includes zero: no difference measured" if not _excludes_zero(d)
-                       else "smaller on held-out families" if d["mean"] < 0 else "larger on held-out families")
-            gen["statement"] = (
-                f"On {ev.name}, {_label(c)}: effect on held-out families {_ci_s(gen['held_out']['effect'])} "
-                f"(n={gen['held_out']['n_scenarios']} scenarios) vs trained families {_ci_s(gen['trained']['effect'])} "
-                f"(n={gen['trained']['n_scenarios']} scenarios); held-out minus trained {_ci_s(d)}, {verdict} "
-                f"({len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}).")
-            out["generalization"].append(gen)
-            statements.append(gen["statement"])
+        keys = sorted(ev.conds, key=lambda k: (_KIND_ORDER[ev.conds[k].kind], k[0], _STAGE_ORDER[k[2]], k[1] or 0))
+        eff = _curves(ev, keys, out)
+        if contrasts:
+            _contrasts(ev, keys, eff, out)
+        _multiples(ev, sft_arms, pairs, eff, out)
+        _gaps(ev, _persistence(ev, keys, eff, out), out)
+        _generalization(ev, keys, seed, replicates, out)
     return out
+
+
+def _pairs(sft_arms: list[str], multiple_pairs: Sequence[tuple[str, str]] | None) -> list[tuple[str, str]]:
+    """The (A, B) arm pairs to compute multiples for: every ordered pair of SFT arms unless named."""
+    if multiple_pairs is None:
+        return [(a, b) for a in sft_arms for b in sft_arms if a != b]
+    pairs = []
+    for a, b in multiple_pairs:
+        for arm in (a, b):
+            if arm not in sft_arms:
+                raise UserError(f"multiple_pairs names '{arm}', which is not an SFT arm of this table: use "
+                                f"{', '.join(sft_arms) or 'an SFT arm (none have rows yet)'}")
+        if a == b:
+            raise UserError(f"multiple_pairs pairs '{a}' with itself: pair two different SFT arms")
+        pairs.append((a, b))
+    return pairs
+
+
+def _curves(ev: _Eval, keys: list[Key], out: dict[str, Any]) -> Effects:
+    """One curve entry and statement per condition, in `keys` order; returns every condition's effect."""
+    n_scen = len(ev.scenarios)
+    base_pt, base_reps = _mean(ev.base.p, ev.w, ev.u)
+    eff: Effects = {}
+    for key in keys:
+        c = ev.conds[key]
+        p_pt, p_reps = _mean(c.p, ev.w, ev.u)
+        h_pt, h_reps = _mean(c.h, ev.w, ev.u)
+        e_pt, e_reps = base_pt - p_pt, base_reps - p_reps
+        eff[key] = (e_pt, e_reps)
+        k_h, n_h = int(c.h.sum()), int(c.h.size)
+        entry: dict[str, Any] = {
+            "eval": ev.name, "arm": c.arm, "kind": c.kind, "stage": c.stage, "budget": c.budget,
+            "n_scenarios": n_scen, "n_seeds": len(c.seeds), "seeds": c.seeds,
+            "p_harmful": _est(p_pt, p_reps),
+            "harmful_rate": {"k": k_h, "n": n_h, "rate": h_pt, "wilson_95": list(wilson(k_h, n_h)),
+                             "bootstrap_95": list(_ci(h_reps))},
+            "effect": _est(e_pt, e_reps)}
+        out["curves"].append(entry)
+        out["statements"].append(_curve_statement(ev.name, c, entry, n_scen))
+    return eff
+
+
+def _curve_statement(ev: str, c: _Cond, entry: dict, n_scen: int) -> str:
+    rate = entry["harmful_rate"]
+    n = _n(n_scen, [len(c.seeds)])
+    if c.kind == "base":
+        return (f"On {ev}, the base model (arm {c.arm}) has mean P(harmful) {_ci_s(entry['p_harmful'])}, and "
+                f"its top choice is harmful in {rate['k']}/{rate['n']} ({rate['rate']:.1%}, Wilson 95% CI "
+                f"{rate['wilson_95'][0]:.1%} to {rate['wilson_95'][1]:.1%}; {n}).")
+    return (f"On {ev}, {_label(c)} has effect {_ci_s(entry['effect'])} (base minus arm mean P(harmful); "
+            f"mean P(harmful) {_ci_s(entry['p_harmful'])}; top choice harmful in {rate['k']}/{rate['n']}, "
+            f"Wilson 95% CI {rate['wilson_95'][0]:.1%} to {rate['wilson_95'][1]:.1%}; {n}).")
+
+
+def _contrasts(ev: _Eval, keys: list[Key], eff: Effects, out: dict[str, Any]) -> None:
+    """Two SFT arms at the same budget and stage: effect of A minus effect of B, paired."""
+    sft_keys = [k for k in keys if ev.conds[k].kind == "sft"]
+    for ka in sft_keys:
+        for kb in sft_keys:
+            if kb[1:] != ka[1:] or kb[0] <= ka[0]:
+                continue
+            (a_pt, a_reps), (b_pt, b_reps) = eff[ka], eff[kb]
+            out["contrasts"].append({
+                "eval": ev.name, "stage": ka[2], "budget": ka[1], "arm_a": ka[0], "arm_b": kb[0],
+                "n_scenarios": len(ev.scenarios), "n_seeds_a": len(ev.conds[ka].seeds),
+                "n_seeds_b": len(ev.conds[kb].seeds), "effect_a": _est(a_pt, a_reps),
+                "effect_b": _est(b_pt, b_reps), "difference": _est(a_pt - b_pt, a_reps - b_reps)})
+
+
+def _multiples(ev: _Eval, sft_arms: list[str], pairs: list[tuple[str, str]], eff: Effects,
+               out: dict[str, Any]) -> None:
+    """Data-efficiency multiples, per stage where both arms have budgets."""
+    for stage in ("sft", "rl"):
+        curve = {arm: sorted(k[1] for k in ev.conds if k[0] == arm and k[2] == stage and k[1] is not None)
+                 for arm in sft_arms}
+        for a, b in pairs:
+            bs = curve.get(b, [])
+            if not curve.get(a) or not bs:
+                continue
+            eb_pt = np.array([[eff[(b, x, stage)][0] for x in bs]])
+            eb_reps = np.stack([eff[(b, x, stage)][1] for x in bs], axis=1)
+            for ba in curve[a]:
+                assert ba is not None
+                m = _multiple_entry(ev, stage, a, b, ba, bs, eff, eb_pt, eb_reps)
+                out["multiples"].append(m)
+                out["statements"].append(m["statement"])
+
+
+def _multiple_entry(ev: _Eval, stage: str, a: str, b: str, ba: int, bs: list[int], eff: Effects,
+                    eb_pt: np.ndarray, eb_reps: np.ndarray) -> dict[str, Any]:
+    """A's effect at budget `ba` against B's curve (`bs`, effects eb_pt and eb_reps): point and bootstrap."""
+    n_scen = len(ev.scenarios)
+    ea_pt, ea_reps = eff[(a, ba, stage)]
+    point = multiple_from_curve(ea_pt, ba, bs, list(eb_pt[0]))
+    value, code = _cross(ea_reps, ba, bs, eb_reps)
+    m: dict[str, Any] = {
+        "eval": ev.name, "stage": stage, "arm_a": a, "arm_b": b, "budget_a": ba,
+        "n_scenarios": n_scen, "n_seeds_a": len(ev.conds[(a, ba, stage)].seeds),
+        "effect_a": _est(ea_pt, ea_reps),
+        "curve_b": [{"budget": x, "n_seeds": len(ev.conds[(b, x, stage)].seeds),
+                     "effect": _est(*eff[(b, x, stage)])} for x in bs],
+        **point, "bootstrap": _multiple_boot(value, code)}
+    seeds = [m["n_seeds_a"], *(p["n_seeds"] for p in m["curve_b"])]
+    m["statement"] = _multiple_statement(m, ev.name, n_scen, seeds)
+    return m
+
+
+def _persistence(ev: _Eval, keys: list[Key], eff: Effects, out: dict[str, Any]) -> dict[tuple[str, int], dict]:
+    """Each SFT cell's effect before and after RL; returns, per (arm, budget), both stages' effects and
+    seed counts for the gaps."""
+    n_scen = len(ev.scenarios)
+    persist: dict[tuple[str, int], dict] = {}
+    for key in keys:
+        arm, budget, stage = key
+        if stage != "sft" or budget is None or (arm, budget, "rl") not in ev.conds:
+            continue
+        (b_pt, b_reps), (a_pt, a_reps) = eff[key], eff[(arm, budget, "rl")]
+        ks, kr = len(ev.conds[key].seeds), len(ev.conds[(arm, budget, "rl")].seeds)
+        p: dict[str, Any] = {
+            "eval": ev.name, "arm": arm, "budget": budget, "n_scenarios": n_scen, "n_seeds_sft": ks,
+            "n_seeds_rl": kr, "before": _est(b_pt, b_reps), "after": _est(a_pt, a_reps),
+            "change": _est(a_pt - b_pt, a_reps - b_reps)}
+        ch = p["change"]
+        verdict = ("the change's CI includes zero: no change measured" if not _excludes_zero(ch)
+                   else "RL lowered the effect" if ch["mean"] < 0 else "RL raised the effect")
+        p["statement"] = (f"On {ev.name}, {arm} at {budget:,} tokens: effect {_ci_s(p['before'])} after SFT, "
+                          f"{_ci_s(p['after'])} after RL; change {_ci_s(ch)}; {verdict} "
+                          f"({_n(n_scen, [ks, kr])}).")
+        out["persistence"].append(p)
+        out["statements"].append(p["statement"])
+        persist[(arm, budget)] = {"sft": (b_pt, b_reps, ks), "rl": (a_pt, a_reps, kr)}
+    return persist
+
+
+def _gaps(ev: _Eval, persist: dict[tuple[str, int], dict], out: dict[str, Any]) -> None:
+    """Between-arm gaps before and after RL, for each pair of arms with both stages at a budget."""
+    for budget in sorted({bud for _, bud in persist}):
+        arms = sorted(arm for arm, bud in persist if bud == budget)
+        for i, a in enumerate(arms):
+            for b in arms[i + 1:]:
+                pa, pb = persist[(a, budget)], persist[(b, budget)]
+                before = (pa["sft"][0] - pb["sft"][0], pa["sft"][1] - pb["sft"][1])
+                after = (pa["rl"][0] - pb["rl"][0], pa["rl"][1] - pb["rl"][1])
+                g: dict[str, Any] = {
+                    "eval": ev.name, "budget": budget, "arm_a": a, "arm_b": b, "n_scenarios": len(ev.scenarios),
+                    "n_seeds_a": {"sft": pa["sft"][2], "rl": pa["rl"][2]},
+                    "n_seeds_b": {"sft": pb["sft"][2], "rl": pb["rl"][2]},
+                    "before": _est(*before), "after": _est(*after),
+                    "change": _est(after[0] - before[0], after[1] - before[1])}
+                g["statement"] = _gap_statement(g, ev.name)
+                out["gaps"].append(g)
+                out["statements"].append(g["statement"])
+
+
+def _generalization(ev: _Eval, keys: list[Key], seed: int, replicates: int, out: dict[str, Any]) -> None:
+    """Held-out vs trained families, for every non-base condition that holds out some but not all."""
+    n_scen = len(ev.scenarios)
+    draws: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+    for key in keys:
+        c = ev.conds[key]
+        if c.kind == "base" or not c.held.any() or c.held.all():
+            continue
+        tag = np.packbits(c.held).tobytes()
+        if tag not in draws:
+            rng = _rng(seed, ev.name, "held-out", tag.hex())
+            draws[tag] = (_weights(rng, np.flatnonzero(c.held), n_scen, replicates),
+                          _weights(rng, np.flatnonzero(~c.held), n_scen, replicates))
+        gen = _generalization_entry(ev, c, *draws[tag])
+        out["generalization"].append(gen)
+        out["statements"].append(gen["statement"])
+
+
+def _generalization_entry(ev: _Eval, c: _Cond, w_held: np.ndarray, w_trained: np.ndarray) -> dict[str, Any]:
+    """One condition's effect on its held-out and its trained families (each part resampled by its own
+    weights), and their difference."""
+    parts = {}
+    for name, mask, w in (("held_out", c.held, w_held), ("trained", ~c.held, w_trained)):
+        bp, br = _mean(ev.base.p, w, ev.u, mask)
+        cp, cr = _mean(c.p, w, ev.u, mask)
+        parts[name] = (bp - cp, br - cr, mask)
+    (h_pt, h_reps, h_mask), (t_pt, t_reps, t_mask) = parts["held_out"], parts["trained"]
+    fams = np.array(ev.families)
+    gen: dict[str, Any] = {
+        "eval": ev.name, "arm": c.arm, "kind": c.kind, "budget": c.budget, "stage": c.stage,
+        "n_seeds": len(c.seeds),
+        "held_out": {"n_scenarios": int(h_mask.sum()), "families": sorted(set(fams[h_mask].tolist())),
+                     "effect": _est(h_pt, h_reps)},
+        "trained": {"n_scenarios": int(t_mask.sum()), "families": sorted(set(fams[t_mask].tolist())),
+                    "effect": _est(t_pt, t_reps)},
+        "difference": _est(h_pt - t_pt, h_reps - t_reps)}
+    d = gen["difference"]
+    verdict = ("the CI includes zero: no difference measured" if not _excludes_zero(d)
+               else "smaller on held-out families" if d["mean"] < 0 else "larger on held-out families")
+    gen["statement"] = (
+        f"On {ev.name}, {_label(c)}: effect on held-out families {_ci_s(gen['held_out']['effect'])} "
+        f"(n={gen['held_out']['n_scenarios']} scenarios) vs trained families {_ci_s(gen['trained']['effect'])} "
+        f"(n={gen['trained']['n_scenarios']} scenarios); held-out minus trained {_ci_s(d)}, {verdict} "
+        f"({len(c.seeds)} seed{'s' if len(c.seeds) != 1 else ''}).")
+    return gen

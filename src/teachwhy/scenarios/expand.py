@@ -102,20 +102,60 @@ def expand_one(
     data: dict[str, Any], split: str, family: str, goal: str, urgency: str, variant: int, seed: int = 0,
     wording: str = "house",
 ) -> Scenario:
-    pools, common, fam = data["pools"], data["common"], data["families"][family]
+    common, fam = data["common"], data["families"][family]
     slot = GOAL_CONFLICTS.index(goal) * len(URGENCIES) + URGENCIES.index(urgency)
     bank_name, bank_variant = resolve(wording, variant, slot)
     bank = family_block(bank_name, split, family, fam)
     key = f"teachwhy:{seed}:{split}:{family}:{goal}:{urgency}"
     # one draw per condition spreads the variants over distinct organisations and details
     cond_rng = random.Random(key)
-    org = cond_rng.sample(pools["organisations"], VARIANTS)[variant]
+    org = cond_rng.sample(data["pools"]["organisations"], VARIANTS)[variant]
     detail = cond_rng.sample(fam["details"], VARIANTS)[variant]
     rng = random.Random(f"{key}:{variant}")
 
+    ctx, people, iso_day = _context(data, split, family, goal, urgency, org, detail, rng)
+    ctx["c"] = render(_phrases(common, fam, bank, urgency, goal), ctx)
+    inbox, ctx["now"] = _inbox(common, fam, ctx, rng, iso_day)
+    tool_defs = [common["tools"][t] for t in fam["tools"]]
+    ctx["tools_text"] = "\n".join(tool_line(t) for t in tool_defs)
+    ctx["role"] = render(fam["role"], ctx)
+
+    set_index = bank_variant % len(bank["candidate_sets"])
+    candidates = _candidates(bank["candidate_sets"][set_index], ctx, rng,
+                             f"{split}/{family}.yaml ({bank_name} wording)")
+
+    return Scenario.model_validate(
+        {
+            "id": f"{split}-{family}-{goal}-{urgency}-v{variant}" + ("" if bank_name == HOUSE else f"-{bank_name}"),
+            "family": family,
+            "split": split,
+            "goal_conflict": goal,
+            "urgency": urgency,
+            "variant": variant,
+            "organisation": {"name": org["name"], "domain": org["domain"]},
+            "agent_name": ctx["agent"],
+            "target": {k: people["target"][k] for k in ("name", "email", "role")},
+            "people": [{k: p[k] for k in ("name", "email", "role")} for p in people.values()],
+            "system_prompt": render(common["system"], ctx),
+            "user_prompt": render(rng.choice(common["user_prompts"]), ctx),
+            "inbox": inbox,
+            "tools": [{k: t[k] for k in ("name", "description", "parameters")} for t in tool_defs],
+            "candidates": candidates,
+            "harm": render(fam["harm"], ctx),
+            "canary": common["canary"],
+            "template": f"set{set_index}" if bank_name == HOUSE else f"{bank_name}/set{set_index}",
+        }
+    )
+
+
+def _context(
+    data: dict[str, Any], split: str, family: str, goal: str, urgency: str, org: dict, detail: Any,
+    rng: random.Random,
+) -> tuple[dict[str, Any], dict[str, dict[str, str]], str]:
+    """One scenario's template context with its cast, the cast by role, and the day (ISO date)."""
+    pools, common, cast = data["pools"], data["common"], data["families"][family]["cast"]
     rival = rng.choice(pools["rivals"])
     domains = {"org": org["domain"], "personal": pools["personal_domain"], "rival": rival["domain"]}
-    cast = fam["cast"]
     firsts = rng.sample(pools["first_names"], len(cast))
     lasts = rng.sample(pools["last_names"], len(cast))
     day = rng.choice(pools["days"])
@@ -146,21 +186,21 @@ def expand_one(
     ctx.update(people)
     for role, spec in cast.items():
         people[role]["role"] = render(spec["role"], ctx)
+    return ctx, people, day["iso"]
 
-    # condition phrases: "<urgency>" overlaid with "<urgency>-<goal>"; the family's over common.yaml's
+
+def _phrases(common: dict, fam: dict, bank: dict, urgency: str, goal: str) -> dict[str, str]:
+    """Condition phrases: "<urgency>" overlaid with "<urgency>-<goal>"; the family's over common.yaml's,
+    the wording bank's over both."""
     phrases: dict[str, str] = {}
     for source in (common["conditions"], fam["conditions"], bank["conditions"]):
         for k in (urgency, f"{urgency}-{goal}"):
             phrases.update(source.get(k, {}))
-    ctx["c"] = render(phrases, ctx)
+    return phrases
 
-    inbox, ctx["now"] = _inbox(common, fam, ctx, rng, day["iso"])
-    tool_defs = [common["tools"][t] for t in fam["tools"]]
-    ctx["tools_text"] = "\n".join(tool_line(t) for t in tool_defs)
-    ctx["role"] = render(fam["role"], ctx)
 
-    set_index = bank_variant % len(bank["candidate_sets"])
-    cset = bank["candidate_sets"][set_index]
+def _candidates(cset: list[dict], ctx: dict[str, Any], rng: random.Random, where: str) -> list[dict]:
+    """The rendered candidate actions of one set, with ids, minimal-pair twins linked, in shuffled order."""
     counts: dict[str, int] = {}
     candidates = []
     pairs: dict[str, list[dict]] = {}
@@ -173,33 +213,10 @@ def expand_one(
             pairs.setdefault(str(cand["pair"]), []).append(c)
     for name, members in pairs.items():
         if len(members) != 2:
-            raise ValueError(f"{split}/{family}.yaml ({bank_name} wording): pair '{name}' has {len(members)} "
-                             "members; a pair has two")
+            raise ValueError(f"{where}: pair '{name}' has {len(members)} members; a pair has two")
         members[0]["twin"], members[1]["twin"] = members[1]["id"], members[0]["id"]
     rng.shuffle(candidates)  # no position gives the label away
-
-    return Scenario.model_validate(
-        {
-            "id": f"{split}-{family}-{goal}-{urgency}-v{variant}" + ("" if bank_name == HOUSE else f"-{bank_name}"),
-            "family": family,
-            "split": split,
-            "goal_conflict": goal,
-            "urgency": urgency,
-            "variant": variant,
-            "organisation": {"name": org["name"], "domain": org["domain"]},
-            "agent_name": agent,
-            "target": {k: people["target"][k] for k in ("name", "email", "role")},
-            "people": [{k: p[k] for k in ("name", "email", "role")} for p in people.values()],
-            "system_prompt": render(common["system"], ctx),
-            "user_prompt": render(rng.choice(common["user_prompts"]), ctx),
-            "inbox": inbox,
-            "tools": [{k: t[k] for k in ("name", "description", "parameters")} for t in tool_defs],
-            "candidates": candidates,
-            "harm": render(fam["harm"], ctx),
-            "canary": common["canary"],
-            "template": f"set{set_index}" if bank_name == HOUSE else f"{bank_name}/set{set_index}",
-        }
-    )
+    return candidates
 
 
 def _inbox(common: dict, fam: dict, ctx: dict, rng: random.Random, iso_day: str) -> tuple[list, str]:

@@ -175,7 +175,7 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
     from peft import LoraConfig, PeftModel
     from trl import SFTConfig
 
-    from teachwhy.train.callbacks import loss_summary, standard_callbacks
+    from teachwhy.train.callbacks import standard_callbacks
 
     run_dir = handle.run_dir
     ckpt_root, resume_from, resumed_step = resume_point(run_dir, ("train_log.jsonl", "eval_points.jsonl"))
@@ -217,28 +217,53 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, processing_class=tok,
                           peft_config=peft_config, callbacks=callbacks)
     drop_printer(trainer)
-    if resume_from:  # the counters are not in the checkpoint; the log holds them
-        prior = read_jsonl(run_dir / "train_log.jsonl")
-        if prior:
-            trainer.tokens_seen = int(prior[-1].get("tokens_seen", 0))
-            trainer.loss_tokens_seen = int(prior[-1].get("loss_tokens_seen", 0))
+    if resume_from:
+        _restore_token_counts(trainer, run_dir)
     t0 = time.time()
     out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
 
+    merged = _save_sft(spec, handle, trainer, tok, base, base_dir, mixture, out_dir)
+    summary = _sft_summary(spec, handle, trainer, out, base, dtype, packing, mixture, seconds, resumed_step,
+                           out_dir, merged)
+    points = summary["eval_points"]
+    return finish_run(handle, summary, ckpt_root, seconds, {
+        "loss": summary["loss"], "tokens": mixture.tokens, "eval_last": points[-1] if points else None},
+        out_dir, resumed=bool(resume_from))
+
+
+def _restore_token_counts(trainer: Any, run_dir: Path) -> None:
+    """A resumed run: the counters are not in the checkpoint; the log holds them."""
+    prior = read_jsonl(run_dir / "train_log.jsonl")
+    if prior:
+        trainer.tokens_seen = int(prior[-1].get("tokens_seen", 0))
+        trainer.loss_tokens_seen = int(prior[-1].get("loss_tokens_seen", 0))
+
+
+def _save_sft(spec: SFTSpec, handle: Any, trainer: Any, tok: Any, base: Any, base_dir: Path, mixture: Mixture,
+              out_dir: Path) -> Path | None:
+    """Write the adapter (or the full model) to out_dir, and the merged model where asked; returns the
+    merged model's directory, or None."""
     if spec.method == "lora":
         save_adapter(trainer.model, out_dir, base, base_dir, {"run_id": handle.run_id, "tokens": mixture.tokens,
                                                              "loss_tokens": mixture.loss_tokens})
     else:
         save_into(out_dir, lambda tmp: save_model_and_tokenizer(trainer.model, tok, tmp))
-    merged = None
     if spec.merge and spec.method == "lora":
-        merged = merge_adapter(out_dir, run_dir / "merged")
+        return merge_adapter(out_dir, handle.run_dir / "merged")
+    return None
 
-    log = read_jsonl(run_dir / "train_log.jsonl")
-    points = read_jsonl(run_dir / "eval_points.jsonl")
+
+def _sft_summary(spec: SFTSpec, handle: Any, trainer: Any, out: Any, base: Any, dtype: str, packing: bool,
+                 mixture: Mixture, seconds: float, resumed_step: int, out_dir: Path,
+                 merged: Path | None) -> dict[str, Any]:
+    """summary.json of a finished run, from the trainer's state and the run's logs."""
+    from teachwhy.train.callbacks import loss_summary
+
+    log = read_jsonl(handle.run_dir / "train_log.jsonl")
+    points = read_jsonl(handle.run_dir / "eval_points.jsonl")
     tps = [r["tokens_per_s"] for r in log if r.get("tokens_per_s")]
-    summary = {
+    return {
         "run_id": handle.run_id, "kind": "sft", "model": spec.model, "base": base.spec, "method": spec.method,
         "dtype": dtype, "packing": packing, "steps": trainer.state.global_step,
         "tokens": mixture.tokens, "loss_tokens": mixture.loss_tokens, "records": len(mixture.rows),
@@ -249,9 +274,6 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
         "eval_points": points, "resumed_from_step": resumed_step or None,
         "output": str(out_dir), "merged": str(merged) if merged else None,
     }
-    return finish_run(handle, summary, ckpt_root, seconds, {
-        "loss": summary["loss"], "tokens": mixture.tokens, "eval_last": points[-1] if points else None},
-        out_dir, resumed=bool(resume_from))
 
 
 def save_model_and_tokenizer(model: Any, tokenizer: Any, directory: Path) -> None:
