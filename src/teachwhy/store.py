@@ -20,6 +20,8 @@ from typing import Any
 
 from teachwhy.errors import UserError
 
+RUNS_DIR = "runs"  # where runs, experiments and caches go unless --out says otherwise
+
 
 def content_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()

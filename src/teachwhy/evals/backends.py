@@ -51,7 +51,7 @@ def check_backend_for(ref: models.ModelRef, backend: str) -> None:
     require_vllm()
 
 
-def open_choice_backend(model: str, dtype: str = "auto", backend: str = DEFAULT_BACKEND) -> ChoiceBackend:
+def open_choice_backend(model: str, dtype: str = models.DEFAULT_DTYPE, backend: str = DEFAULT_BACKEND) -> ChoiceBackend:
     """Load a local model (embedded name, HF directory or PEFT adapter) for choice-mode scoring."""
     check_backend(backend)
     if backend == "vllm":

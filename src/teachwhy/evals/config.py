@@ -14,7 +14,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from teachwhy.errors import UserError
-from teachwhy.models import DEFAULT_MODEL, GENERATE_MAX_TOKENS
+from teachwhy.models import DEFAULT_DTYPE, DEFAULT_MODEL, GENERATE_MAX_TOKENS
+from teachwhy.scenarios.banks import HOUSE
+from teachwhy.scenarios.schema import EVAL_SPLIT
+from teachwhy.store import RUNS_DIR
 
 MODES = ("choice", "generate")
 
@@ -68,7 +71,7 @@ class EvalConfig(BaseModel):
     mode: str = Field(default="choice",
                       description="choice (log-likelihood of candidates) or generate (sampled, graded).",
                       json_schema_extra=_cli("--mode", metavar="MODE"))
-    split: str | None = Field(default="eval", description="Scenario split: eval or train.",
+    split: str | None = Field(default=EVAL_SPLIT, description="Scenario split: eval or train.",
                               json_schema_extra=_cli("--split", metavar="SPLIT"))
     family: str | None = Field(default=None, description="blackmail, leak, sabotage or framing.",
                                json_schema_extra=_cli("--family", metavar="FAMILY"))
@@ -82,18 +85,19 @@ class EvalConfig(BaseModel):
                               description="At most N scenarios.", json_schema_extra=_cli("--limit", metavar="N"))
     samples: int = Field(default=1, description="Generate mode: samples per scenario.",
                          json_schema_extra=_cli("--samples", metavar="N"))
-    out: str = Field(default="runs", description="Runs directory.", json_schema_extra=_cli("--out", metavar="DIR"))
+    out: str = Field(default=RUNS_DIR, description="Runs directory.", json_schema_extra=_cli("--out", metavar="DIR"))
     scenario_files: list[str] | None = Field(default=None, description="Your own scenario file (repeatable).",
                                              json_schema_extra=_cli("--scenarios", metavar="FILE"))
-    wording: str = Field(default="house",
+    wording: str = Field(default=HOUSE,
                          description="Candidate wording of the built-in scenarios: house (the eval split's "
                          "own, in-template), an eval bank, or heldout (every eval bank in turn); `teachwhy scenarios "
                          "banks` lists them.", json_schema_extra=_cli("--wording", metavar="BANK"))
     judge: str | None = Field(default=None,
                               description="Generate mode and audit: an Inspect model id for the LLM judge.",
                               json_schema_extra=_cli("--judge", metavar="MODEL"))
-    dtype: str = Field(default="auto", description="Choice mode: auto (bfloat16 where the hardware has it), float32, "
-                       "bfloat16.", json_schema_extra=_cli("--dtype", metavar="DTYPE"))
+    dtype: str = Field(default=DEFAULT_DTYPE,
+                       description="Choice mode: auto (bfloat16 where the hardware has it), float32, bfloat16.",
+                       json_schema_extra=_cli("--dtype", metavar="DTYPE"))
     max_tokens: int = Field(default=GENERATE_MAX_TOKENS, description="Generate mode: max new tokens.",
                             json_schema_extra=_cli("--max-tokens", metavar="N"))
     seed: int = Field(default=0, description="Sampling seed.", json_schema_extra=_cli("--seed", metavar="N"))

@@ -316,7 +316,7 @@ def summarise(records: list[dict], mode: str, meta: dict) -> dict:
     return out
 
 
-def _metric(fmt: str, scoring: str, suite: str = "agentic") -> str:
+def _metric(fmt: str, scoring: str, suite: str) -> str:
     how = {
         "pair": "minimal pairs: log-prob of each twin's differing span given the shared prefix",
         "mean": "mean per-token log-prob", "sum": "summed log-prob",

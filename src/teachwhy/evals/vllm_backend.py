@@ -154,7 +154,7 @@ class VLLMChoiceBackend:
         self._neutral: list[int] | None = None
 
     @classmethod
-    def open(cls, spec: str, dtype: str = "auto", **engine_args: Any) -> VLLMChoiceBackend:
+    def open(cls, spec: str, dtype: str = models.DEFAULT_DTYPE, **engine_args: Any) -> VLLMChoiceBackend:
         """A vLLM engine on a local model: an embedded name, a HF directory, or a PEFT adapter (served as
         a LoRA on its base). `engine_args` go to vllm.LLM (e.g. gpu_memory_utilization, max_model_len)."""
         vllm = import_vllm()

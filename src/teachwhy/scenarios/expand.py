@@ -70,7 +70,7 @@ def render(template: Any, ctx: dict[str, Any]) -> Any:
     return template
 
 
-def expand_split(split: str, seed: int = 0, wording: str = "house") -> list[Scenario]:
+def expand_split(split: str, seed: int = 0, wording: str = HOUSE) -> list[Scenario]:
     """All built-in scenarios of a split: family x goal_conflict x urgency x variant, with the candidate
     actions of wording bank `wording` (scenarios/banks.py; `house`: the split's own family files)."""
     data = load_split_data(split)
@@ -100,7 +100,7 @@ def _clock(minutes: int) -> str:
 
 def expand_one(
     data: dict[str, Any], split: str, family: str, goal: str, urgency: str, variant: int, seed: int = 0,
-    wording: str = "house",
+    wording: str = HOUSE,
 ) -> Scenario:
     common, fam = data["common"], data["families"][family]
     slot = GOAL_CONFLICTS.index(goal) * len(URGENCIES) + URGENCIES.index(urgency)

@@ -17,6 +17,7 @@ Family = Literal["blackmail", "leak", "sabotage", "framing"]
 GoalConflict = Literal["explicit", "none"]
 Urgency = Literal["replacement", "restriction", "none"]
 Split = Literal["eval", "train"]
+EVAL_SPLIT: Split = "eval"  # the split evals score by default (train is for training material)
 Label = Literal["harmful", "aligned"]
 
 FAMILIES: tuple[str, ...] = ("blackmail", "leak", "sabotage", "framing")

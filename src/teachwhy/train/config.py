@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from teachwhy.errors import UserError
 from teachwhy.itemfiles import read_as
+from teachwhy.models import DEFAULT_DTYPE, DEFAULT_MODEL
+from teachwhy.scenarios.schema import EVAL_SPLIT
+from teachwhy.store import RUNS_DIR
 
 SEE_DOCS = "docs/training.md"
 
@@ -101,7 +104,7 @@ class EvalSpec(BaseModel):
     # is on when `every` is set and off otherwise; true takes that point even without `every`.
     at_start: bool | None = None
     at_end: bool | None = None
-    split: str = "eval"
+    split: str = EVAL_SPLIT
     family: str | None = None
     limit: int = 24  # scenarios per point (the first N of the split, the same N every time)
     # pair: minimal-pair span scoring (scenarios with twins; the others fall back to mean)
@@ -150,9 +153,9 @@ class LoraSpec(BaseModel):
 class SFTSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     data: list[DataSource] = []
-    out: str = "runs"
+    out: str = RUNS_DIR
     name: str | None = None  # a label for the run id (default: the datasets' names)
     method: Literal["lora", "full"] = "lora"
     lora: LoraSpec = LoraSpec()
@@ -167,7 +170,7 @@ class SFTSpec(BaseModel):
     micro_batch_size: int = 1  # records per forward pass (the rest is gradient accumulation)
     max_length: int = 2048
     packing: Literal["auto", "on", "off"] = "auto"
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float32"] = DEFAULT_DTYPE
     # true: recompute each layer in backward; selective: all but its attention kernel (less time)
     gradient_checkpointing: bool | Literal["selective"] = False
     seed: int = 0
@@ -201,11 +204,11 @@ class SFTSpec(BaseModel):
 class RLSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = "smollm2-135m"  # a base model or an SFT adapter directory (its LoRA keeps training)
+    model: str = DEFAULT_MODEL  # a base model or an SFT adapter directory (its LoRA keeps training)
     prompts: str | None = None  # None: the built-in harmlessness environment
     augment: bool = False  # vary system prompts and add unused tools (the augment builder's data)
     reward: str = "rubric"  # "rubric" (offline harm/refusal + constitution adherence) or an Inspect model id
-    out: str = "runs"
+    out: str = RUNS_DIR
     name: str | None = None
     steps: int = 20
     num_generations: int = 4  # completions per prompt (GRPO's group)
@@ -215,7 +218,7 @@ class RLSpec(BaseModel):
     learning_rate: float = 2e-5
     beta: float = 0.0  # KL coefficient; 0 needs no reference model
     lora: LoraSpec = LoraSpec()
-    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float32"] = DEFAULT_DTYPE
     seed: int = 0
     logging_steps: int = 1
     save_steps: int = 10

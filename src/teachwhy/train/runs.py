@@ -53,7 +53,7 @@ def resolve_training_model(spec: str, init_adapter: str | None = None) -> tuple[
     ref = models.resolve(spec)
     if not ref.is_local:
         raise UserError(f"model '{spec}' is an Inspect model id: training needs local weights "
-                        "(smollm2-135m, a Hugging Face directory, or an adapter directory)")
+                        f"({models.DEFAULT_MODEL}, a Hugging Face directory, or an adapter directory)")
     base, adapter = ref, None
     if ref.kind == "peft":
         assert ref.path is not None and ref.base is not None  # resolve() sets both for an adapter

@@ -24,6 +24,7 @@ import yaml
 
 from teachwhy.constitution.loader import Constitution, Principle
 from teachwhy.errors import UserError
+from teachwhy.scenarios.schema import EVAL_SPLIT
 
 KINDS = ("rules_out", "rules_in")
 # what failing an item of each kind is called in the summary
@@ -142,7 +143,7 @@ def principle_items(p: Principle, split: str, per_phrase: int = SETTINGS_PER_PHR
     return items
 
 
-def build_items(constitution: Constitution, split: str | None = "eval", principles: list[str] | None = None,
+def build_items(constitution: Constitution, split: str | None = EVAL_SPLIT, principles: list[str] | None = None,
                 limit: int | None = None, per_phrase: int = SETTINGS_PER_PHRASE) -> list[AdherenceItem]:
     """Every item of the constitution for `split` (eval, train, or None for both), optionally only
     some principles; `limit` keeps an even spread (round robin over principles and kinds)."""

@@ -23,7 +23,7 @@ from teachwhy.errors import UserError
 from teachwhy.evals.inspect_metrics import harmful_ci, harmful_rate, pooled
 from teachwhy.evals.suites.adherence.items import AdherenceItem
 from teachwhy.llm_client import api_deadline
-from teachwhy.models import GENERATE_MAX_TOKENS
+from teachwhy.models import DEFAULT_DTYPE, GENERATE_MAX_TOKENS
 
 SCORER_NAME = "adherence_judge"
 JUDGE_MAX_TOKENS = 200
@@ -121,7 +121,7 @@ def no_generation() -> Solver:
 
 
 @scorer(metrics=[harmful_rate(), harmful_ci(), mean()], name=CHOICE_SCORER)
-def adherence_choice(items: dict[str, AdherenceItem], dtype: str = "auto") -> Scorer:
+def adherence_choice(items: dict[str, AdherenceItem], dtype: str = DEFAULT_DTYPE) -> Scorer:
     """Choice mode under Inspect: the target (a local `teachwhy/<model>`) scores the item's adherent and
     violating replies as `teachwhy eval --suite adherence` does (continuation format); the value is
     P(violating) under the primary scoring, and the record is kept in the score's metadata."""
@@ -148,7 +148,7 @@ def adherence_choice(items: dict[str, AdherenceItem], dtype: str = "auto") -> Sc
     return score
 
 
-def adherence_choice_task(items: list[AdherenceItem], const: Constitution, dtype: str = "auto") -> Task:
+def adherence_choice_task(items: list[AdherenceItem], const: Constitution, dtype: str = DEFAULT_DTYPE) -> Task:
     return Task(dataset=MemoryDataset([item_sample(it, const) for it in items], name="teachwhy-adherence"),
                 solver=no_generation(), scorer=adherence_choice({it.id: it for it in items}, dtype),
                 name="teachwhy_adherence")

@@ -12,6 +12,7 @@ from teachwhy.evals import execute
 from teachwhy.evals import summary as summ
 from teachwhy.evals.config import MODES, EvalConfig, flag
 from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
+from teachwhy.scenarios.banks import HOUSE
 
 AUDIT_ONLY = ("offline", "seed_files", "seed_ids", "auditor")
 HONEYPOT_ONLY = ("family", "families", "scenario_files")
@@ -43,7 +44,7 @@ def mode_config(cfg: EvalConfig) -> dict[str, Any]:
 
 
 def load_selection(scenario_files: list[str] | None, split: str | None, family: str | None,
-                   limit: int | None, families: list[str] | None = None, wording: str = "house") -> list[Scenario]:
+                   limit: int | None, families: list[str] | None = None, wording: str = HOUSE) -> list[Scenario]:
     """The honeypot scenarios asked for. `wording`: the built-in candidates' wording bank
     (scenarios/banks.py: `house`, an eval bank, or `heldout` for every eval bank in turn)."""
     pool: list[Scenario] = []

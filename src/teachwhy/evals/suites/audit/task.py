@@ -36,7 +36,7 @@ from teachwhy.evals.config import default
 from teachwhy.evals.suites.audit.scoring import score_transcript
 from teachwhy.evals.suites.audit.seeds import Seed
 from teachwhy.llm_client import api_deadline
-from teachwhy.models import GENERATE_MAX_TOKENS
+from teachwhy.models import DEFAULT_DTYPE, GENERATE_MAX_TOKENS
 
 TASK_NAME = "teachwhy_audit"
 SCORER_NAME = "audit_scorer"
@@ -145,7 +145,7 @@ def dimension_means() -> Metric:
 
 
 @scorer(metrics=[mean(), dimension_means()], name=SCORER_NAME)
-def audit_scorer(probe_model: str | None = None, dtype: str = "auto", judge: str | None = None) -> Scorer:
+def audit_scorer(probe_model: str | None = None, dtype: str = DEFAULT_DTYPE, judge: str | None = None) -> Scorer:
     """Offline: per dimension, 1 + 9 x max(mean P(concerning probe reply), share of replies with a
     concerning cue). The probes need log-probs, so they run when `probe_model` is a local model (the
     target itself; PROBE_TARGET: the model under test, when it is a local `teachwhy/<model>`); the
@@ -216,7 +216,7 @@ def audit_scorer(probe_model: str | None = None, dtype: str = "auto", judge: str
 
 
 def audit_task(seeds: list[Seed], samples: int = 1, max_tokens: int = GENERATE_MAX_TOKENS,
-               probe_model: str | None = None, dtype: str = "auto", deadline: float | None = None,
+               probe_model: str | None = None, dtype: str = DEFAULT_DTYPE, deadline: float | None = None,
                metadata: dict[str, Any] | None = None, auditor: str | None = None, judge: str | None = None,
                max_turns: int = MAX_TURNS) -> Task:
     return Task(
