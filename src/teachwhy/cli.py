@@ -5,79 +5,32 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from typer._click import ClickException  # typer vendors Click: its errors are not click's
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from teachwhy.cli_experiment import exp_app, register_report
+from teachwhy.console import CliCommand, err, new_typer, out
+from teachwhy.console import progress as _progress
 from teachwhy.data.wording import DEFAULT_THRESHOLD as WORDING_THRESHOLD
 from teachwhy.errors import UserError
-
-if TYPE_CHECKING:  # (and its commands take typer._click's contexts and formatters)
-    from typer._click import Command, Context, HelpFormatter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-# -- help without typer's `<type>` placeholders ----------------------------------------------------
-# typer prints a `<str>`, `<int>` or `<bool>` column beside every parameter, flags (and --help)
-# included. Our help shows a flag as just its name (`--json`, `--merge/--no-merge`), a value option
-# with its metavar (`--out DIR`), and an argument by its metavar alone.
-_TYPE_METAVARS = {"int": "N", "float": "NUMBER", "str": "TEXT", "Path": "PATH"}
-
-
-def _argument_type(ctx: Context) -> None:
-    return None  # the argument's metavar (its name in the help) says what to give
-
-
-def _clean_help_params(command: Command, ctx: Context) -> None:
-    for p in command.get_params(ctx):
-        if isinstance(p, TyperOption):
-            if p.is_flag:
-                p.metavar = ""
-            elif p.metavar is None:
-                bare = p.bare_type().removeprefix("list[").removesuffix("]")
-                p.metavar = _TYPE_METAVARS.get(bare, "VALUE")
-        elif isinstance(p, TyperArgument):
-            p.display_type_rich = _argument_type  # type: ignore[method-assign]
-
-
-class _Command(TyperCommand):
-    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        _clean_help_params(self, ctx)
-        super().format_help(ctx, formatter)
-
-
-class _Group(TyperGroup):
-    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        _clean_help_params(self, ctx)
-        super().format_help(ctx, formatter)
-
-
-def _typer(**kw) -> typer.Typer:
-    return typer.Typer(cls=_Group, **kw)
-
-
-app = _typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = new_typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
              help="Train and evaluate models that learned why: honeypot evals, why-data, experiments.")
-models_app = _typer(no_args_is_help=True, help="The model registry.")
-scen_app = _typer(no_args_is_help=True, help="Honeypot scenarios.")
+models_app = new_typer(no_args_is_help=True, help="The model registry.")
+scen_app = new_typer(no_args_is_help=True, help="Honeypot scenarios.")
 app.add_typer(models_app, name="models")
 app.add_typer(scen_app, name="scenarios")
-data_app = _typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
+data_app = new_typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
 app.add_typer(data_app, name="data")
-train_app = _typer(no_args_is_help=True, help="Training: SFT on why-data, GRPO on harmlessness environments.")
+train_app = new_typer(no_args_is_help=True, help="Training: SFT on why-data, GRPO on harmlessness environments.")
 app.add_typer(train_app, name="train")
 
-# Piped output (logs, CI) gets a wide console so the tables are not folded.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 _state = {"debug": False}
 
 
@@ -86,78 +39,8 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
-# -- progress: a live bar on a terminal, plain lines in a log ---------------------------------------
-class ProgressLines:
-    """Progress as plain lines, for a stderr that is not a terminal (CI, nohup, a pipe), where a live
-    bar shows nothing: `eval choice · smollm2-135m: 12/48 scenarios (25%), 40 s elapsed`. A line is
-    written when another tenth of the total is done or `every_s` seconds have passed since the last
-    line, whichever comes first, and `finish` writes the last state if no line showed it yet."""
-
-    def __init__(self, label: str, unit: str, write: Callable[[str], None], every_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.label, self.unit, self.write, self.every_s, self.clock = label, unit, write, every_s, clock
-        self.t0 = self.last_t = clock()
-        self.done, self.note = 0, ""
-        self.total: int | None = None
-        self.shown_done, self.shown_tenth = 0, 0
-
-    def update(self, done: int, total: int | None = None, note: str | None = None) -> None:
-        self.done, self.total = done, total or None
-        if note is not None:
-            self.note = note
-        if done <= self.shown_done:
-            return
-        tenth = done * 10 // self.total if self.total else 0
-        now = self.clock()
-        if tenth > self.shown_tenth or now - self.last_t >= self.every_s:
-            self._line(now, "elapsed")
-
-    def finish(self) -> None:
-        if self.done != self.shown_done:
-            self._line(self.clock(), "in all")
-
-    def _line(self, now: float, when: str) -> None:
-        of = f"/{self.total} {self.unit} ({self.done / self.total:.0%})" if self.total else f" {self.unit}"
-        note = f", {self.note}" if self.note else ""
-        self.write(f"{self.label}: {self.done}{of}, {now - self.t0:.0f} s {when}{note}")
-        self.shown_done, self.last_t = self.done, now
-        self.shown_tenth = self.done * 10 // self.total if self.total else 0
-
-
-@contextmanager
-def _progress(label: str, unit: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """update(done, total=None, note=None) for a long step: a rich bar on stderr when stderr is a
-    terminal, else ProgressLines on stderr (stdout stays for results, e.g. --json)."""
-    if not err.is_terminal:
-        lines = ProgressLines(label, unit, lambda text: err.print(text, markup=False, highlight=False,
-                                                                  soft_wrap=True))
-        yield lines.update
-        lines.finish()
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True) as prog:
-        task = prog.add_task(label, total=total, note="")
-
-        def update(done: int, total: int | None = None, note: str | None = None) -> None:
-            if note is None:
-                prog.update(task, completed=done, total=total or None)
-            else:
-                prog.update(task, completed=done, total=total or None, note=note)
-
-        yield update
-
-
 # -- models ---------------------------------------------------------------------------------------
-@models_app.command("list", cls=_Command)
+@models_app.command("list", cls=CliCommand)
 def models_list(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """List the embedded models and whether they are prepared."""
     from teachwhy import models
@@ -174,7 +57,7 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print the li
               "model id (openai/..., anthropic/..., vllm/..., hf/...).")
 
 
-@models_app.command("prepare", cls=_Command)
+@models_app.command("prepare", cls=CliCommand)
 def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
                    force: bool = typer.Option(False, "--force", help="Rebuild the cache."),
                    verify: bool = typer.Option(False, "--verify",
@@ -190,7 +73,7 @@ def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
     out.print(f"{name}: {d}" + (note.get(models.last_check(d) or "", "") if verify else ""))
 
 
-@models_app.command("tiny", cls=_Command)
+@models_app.command("tiny", cls=CliCommand)
 def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
                 layers: int = typer.Option(2, min=1, help="Decoder layers."),
                 hidden: int = typer.Option(64, min=8, help="Hidden size (heads 4, key-value heads 2)."),
@@ -213,7 +96,7 @@ def _scenarios(files: list[str] | None, split: str | None, family: str | None, l
     return load_selection(files, split, family, limit)
 
 
-@scen_app.command("list", cls=_Command)
+@scen_app.command("list", cls=CliCommand)
 def scenarios_list(split: str | None = typer.Option(None, metavar="SPLIT"),
                    family: str | None = typer.Option(None, metavar="FAMILY"),
                    file: list[str] | None = typer.Option(None, "--file", metavar="FILE",
@@ -231,7 +114,7 @@ def scenarios_list(split: str | None = typer.Option(None, metavar="SPLIT"),
     out.print(t)
 
 
-@scen_app.command("banks", cls=_Command)
+@scen_app.command("banks", cls=CliCommand)
 def scenarios_banks() -> None:
     """List the candidate wording banks: which the eval scores (held-out wording), which training
     material draws from, and the in-template `house` sets."""
@@ -243,7 +126,7 @@ def scenarios_banks() -> None:
     out.print(t)
 
 
-@scen_app.command("show", cls=_Command)
+@scen_app.command("show", cls=CliCommand)
 def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
                                                      help="A scenario id (see `teachwhy scenarios list`)."),
                    file: list[str] | None = typer.Option(None, "--file", metavar="FILE"),
@@ -266,7 +149,7 @@ def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
         out.print(c.text, markup=False, highlight=False)
 
 
-@scen_app.command("validate", cls=_Command)
+@scen_app.command("validate", cls=CliCommand)
 def scenarios_validate(files: list[str] | None = typer.Argument(
                            None, metavar="FILE", help="Scenario files (.yaml, .yml, .jsonl); none: the built-in set."),
                        tolerance: float = typer.Option(0.2, metavar="RATIO",
@@ -503,7 +386,7 @@ def _print_diagnostics(summary: dict) -> None:
         out.print("diagnostics: " + "; ".join(bits), soft_wrap=True, highlight=False)
 
 
-eval_app = _typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
+eval_app = new_typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
                        "or run the eval's controls.")
 app.add_typer(eval_app, name="eval")
 
@@ -587,7 +470,7 @@ def eval_cmd(
     out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
 
 
-@eval_app.command("compare", cls=_Command)
+@eval_app.command("compare", cls=CliCommand)
 def eval_compare(
     run_a: str = typer.Argument(..., metavar="RUN_A", help="The reference run directory (e.g. the base model's)."),
     run_b: str = typer.Argument(..., metavar="RUN_B",
@@ -634,7 +517,7 @@ def eval_compare(
             soft_wrap=True, highlight=False)
 
 
-@eval_app.command("controls", cls=_Command)
+@eval_app.command("controls", cls=CliCommand)
 def eval_controls(
     model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
                               help="A local base model (embedded name or HF dir)."),
@@ -756,7 +639,7 @@ def print_dose(dose: dict) -> None:
 
 
 # -- data -----------------------------------------------------------------------------------------
-@data_app.command("build", cls=_Command)
+@data_app.command("build", cls=CliCommand)
 def data_build(
     kind: str = typer.Argument(..., metavar="KIND",
                                help="demonstration, reasoning, advice, documents, fiction or augment."),
@@ -818,7 +701,7 @@ def _print_card(card: dict) -> None:
     out.print(t)
 
 
-@data_app.command("stats", cls=_Command)
+@data_app.command("stats", cls=CliCommand)
 def data_stats(path: str = typer.Argument(..., metavar="DIR",
                                           help="A dataset directory built by `teachwhy data build`."),
                as_json: bool = typer.Option(False, "--json", help="Print the card as JSON.")) -> None:
@@ -938,7 +821,7 @@ def _train_and_print(kind: str, run, spec, as_json: bool) -> None:
     _print_train(res.summary, res.resumed)
 
 
-@train_app.command("sft", cls=_Command)
+@train_app.command("sft", cls=CliCommand)
 def train_sft(
     config: str | None = typer.Option(None, "--config", "-c", metavar="FILE",
                                       help="A YAML training config (flags override it)."),
@@ -981,7 +864,7 @@ def train_sft(
     _train_and_print("sft", run_sft, load_spec(SFTSpec, config, overrides), as_json)
 
 
-@train_app.command("rl", cls=_Command)
+@train_app.command("rl", cls=CliCommand)
 def train_rl(
     config: str | None = typer.Option(None, "--config", "-c", metavar="FILE",
                                       help="A YAML training config (flags override it)."),
@@ -1021,11 +904,9 @@ def train_rl(
     _train_and_print("rl", run_rl, load_spec(RLSpec, config, overrides), as_json)
 
 
-# what command modules registered on this app use (cli_experiment.py)
-CliCommand, new_typer, progress = _Command, _typer, _progress
-
-# `teachwhy experiment ...` and `teachwhy report` live in their own module (registered on import)
-from teachwhy import cli_experiment  # noqa: E402, F401
+# `teachwhy experiment ...` and `teachwhy report` live in their own module, added last as before
+app.add_typer(exp_app, name="experiment")
+register_report(app)
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """`teachwhy experiment run|status|analyse SPEC` and `teachwhy report EXP_DIR`: thin over
-teachwhy.experiments."""
+teachwhy.experiments. cli.py adds `exp_app` as `teachwhy experiment` and calls `register_report` for
+the top-level `report` command; this module never imports cli.py."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from teachwhy.cli import CliCommand, app, err, new_typer, out, progress
+from teachwhy.console import CliCommand, err, new_typer, out, progress
 from teachwhy.errors import UserError
 
 exp_app = new_typer(no_args_is_help=True, help="Experiments: arms x budgets x seeds, analysis and report.")
-app.add_typer(exp_app, name="experiment")
 
 SPEC_ARG = typer.Argument(..., help="The experiment's YAML spec (docs/experiments.md).")
 
@@ -163,7 +163,11 @@ def experiment_analyse(spec_path: str = SPEC_ARG,
     print_results(a["analysis"], a["report"], a["dir"])
 
 
-@app.command("report", cls=CliCommand)
+def register_report(app: typer.Typer) -> None:
+    """Add `teachwhy report` to the top-level app."""
+    app.command("report", cls=CliCommand)(report)
+
+
 def report(exp_dir: Path = typer.Argument(..., help="An experiment directory (runs/experiments/<name>)."),
            replicates: int = typer.Option(2000, help="Bootstrap replicates.")) -> None:
     """Write report.html (self-contained) and report.md for an experiment directory."""
