@@ -665,16 +665,20 @@ def data_build(
         "repeated: blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
 ) -> None:
     """Build a why-data dataset at an exact token budget, with its dataset card."""
+    from teachwhy.constitution.loader import load_constitution
     from teachwhy.data.build import build_dataset
     from teachwhy.data.plans import resolve_families
+    from teachwhy.teachers import get_teacher
 
     fams = list(resolve_families(families)) if families else None  # a bad name fails before any work
     with _progress(f"data build {kind} · {teacher}", "tokens", total=tokens) as update:
-        res = build_dataset(kind, teacher=teacher, tokens=tokens, seed=seed, out=out_dir,
-                            constitution=constitution, model=model, input_path=input_path,
+        cons = load_constitution(constitution)
+        res = build_dataset(kind, get_teacher(teacher, cons, model, seed=seed), tokens=tokens, seed=seed,
+                            out=out_dir, constitution=cons, model=model, input_path=input_path,
                             contamination_threshold=contamination_threshold, families=fams,
                             wording_threshold=wording_threshold,
-                            progress=lambda done, total: update(done, tokens))
+                            progress=lambda done, total: update(done, tokens),
+                            advice_teacher=get_teacher("builtin", cons, seed=seed))  # augment's default source
     _print_card(res.card)
     if res.card.get("held_out_families"):
         out.print(f"families: {', '.join(res.card['families'])} (held out: {', '.join(res.card['held_out_families'])})")
