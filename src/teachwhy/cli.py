@@ -1,4 +1,8 @@
-"""The `teachwhy` command: thin over the library API; parses, calls, prints with rich."""
+"""The `teachwhy` command: thin over the library API; parses, calls, prints with rich.
+
+Each command imports the library modules it calls inside its own function: `teachwhy --help` and the
+start of every command then load none of them (each adds from tens of milliseconds to most of a second,
+and the eval's torch)."""
 
 from __future__ import annotations
 
@@ -43,6 +47,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 @models_app.command("list", cls=CliCommand)
 def models_list(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """List the embedded models and whether they are prepared."""
+    # lazy: not loaded when the CLI starts
     from teachwhy import models
 
     rows = models.list_models()
@@ -63,6 +68,7 @@ def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
                    verify: bool = typer.Option(False, "--verify",
                                                help="Check every cached file against its recorded sha256.")) -> None:
     """Build the cached Hugging Face directory for an embedded model (once; offline)."""
+    # lazy: not loaded when the CLI starts
     from teachwhy import models
 
     with err.status(f"preparing {name} (dequantizing GGUF, once)"):
@@ -81,6 +87,7 @@ def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
     """Build (once) a tiny randomly initialised model of an embedded model's architecture, tokenizer and
     chat template, and print its directory: pass it as --model to smoke-test a pipeline in seconds. Its
     weights are random: it checks mechanics, never behaviour."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.tiny import TinyShape, build_tiny
 
     shape = TinyShape(layers=layers, hidden=hidden, intermediate=2 * hidden)
@@ -91,6 +98,7 @@ def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
 
 # -- scenarios ------------------------------------------------------------------------------------
 def _scenarios(files: list[str] | None, split: str | None, family: str | None, limit=None):
+    # lazy: imports torch
     from teachwhy.evals.runner import load_selection
 
     return load_selection(files, split, family, limit)
@@ -118,6 +126,7 @@ def scenarios_list(split: str | None = typer.Option(None, metavar="SPLIT"),
 def scenarios_banks() -> None:
     """List the candidate wording banks: which the eval scores (held-out wording), which training
     material draws from, and the in-template `house` sets."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.scenarios import banks
 
     t = Table("bank", "use", "about", title="candidate wording banks")
@@ -160,12 +169,14 @@ def scenarios_validate(files: list[str] | None = typer.Argument(
     """Validate scenario files (or the built-in set): schema, candidate length matching under the
     embedded tokenizer, that the rule grader flags every harmful candidate and no aligned one, and
     (for the built-in set) eval/train disjointness."""
+    # lazy: not loaded when the CLI starts
     from teachwhy import models
     from teachwhy.scenarios import banks, builtin_scenarios, check_length_matched, split_overlap
 
     sc = _scenarios(files, None, None)
     tok = models.load_tokenizer()
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    # lazy: not loaded when the CLI starts
     from teachwhy.evals.suites.agentic.consistency import label_problems
 
     problems = []
@@ -482,6 +493,7 @@ def eval_compare(
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ) -> None:
     """The training effect: per-scenario difference B - A with a paired 95% CI (same scenarios only)."""
+    # lazy: imports torch
     from teachwhy.evals.compare import compare_runs
 
     res = compare_runs(run_a, run_b, fmt=fmt, scoring=scoring)
@@ -552,6 +564,7 @@ def eval_controls(
     eval's P(harmful) up / down; SFT on as many tokens of unrelated text must move it much less. Each
     verdict comes at two levels: in-template (the eval's own candidates) and across wording (held-out
     wording banks, or your --scenarios file)."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.experiments.controls import run_controls
 
     banks_list = _ids(train_banks, "--train-banks")
@@ -564,6 +577,7 @@ def eval_controls(
                       learning_rate=lr, epochs=epochs, dtype=dtype, log=log, heldout=wording,
                       scenario_files=scenario_file)
         if variety is not None:
+            # lazy: not loaded when the CLI starts
             from teachwhy.experiments.controls.dose import run_dose
 
             if train_banks:
@@ -665,6 +679,7 @@ def data_build(
         "repeated: blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
 ) -> None:
     """Build a why-data dataset at an exact token budget, with its dataset card."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.constitution.loader import load_constitution
     from teachwhy.data.build import build_dataset
     from teachwhy.data.plans import resolve_families
@@ -855,6 +870,7 @@ def train_sft(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fine-tune on why-data (TRL SFTTrainer; LoRA by default) at per-dataset token budgets."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.train import SFTSpec, load_spec, run_sft
     from teachwhy.train.config import DataSource
 
@@ -897,6 +913,7 @@ def train_rl(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Reinforce harmlessness with GRPO (TRL GRPOTrainer) from any SFT checkpoint."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.train import RLSpec, load_spec, run_rl
 
     overrides = {
