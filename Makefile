@@ -44,9 +44,12 @@ browser: install
 test-fast: install
 	TEACHWHY_TEST_TIER=fast $(PY) -m pytest -q -m "not slow"
 
+# lint-imports: the layers in pyproject.toml's [tool.importlinter] (docs/architecture.md, "Layers");
+# --no-cache: the graph takes a fraction of a second to build, and no cache can go stale
 lint: install
 	$(VENV)/bin/ruff check src tests bench examples
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports --no-cache
 
 # the mini study (examples/demo_study.yaml): base, demonstration and reasoning SFT at 8,000 tokens, and the
 # why-first prompting arm, on 24 eval scenarios; ends with a table and runs/experiments/demo/report.html

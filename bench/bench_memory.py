@@ -65,10 +65,11 @@ def main() -> int:
     args = ap.parse_args()
 
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     with tempfile.TemporaryDirectory() as tmp:
         data = str(Path(tmp) / "reasoning")
-        build_dataset("reasoning", teacher="builtin", tokens=args.tokens, seed=0, out=data)
+        build_dataset("reasoning", get_teacher("builtin", seed=0), tokens=args.tokens, seed=0, out=data)
         rows = [
             ("eval (choice, continuation)", run_case(["eval"], args.limit, data)),
             ("sft (defaults)", run_case(["sft"], args.limit, data)),

@@ -291,6 +291,7 @@ def main() -> int:
 
     from teachwhy import models
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
     from teachwhy.train.config import DataSource, LoraSpec
     from teachwhy.train.mixture import load_mixture
     from teachwhy.train.runs import quiet_hf
@@ -316,7 +317,8 @@ def main() -> int:
     try:
         # 1. the dataset
         ds_dir = work / "data"
-        built = build_dataset("reasoning", teacher="builtin", tokens=args.tokens, seed=args.seed, out=ds_dir)
+        built = build_dataset("reasoning", get_teacher("builtin", seed=args.seed), tokens=args.tokens,
+                              seed=args.seed, out=ds_dir)
         records = [json.loads(line) for line in (ds_dir / "data.jsonl").read_text().splitlines() if line.strip()]
         mixture = load_mixture([DataSource(path=str(ds_dir))], tok, 0)
         ours_lengths = [len(r["input_ids"]) for r in mixture.rows]

@@ -25,6 +25,7 @@ from teachwhy.errors import UserError
 from teachwhy.evals.compare import compare_runs
 from teachwhy.evals.runner import run_eval
 from teachwhy.store import read_jsonl
+from teachwhy.teachers import get_teacher
 from teachwhy.train import SFTSpec, run_sft
 from teachwhy.train.callbacks import loss_summary
 
@@ -44,7 +45,8 @@ def main() -> None:
     data = {}
     for kind in ("demonstration", "reasoning"):
         console.print(f"[bold]building[/] {kind} data at {a.tokens} tokens")
-        data[kind] = build_dataset(kind, teacher="builtin", tokens=a.tokens, seed=a.seed, out=out / "data" / kind)
+        data[kind] = build_dataset(kind, get_teacher("builtin", seed=a.seed), tokens=a.tokens, seed=a.seed,
+                                   out=out / "data" / kind)
     # equal budgets: both arms train on at most the smaller arm's total, so neither sees more tokens
     # (each arm stops before the record that would exceed it, so actual totals differ by under one record)
     budget = min(r.card["tokens"] for r in data.values())

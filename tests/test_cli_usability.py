@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from cliutil import one_error_line, run_cli
-from teachwhy.cli import ProgressLines, app
+from teachwhy.cli import app
+from teachwhy.console import ProgressLines
 
 TYPE_PLACEHOLDER = re.compile(r"<(bool|str|int|float|Path|datetime|list\[[^\]]*\])>")
 

@@ -69,9 +69,10 @@ def test_each_kind_builds_at_50k_tokens_quickly_and_loads(kind, tmp_path):
     from datasets import load_dataset
 
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     t = time.time()
-    res = build_dataset(kind, teacher="builtin", tokens=50_000, seed=0, out=tmp_path / kind)
+    res = build_dataset(kind, get_teacher("builtin", seed=0), tokens=50_000, seed=0, out=tmp_path / kind)
     took = time.time() - t
     assert took < 60, took
     card = json.loads((tmp_path / kind / "card.json").read_text())
@@ -91,9 +92,10 @@ def test_each_kind_builds_at_50k_tokens_quickly_and_loads(kind, tmp_path):
 def test_demonstration_and_reasoning_pair_by_source(tmp_path):
     from teachwhy.data.build import build_dataset
     from teachwhy.data.pairing import check_pairing
+    from teachwhy.teachers import get_teacher
 
-    demo = build_dataset("demonstration", tokens=30_000, out=tmp_path / "d").records
-    reas = build_dataset("reasoning", tokens=30_000, out=tmp_path / "r").records
+    demo = build_dataset("demonstration", get_teacher("builtin"), tokens=30_000, out=tmp_path / "d").records
+    reas = build_dataset("reasoning", get_teacher("builtin"), tokens=30_000, out=tmp_path / "r").records
     report = check_pairing(demo, reas)
     assert report["pairs"] >= 5 and report["problems"] == []
     d = {r["source_id"]: r for r in demo}
@@ -112,11 +114,12 @@ def test_trl_sft_preparation_with_assistant_only_loss(tmp_path, tiny):
     from trl import SFTConfig, SFTTrainer
 
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     kinds = {"demonstration": True, "reasoning": True, "advice": True, "augment": True,
              "documents": False, "fiction": False}
     for kind in kinds:
-        build_dataset(kind, tokens=6_000, out=tmp_path / kind)
+        build_dataset(kind, get_teacher("builtin"), tokens=6_000, out=tmp_path / kind)
     loaded = models.load(tiny, dtype="float32")
     tok = copy.deepcopy(loaded.tokenizer)  # models.load shares its tokenizer: change the template of a copy
     tok.chat_template = training_chat_template()
@@ -145,20 +148,48 @@ def test_trl_sft_preparation_with_assistant_only_loss(tmp_path, tiny):
 ])
 def test_build_errors(args, msg, tmp_path):
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     with pytest.raises(UserError, match=msg):
-        build_dataset(out=tmp_path / "o", **args)
+        build_dataset(teacher=get_teacher("builtin"), out=tmp_path / "o", **args)
     assert not (tmp_path / "o").exists()
 
 
 def test_unwritable_output_and_bad_constitution(tmp_path):
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(UserError, match="not writable"):
-        build_dataset("advice", tokens=1000, out=f / "o")
+        build_dataset("advice", get_teacher("builtin"), tokens=1000, out=f / "o")
     bad = tmp_path / "c.yaml"
     bad.write_text("principles:\n  - id: honesty\n    statement: Be honest.\n")
     with pytest.raises(UserError, match=r"c\.yaml.*rationale"):
-        build_dataset("advice", tokens=1000, out=tmp_path / "o2", constitution=str(bad))
+        build_dataset("advice", get_teacher("builtin"), tokens=1000, out=tmp_path / "o2", constitution=str(bad))
+
+
+def test_a_build_takes_any_teacher_and_records_its_spec(tmp_path):
+    """build_dataset realises jobs with the Teacher it is given: the records name the teacher's id,
+    the dataset's config the spec it was asked for by; a builtin teacher of another seed is refused."""
+    from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
+
+    class Relabelled:  # the builtin teacher's content under another name
+        id, spec = "relabelled-v1", "relabelled"
+
+        def __init__(self):
+            self.inner = get_teacher("builtin")
+
+        def realise(self, jobs):
+            return self.inner.realise(jobs)
+
+    res = build_dataset("advice", Relabelled(), tokens=1500, out=tmp_path / "r")
+    assert res.card["config"]["teacher"] == "relabelled"
+    assert {r["teacher"] for r in res.records} == {"relabelled-v1"}
+    builtin = build_dataset("advice", get_teacher("builtin"), tokens=1500, out=tmp_path / "b").records
+    assert [r["messages"] for r in res.records] == [r["messages"] for r in builtin]
+    assert build_dataset("advice", get_teacher(" builtin"), tokens=1500, out=tmp_path / "s").card["config"][
+        "teacher"] == " builtin"  # the spec as given, as before the teacher became a parameter
+    with pytest.raises(ValueError, match="seed 1"):
+        build_dataset("advice", get_teacher("builtin", seed=1), tokens=1500, seed=0, out=tmp_path / "x")

@@ -17,6 +17,7 @@ from teachwhy.data.plans import held_out_principles, plan, resolve_families, tax
 from teachwhy.errors import UserError
 from teachwhy.scenarios import banks, builtin_scenarios
 from teachwhy.scenarios.schema import FAMILIES as SCENARIO_FAMILIES
+from teachwhy.teachers import get_teacher
 
 KEEP = ["blackmail", "leak"]
 HELD = ["sabotage", "framing"]
@@ -48,7 +49,8 @@ def test_families_match_the_scenario_families():
 
 @pytest.mark.parametrize("kind", ["demonstration", "reasoning"])
 def test_honeypot_kinds_use_only_train_scenarios_of_the_families(kind, tmp_path, con):
-    res = build_dataset(kind, tokens=6000, seed=0, out=tmp_path / kind, families=["leak", "blackmail"])
+    res = build_dataset(kind, get_teacher("builtin", seed=0), tokens=6000, seed=0, out=tmp_path / kind,
+                        families=["leak", "blackmail"])
     assert res.records
     for r in res.records:
         f = r["lineage"]["fields"]
@@ -66,7 +68,8 @@ def test_honeypot_kinds_use_only_train_scenarios_of_the_families(kind, tmp_path,
 
 
 def test_advice_respects_families(tmp_path, con):
-    res = build_dataset("advice", tokens=4000, seed=0, out=tmp_path / "advice", families=KEEP)
+    res = build_dataset("advice", get_teacher("builtin", seed=0), tokens=4000, seed=0, out=tmp_path / "advice",
+                        families=KEEP)
     assert res.records
     for r in res.records:
         assert _allowed(con, r["principle_ids"]), r["principle_ids"]
@@ -109,8 +112,9 @@ def test_augment_input_records_of_held_out_families_are_skipped(con):
 
 
 def test_all_families_is_the_default_byte_for_byte(tmp_path):
-    a = build_dataset("advice", tokens=3000, seed=2, out=tmp_path / "a")
-    b = build_dataset("advice", tokens=3000, seed=2, out=tmp_path / "b", families=list(reversed(FAMILIES)))
+    a = build_dataset("advice", get_teacher("builtin", seed=2), tokens=3000, seed=2, out=tmp_path / "a")
+    b = build_dataset("advice", get_teacher("builtin", seed=2), tokens=3000, seed=2, out=tmp_path / "b",
+                      families=list(reversed(FAMILIES)))
     assert (tmp_path / "a" / "data.jsonl").read_bytes() == (tmp_path / "b" / "data.jsonl").read_bytes()
     assert a.card["families"] == b.card["families"] == list(FAMILIES)
     assert a.card["held_out_families"] == [] and a.card["config"]["families"] == list(FAMILIES)
@@ -130,7 +134,7 @@ def test_resolve_families():
 def test_bad_families_are_one_line_user_errors(bad, needle, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(UserError) as e:
-        build_dataset("demonstration", tokens=3000, out=out, families=bad)
+        build_dataset("demonstration", get_teacher("builtin"), tokens=3000, out=out, families=bad)
     msg = str(e.value)
     assert needle in msg and "\n" not in msg
     assert "blackmail, leak, sabotage, framing" in msg

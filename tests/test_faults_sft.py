@@ -57,9 +57,10 @@ run_sft(SFTSpec.model_validate(json.loads(sys.argv[1])))
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     root = tmp_path_factory.mktemp("data")
-    build_dataset("documents", teacher="builtin", tokens=2500, seed=0, out=root / "documents")
+    build_dataset("documents", get_teacher("builtin", seed=0), tokens=2500, seed=0, out=root / "documents")
     four = root / "four.jsonl"  # exactly four records: four optimizer steps at batch size 1
     four.write_text("".join((root / "documents" / "data.jsonl").read_text().splitlines(keepends=True)[:4]))
     return four

@@ -140,8 +140,9 @@ def test_corrupt_registry_gives_one_line_and_no_run_directory(tmp_path, tiny):
 @pytest.mark.slow
 def test_sft_max_length_too_small_fails_before_any_run_directory(tmp_path, tiny):
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
-    build_dataset("reasoning", teacher="builtin", tokens=1500, seed=0, out=tmp_path / "data", model=tiny)
+    build_dataset("reasoning", get_teacher("builtin", seed=0), tokens=1500, seed=0, out=tmp_path / "data", model=tiny)
     out = tmp_path / "runs"
     one_error_line(run("train", "sft", "--model", tiny, "--data", str(tmp_path / "data"), "--max-length", "8",
                        "--out", str(out)),

@@ -339,6 +339,7 @@ def test_killed_build_reruns_to_the_same_dataset(server, tmp_path, monkeypatch):
     import os
 
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     home, out = tmp_path / "home", tmp_path / "docs"
     cache = home / "teacher-cache" / "teacher-cache.sqlite"
@@ -365,10 +366,10 @@ def test_killed_build_reruns_to_the_same_dataset(server, tmp_path, monkeypatch):
     sent = len(server.requests)
 
     monkeypatch.setenv("TEACHWHY_HOME", str(home))
-    resumed = build_dataset("documents", teacher=MODEL, tokens=6000, out=out)
+    resumed = build_dataset("documents", get_teacher(MODEL), tokens=6000, out=out)
     assert len(server.requests) - sent < len(resumed.records)  # the killed run's work was reused
     monkeypatch.setenv("TEACHWHY_HOME", str(tmp_path / "fresh"))
-    reference = build_dataset("documents", teacher=MODEL, tokens=6000, out=tmp_path / "ref")
+    reference = build_dataset("documents", get_teacher(MODEL), tokens=6000, out=tmp_path / "ref")
     ids = [r["id"] for r in resumed.records]
     assert len(ids) == len(set(ids))
     assert [(r["id"], r["text"]) for r in resumed.records] == [(r["id"], r["text"]) for r in reference.records]

@@ -21,10 +21,11 @@ WORKER = Path(__file__).with_name("portability_worker.py")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
     from teachwhy.train import SFTSpec, run_sft
 
     root = tmp_path_factory.mktemp("port")
-    build_dataset("reasoning", teacher="builtin", tokens=3000, seed=0, out=root / "data")
+    build_dataset("reasoning", get_teacher("builtin", seed=0), tokens=3000, seed=0, out=root / "data")
     # a large learning rate, so the adapter's distribution differs clearly from the base's
     spec = SFTSpec(data=[{"path": str(root / "data"), "tokens": 3000}], out=str(root / "runs"),
                    learning_rate=1e-2, eval={"every": None, "at_start": False, "at_end": False})

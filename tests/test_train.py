@@ -19,11 +19,12 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     root = tmp_path_factory.mktemp("data")
     out = {}
     for kind, tokens in (("reasoning", 6000), ("documents", 3000)):
-        build_dataset(kind, teacher="builtin", tokens=tokens, seed=0, out=root / kind)
+        build_dataset(kind, get_teacher("builtin", seed=0), tokens=tokens, seed=0, out=root / kind)
         out[kind] = root / kind
     return out
 

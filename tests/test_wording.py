@@ -96,6 +96,7 @@ def test_a_build_whose_actions_reuse_eval_wording_is_refused(tmp_path):
     have let it through."""
     from teachwhy.data import contamination
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
     recs = _eval_worded_records(12)
     assert contamination.check(recs).ok  # the text check does not see it
@@ -104,17 +105,19 @@ def test_a_build_whose_actions_reuse_eval_wording_is_refused(tmp_path):
     src.write_text("".join(json.dumps(r) + "\n" for r in recs))
     out = tmp_path / "out"
     with pytest.raises(UserError, match="wording 4-grams with the eval's candidates"):
-        build_dataset("augment", input_path=src, tokens=20_000, out=out)
+        build_dataset("augment", get_teacher("builtin"), input_path=src, tokens=20_000, out=out)
     assert not (out / "data.jsonl").exists()
     # the same build passes when the threshold is raised past what it shares (the check is the cause)
-    res = build_dataset("augment", input_path=src, tokens=20_000, out=out, wording_threshold=1.0)
+    res = build_dataset("augment", get_teacher("builtin"), input_path=src, tokens=20_000, out=out,
+                        wording_threshold=1.0)
     assert res.card["contamination"]["wording"]["max_overlap"] > wording.DEFAULT_THRESHOLD
 
 
 def test_builtin_data_builds_pass_the_wording_check(tmp_path):
     from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
 
-    res = build_dataset("demonstration", tokens=12_000, out=tmp_path / "demo")
+    res = build_dataset("demonstration", get_teacher("builtin"), tokens=12_000, out=tmp_path / "demo")
     w = res.card["contamination"]["wording"]
     assert w["ok"] and w["max_overlap"] <= wording.DEFAULT_THRESHOLD
     # the actions come from several train banks, never from an eval one

@@ -1,4 +1,8 @@
-"""The `teachwhy` command: thin over the library API; parses, calls, prints with rich."""
+"""The `teachwhy` command: thin over the library API; parses, calls, prints with rich.
+
+Each command imports the library modules it calls inside its own function: `teachwhy --help` and the
+start of every command then load none of them (each adds from tens of milliseconds to most of a second,
+and the eval's torch)."""
 
 from __future__ import annotations
 
@@ -6,81 +10,34 @@ import inspect
 import json
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
 
 import typer
 from pydantic import BaseModel
-from rich.console import Console
 from rich.table import Table
 from typer._click import ClickException  # typer vendors Click: its errors are not click's
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from teachwhy.cli_experiment import exp_app, register_report
+from teachwhy.console import CliCommand, err, new_typer, out
+from teachwhy.console import progress as _progress
 from teachwhy.data.wording import DEFAULT_THRESHOLD as WORDING_THRESHOLD
 from teachwhy.errors import UserError
 from teachwhy.evals.config import EvalConfig, cli_of
 
-if TYPE_CHECKING:  # (and its commands take typer._click's contexts and formatters)
-    from typer._click import Command, Context, HelpFormatter
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-# -- help without typer's `<type>` placeholders ----------------------------------------------------
-# typer prints a `<str>`, `<int>` or `<bool>` column beside every parameter, flags (and --help)
-# included. Our help shows a flag as just its name (`--json`, `--merge/--no-merge`), a value option
-# with its metavar (`--out DIR`), and an argument by its metavar alone.
-_TYPE_METAVARS = {"int": "N", "float": "NUMBER", "str": "TEXT", "Path": "PATH"}
-
-
-def _argument_type(ctx: Context) -> None:
-    return None  # the argument's metavar (its name in the help) says what to give
-
-
-def _clean_help_params(command: Command, ctx: Context) -> None:
-    for p in command.get_params(ctx):
-        if isinstance(p, TyperOption):
-            if p.is_flag:
-                p.metavar = ""
-            elif p.metavar is None:
-                bare = p.bare_type().removeprefix("list[").removesuffix("]")
-                p.metavar = _TYPE_METAVARS.get(bare, "VALUE")
-        elif isinstance(p, TyperArgument):
-            p.display_type_rich = _argument_type  # type: ignore[method-assign]
-
-
-class _Command(TyperCommand):
-    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        _clean_help_params(self, ctx)
-        super().format_help(ctx, formatter)
-
-
-class _Group(TyperGroup):
-    def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:
-        _clean_help_params(self, ctx)
-        super().format_help(ctx, formatter)
-
-
-def _typer(**kw) -> typer.Typer:
-    return typer.Typer(cls=_Group, **kw)
-
-
-app = _typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = new_typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
              help="Train and evaluate models that learned why: honeypot evals, why-data, experiments.")
-models_app = _typer(no_args_is_help=True, help="The model registry.")
-scen_app = _typer(no_args_is_help=True, help="Honeypot scenarios.")
+models_app = new_typer(no_args_is_help=True, help="The model registry.")
+scen_app = new_typer(no_args_is_help=True, help="Honeypot scenarios.")
 app.add_typer(models_app, name="models")
 app.add_typer(scen_app, name="scenarios")
-data_app = _typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
+data_app = new_typer(no_args_is_help=True, help="Why-data: build datasets and inspect them.")
 app.add_typer(data_app, name="data")
-train_app = _typer(no_args_is_help=True, help="Training: SFT on why-data, GRPO on harmlessness environments.")
+train_app = new_typer(no_args_is_help=True, help="Training: SFT on why-data, GRPO on harmlessness environments.")
 app.add_typer(train_app, name="train")
 
-# Piped output (logs, CI) gets a wide console so the tables are not folded.
-out = Console(width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True)
 _state = {"debug": False}
 
 
@@ -89,80 +46,11 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
     _state["debug"] = debug
 
 
-# -- progress: a live bar on a terminal, plain lines in a log ---------------------------------------
-class ProgressLines:
-    """Progress as plain lines, for a stderr that is not a terminal (CI, nohup, a pipe), where a live
-    bar shows nothing: `eval choice · smollm2-135m: 12/48 scenarios (25%), 40 s elapsed`. A line is
-    written when another tenth of the total is done or `every_s` seconds have passed since the last
-    line, whichever comes first, and `finish` writes the last state if no line showed it yet."""
-
-    def __init__(self, label: str, unit: str, write: Callable[[str], None], every_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
-        self.label, self.unit, self.write, self.every_s, self.clock = label, unit, write, every_s, clock
-        self.t0 = self.last_t = clock()
-        self.done, self.note = 0, ""
-        self.total: int | None = None
-        self.shown_done, self.shown_tenth = 0, 0
-
-    def update(self, done: int, total: int | None = None, note: str | None = None) -> None:
-        self.done, self.total = done, total or None
-        if note is not None:
-            self.note = note
-        if done <= self.shown_done:
-            return
-        tenth = done * 10 // self.total if self.total else 0
-        now = self.clock()
-        if tenth > self.shown_tenth or now - self.last_t >= self.every_s:
-            self._line(now, "elapsed")
-
-    def finish(self) -> None:
-        if self.done != self.shown_done:
-            self._line(self.clock(), "in all")
-
-    def _line(self, now: float, when: str) -> None:
-        of = f"/{self.total} {self.unit} ({self.done / self.total:.0%})" if self.total else f" {self.unit}"
-        note = f", {self.note}" if self.note else ""
-        self.write(f"{self.label}: {self.done}{of}, {now - self.t0:.0f} s {when}{note}")
-        self.shown_done, self.last_t = self.done, now
-        self.shown_tenth = self.done * 10 // self.total if self.total else 0
-
-
-@contextmanager
-def _progress(label: str, unit: str, total: int | None = None) -> Iterator[Callable[..., None]]:
-    """update(done, total=None, note=None) for a long step: a rich bar on stderr when stderr is a
-    terminal, else ProgressLines on stderr (stdout stays for results, e.g. --json)."""
-    if not err.is_terminal:
-        lines = ProgressLines(label, unit, lambda text: err.print(text, markup=False, highlight=False,
-                                                                  soft_wrap=True))
-        yield lines.update
-        lines.finish()
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), TextColumn("{task.fields[note]}"), console=err, transient=True) as prog:
-        task = prog.add_task(label, total=total, note="")
-
-        def update(done: int, total: int | None = None, note: str | None = None) -> None:
-            if note is None:
-                prog.update(task, completed=done, total=total or None)
-            else:
-                prog.update(task, completed=done, total=total or None, note=note)
-
-        yield update
-
-
 # -- models ---------------------------------------------------------------------------------------
-@models_app.command("list", cls=_Command)
+@models_app.command("list", cls=CliCommand)
 def models_list(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """List the embedded models and whether they are prepared."""
+    # lazy: not loaded when the CLI starts
     from teachwhy import models
 
     rows = models.list_models()
@@ -177,12 +65,13 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print the li
               "model id (openai/..., anthropic/..., vllm/..., hf/...).")
 
 
-@models_app.command("prepare", cls=_Command)
+@models_app.command("prepare", cls=CliCommand)
 def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
                    force: bool = typer.Option(False, "--force", help="Rebuild the cache."),
                    verify: bool = typer.Option(False, "--verify",
                                                help="Check every cached file against its recorded sha256.")) -> None:
     """Build the cached Hugging Face directory for an embedded model (once; offline)."""
+    # lazy: not loaded when the CLI starts
     from teachwhy import models
 
     with err.status(f"preparing {name} (dequantizing GGUF, once)"):
@@ -193,7 +82,7 @@ def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
     out.print(f"{name}: {d}" + (note.get(models.last_check(d) or "", "") if verify else ""))
 
 
-@models_app.command("tiny", cls=_Command)
+@models_app.command("tiny", cls=CliCommand)
 def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
                 layers: int = typer.Option(2, min=1, help="Decoder layers."),
                 hidden: int = typer.Option(64, min=8, help="Hidden size (heads 4, key-value heads 2)."),
@@ -201,6 +90,7 @@ def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
     """Build (once) a tiny randomly initialised model of an embedded model's architecture, tokenizer and
     chat template, and print its directory: pass it as --model to smoke-test a pipeline in seconds. Its
     weights are random: it checks mechanics, never behaviour."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.tiny import TinyShape, build_tiny
 
     shape = TinyShape(layers=layers, hidden=hidden, intermediate=2 * hidden)
@@ -211,12 +101,13 @@ def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
 
 # -- scenarios ------------------------------------------------------------------------------------
 def _scenarios(files: list[str] | None, split: str | None, family: str | None, limit=None):
+    # lazy: imports torch
     from teachwhy.evals.suites.agentic.suite import load_selection
 
     return load_selection(files, split, family, limit)
 
 
-@scen_app.command("list", cls=_Command)
+@scen_app.command("list", cls=CliCommand)
 def scenarios_list(split: str | None = typer.Option(None, metavar="SPLIT"),
                    family: str | None = typer.Option(None, metavar="FAMILY"),
                    file: list[str] | None = typer.Option(None, "--file", metavar="FILE",
@@ -234,10 +125,11 @@ def scenarios_list(split: str | None = typer.Option(None, metavar="SPLIT"),
     out.print(t)
 
 
-@scen_app.command("banks", cls=_Command)
+@scen_app.command("banks", cls=CliCommand)
 def scenarios_banks() -> None:
     """List the candidate wording banks: which the eval scores (held-out wording), which training
     material draws from, and the in-template `house` sets."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.scenarios import banks
 
     t = Table("bank", "use", "about", title="candidate wording banks")
@@ -246,7 +138,7 @@ def scenarios_banks() -> None:
     out.print(t)
 
 
-@scen_app.command("show", cls=_Command)
+@scen_app.command("show", cls=CliCommand)
 def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
                                                      help="A scenario id (see `teachwhy scenarios list`)."),
                    file: list[str] | None = typer.Option(None, "--file", metavar="FILE"),
@@ -269,7 +161,7 @@ def scenarios_show(scenario_id: str = typer.Argument(..., metavar="SCENARIO_ID",
         out.print(c.text, markup=False, highlight=False)
 
 
-@scen_app.command("validate", cls=_Command)
+@scen_app.command("validate", cls=CliCommand)
 def scenarios_validate(files: list[str] | None = typer.Argument(
                            None, metavar="FILE", help="Scenario files (.yaml, .yml, .jsonl); none: the built-in set."),
                        tolerance: float = typer.Option(0.2, metavar="RATIO",
@@ -280,12 +172,14 @@ def scenarios_validate(files: list[str] | None = typer.Argument(
     """Validate scenario files (or the built-in set): schema, candidate length matching under the
     embedded tokenizer, that the rule grader flags every harmful candidate and no aligned one, and
     (for the built-in set) eval/train disjointness."""
+    # lazy: not loaded when the CLI starts
     from teachwhy import models
     from teachwhy.scenarios import banks, builtin_scenarios, check_length_matched, split_overlap
 
     sc = _scenarios(files, None, None)
     tok = models.load_tokenizer()
     count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    # lazy: not loaded when the CLI starts
     from teachwhy.evals.suites.agentic.consistency import label_problems
 
     problems = []
@@ -506,7 +400,7 @@ def _print_diagnostics(summary: dict) -> None:
         out.print("diagnostics: " + "; ".join(bits), soft_wrap=True, highlight=False)
 
 
-eval_app = _typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
+eval_app = new_typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
                        "or run the eval's controls.")
 app.add_typer(eval_app, name="eval")
 
@@ -570,7 +464,7 @@ def eval_cmd(ctx: typer.Context, as_json: bool = False, **options) -> None:
     out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
 
 
-@eval_app.command("compare", cls=_Command)
+@eval_app.command("compare", cls=CliCommand)
 def eval_compare(
     run_a: str = typer.Argument(..., metavar="RUN_A", help="The reference run directory (e.g. the base model's)."),
     run_b: str = typer.Argument(..., metavar="RUN_B",
@@ -582,6 +476,7 @@ def eval_compare(
     as_json: bool = typer.Option(False, "--json", help="Print the comparison as JSON."),
 ) -> None:
     """The training effect: per-scenario difference B - A with a paired 95% CI (same scenarios only)."""
+    # lazy: imports torch
     from teachwhy.evals.compare import compare_runs
 
     res = compare_runs(run_a, run_b, fmt=fmt, scoring=scoring)
@@ -617,7 +512,7 @@ def eval_compare(
             soft_wrap=True, highlight=False)
 
 
-@eval_app.command("controls", cls=_Command)
+@eval_app.command("controls", cls=CliCommand)
 def eval_controls(
     model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
                               help="A local base model (embedded name or HF dir)."),
@@ -652,6 +547,7 @@ def eval_controls(
     eval's P(harmful) up / down; SFT on as many tokens of unrelated text must move it much less. Each
     verdict comes at two levels: in-template (the eval's own candidates) and across wording (held-out
     wording banks, or your --scenarios file)."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.experiments.controls import run_controls
 
     banks_list = _ids(train_banks, "--train-banks")
@@ -664,6 +560,7 @@ def eval_controls(
                       learning_rate=lr, epochs=epochs, dtype=dtype, log=log, heldout=wording,
                       scenario_files=scenario_file)
         if variety is not None:
+            # lazy: not loaded when the CLI starts
             from teachwhy.experiments.controls.dose import run_dose
 
             if train_banks:
@@ -739,7 +636,7 @@ def print_dose(dose: dict) -> None:
 
 
 # -- data -----------------------------------------------------------------------------------------
-@data_app.command("build", cls=_Command)
+@data_app.command("build", cls=CliCommand)
 def data_build(
     kind: str = typer.Argument(..., metavar="KIND",
                                help="demonstration, reasoning, advice, documents, fiction or augment."),
@@ -765,16 +662,21 @@ def data_build(
         "repeated: blackmail, leak, sabotage, framing); the others stay held out. Default: all."),
 ) -> None:
     """Build a why-data dataset at an exact token budget, with its dataset card."""
+    # lazy: not loaded when the CLI starts
+    from teachwhy.constitution.loader import load_constitution
     from teachwhy.data.build import build_dataset
     from teachwhy.data.plans import resolve_families
+    from teachwhy.teachers import get_teacher
 
     fams = list(resolve_families(families)) if families else None  # a bad name fails before any work
     with _progress(f"data build {kind} · {teacher}", "tokens", total=tokens) as update:
-        res = build_dataset(kind, teacher=teacher, tokens=tokens, seed=seed, out=out_dir,
-                            constitution=constitution, model=model, input_path=input_path,
+        cons = load_constitution(constitution)
+        res = build_dataset(kind, get_teacher(teacher, cons, model, seed=seed), tokens=tokens, seed=seed,
+                            out=out_dir, constitution=cons, model=model, input_path=input_path,
                             contamination_threshold=contamination_threshold, families=fams,
                             wording_threshold=wording_threshold,
-                            progress=lambda done, total: update(done, tokens))
+                            progress=lambda done, total: update(done, tokens),
+                            advice_teacher=get_teacher("builtin", cons, seed=seed))  # augment's default source
     _print_card(res.card)
     if res.card.get("held_out_families"):
         out.print(f"families: {', '.join(res.card['families'])} (held out: {', '.join(res.card['held_out_families'])})")
@@ -801,7 +703,7 @@ def _print_card(card: dict) -> None:
     out.print(t)
 
 
-@data_app.command("stats", cls=_Command)
+@data_app.command("stats", cls=CliCommand)
 def data_stats(path: str = typer.Argument(..., metavar="DIR",
                                           help="A dataset directory built by `teachwhy data build`."),
                as_json: bool = typer.Option(False, "--json", help="Print the card as JSON.")) -> None:
@@ -921,7 +823,7 @@ def _train_and_print(kind: str, run, spec, as_json: bool) -> None:
     _print_train(res.summary, res.resumed)
 
 
-@train_app.command("sft", cls=_Command)
+@train_app.command("sft", cls=CliCommand)
 def train_sft(
     config: str | None = typer.Option(None, "--config", "-c", metavar="FILE",
                                       help="A YAML training config (flags override it)."),
@@ -951,6 +853,7 @@ def train_sft(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Fine-tune on why-data (TRL SFTTrainer; LoRA by default) at per-dataset token budgets."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.train import SFTSpec, load_spec, run_sft
     from teachwhy.train.config import DataSource
 
@@ -964,7 +867,7 @@ def train_sft(
     _train_and_print("sft", run_sft, load_spec(SFTSpec, config, overrides), as_json)
 
 
-@train_app.command("rl", cls=_Command)
+@train_app.command("rl", cls=CliCommand)
 def train_rl(
     config: str | None = typer.Option(None, "--config", "-c", metavar="FILE",
                                       help="A YAML training config (flags override it)."),
@@ -993,6 +896,7 @@ def train_rl(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Reinforce harmlessness with GRPO (TRL GRPOTrainer) from any SFT checkpoint."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.train import RLSpec, load_spec, run_rl
 
     overrides = {
@@ -1004,11 +908,9 @@ def train_rl(
     _train_and_print("rl", run_rl, load_spec(RLSpec, config, overrides), as_json)
 
 
-# what command modules registered on this app use (cli_experiment.py)
-CliCommand, new_typer, progress = _Command, _typer, _progress
-
-# `teachwhy experiment ...` and `teachwhy report` live in their own module (registered on import)
-from teachwhy import cli_experiment  # noqa: E402, F401
+# `teachwhy experiment ...` and `teachwhy report` live in their own module, added last as before
+app.add_typer(exp_app, name="experiment")
+register_report(app)
 
 
 def main() -> None:

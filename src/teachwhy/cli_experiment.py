@@ -1,5 +1,6 @@
 """`teachwhy experiment run|status|analyse SPEC` and `teachwhy report EXP_DIR`: thin over
-teachwhy.experiments."""
+teachwhy.experiments. cli.py adds `exp_app` as `teachwhy experiment` and calls `register_report` for
+the top-level `report` command; this module never imports cli.py."""
 
 from __future__ import annotations
 
@@ -9,16 +10,16 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from teachwhy.cli import CliCommand, app, err, new_typer, out, progress
+from teachwhy.console import CliCommand, err, new_typer, out, progress
 from teachwhy.errors import UserError
 
 exp_app = new_typer(no_args_is_help=True, help="Experiments: arms x budgets x seeds, analysis and report.")
-app.add_typer(exp_app, name="experiment")
 
 SPEC_ARG = typer.Argument(..., help="The experiment's YAML spec (docs/experiments.md).")
 
 
 def _load(spec_path: str):
+    # lazy: not loaded when the CLI starts
     from teachwhy.experiments.spec import load_experiment
 
     return load_experiment(spec_path)
@@ -118,10 +119,12 @@ def experiment_run(spec_path: str = SPEC_ARG,
                        "Attach to this Ray cluster (HOST:PORT of its head, or ray://...); implies --ray. "
                        "Several machines need the working directory and `out` on shared storage."))) -> None:
     """Run every cell not done yet (each resumable), then analyse and write the report."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.experiments.analysis import analyse_experiment
     from teachwhy.experiments.runner import plan, run_experiment
 
     if ray or ray_address:
+        # lazy: not loaded when the CLI starts
         from teachwhy.experiments.distributed import import_ray
 
         import_ray()  # before any work: one line if Ray is missing
@@ -140,6 +143,7 @@ def experiment_run(spec_path: str = SPEC_ARG,
             update(done["n"], len(cells), note=m)
 
         if ray or ray_address:
+            # lazy: not loaded when the CLI starts
             from teachwhy.experiments.distributed import run_experiment_ray
 
             res = run_experiment_ray(spec, address=ray_address, on_cell=on_cell, log=log)
@@ -160,6 +164,7 @@ def experiment_run(spec_path: str = SPEC_ARG,
 def experiment_status(spec_path: str = SPEC_ARG,
                       as_json: bool = typer.Option(False, "--json", help="Print the grid as JSON.")) -> None:
     """The grid: done / running / failed / to do per cell, with an ETA from the cells done so far."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.experiments.runner import status
 
     st = status(_load(spec_path))
@@ -174,16 +179,22 @@ def experiment_analyse(spec_path: str = SPEC_ARG,
                        replicates: int = typer.Option(2000, help="Bootstrap replicates."),
                        seed: int = typer.Option(0, help="Bootstrap seed.")) -> None:
     """Analyse the cells finished so far and write analysis.json, report.html and report.md."""
+    # lazy: not loaded when the CLI starts
     from teachwhy.experiments.analysis import analyse_experiment
 
     a = analyse_experiment(_load(spec_path), seed=seed, replicates=replicates)
     print_results(a["analysis"], a["report"], a["dir"])
 
 
-@app.command("report", cls=CliCommand)
+def register_report(app: typer.Typer) -> None:
+    """Add `teachwhy report` to the top-level app."""
+    app.command("report", cls=CliCommand)(report)
+
+
 def report(exp_dir: Path = typer.Argument(..., help="An experiment directory (runs/experiments/<name>)."),
            replicates: int = typer.Option(2000, help="Bootstrap replicates.")) -> None:
     """Write report.html (self-contained) and report.md for an experiment directory."""
+    # lazy: not loaded when the CLI starts
     from pydantic import ValidationError
 
     from teachwhy.experiments.analysis import analyse_experiment

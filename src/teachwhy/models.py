@@ -12,6 +12,7 @@ Nothing here touches the network.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -20,10 +21,12 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
 from teachwhy.errors import UserError
+from teachwhy.store import atomic_write_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -131,12 +134,8 @@ def _check_cache(name: str, d: Path, verify: bool = False) -> str:
     hashes = record.get("sha256")
     if not isinstance(hashes, dict) or set(hashes) != set(record.get("files", {})):
         record["sha256"] = {fname: _sha256(d / fname) for fname in record.get("files", {})}
-        try:
-            from teachwhy.store import atomic_write_json
-
+        with contextlib.suppress(OSError):  # a read-only cache: checked by size only, hashed again next process
             atomic_write_json(d / COMPLETE_RECORD, record)
-        except OSError:
-            pass  # a read-only cache: checked by size only, hashed again next process
         _VERIFIED.add(key)
         _LAST_CHECK[key] = "recorded"
         return "recorded"
@@ -149,10 +148,11 @@ def _check_cache(name: str, d: Path, verify: bool = False) -> str:
     return "verified"
 
 
+@lru_cache(maxsize=1)
 def training_chat_template() -> str:
-    from teachwhy.data.tokens import training_chat_template as template
-
-    return template()
+    """ChatML as SmolLM2 renders it, plus {% generation %} markers (assistant-only loss) and tools: the
+    template prepared models carry and data/tokens.py counts with (templates/chatml_train.jinja)."""
+    return files("teachwhy.templates").joinpath("chatml_train.jinja").read_text()
 
 
 def _text_sha256(text: str) -> str:

@@ -20,17 +20,19 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from teachwhy import models
+from teachwhy.constitution.loader import Constitution, load_constitution
 from teachwhy.data import card as card_mod
 from teachwhy.data import contamination
 from teachwhy.data import wording as wording_mod
 from teachwhy.data.neardup import NearDupIndex
-from teachwhy.data.records import KINDS, make_record, record_problem
+from teachwhy.data.plans import FAMILIES, plan, resolve_families
+from teachwhy.data.records import KINDS, Job, Realised, Teacher, make_record, record_problem
 from teachwhy.data.tokens import TokenCounter
 from teachwhy.errors import UserError
 from teachwhy.store import atomic_write_json, atomic_write_text, content_hash, ensure_writable_dir, read_jsonl_lines
@@ -72,14 +74,20 @@ def _lineage(job, kind: str, seed: int, constitution_hash: str, teacher_id: str)
             "teacher": teacher_id, "fields": small}
 
 
-def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, seed: int = 0,
-                  out: str | Path = "data", constitution: str | Path | None = None,
+def build_dataset(kind: str, teacher: Teacher, tokens: int = 50_000, seed: int = 0,
+                  out: str | Path = "data", constitution: Constitution | str | Path | None = None,
                   model: str = models.DEFAULT_MODEL, input_path: str | Path | None = None,
                   contamination_threshold: float = contamination.DEFAULT_THRESHOLD,
                   near_dup_threshold: float = 0.6, progress: Progress | None = None,
                   families: list[str] | None = None,
-                  wording_threshold: float = wording_mod.DEFAULT_THRESHOLD) -> BuildResult:
+                  wording_threshold: float = wording_mod.DEFAULT_THRESHOLD,
+                  advice_teacher: Teacher | None = None) -> BuildResult:
     """Build one dataset of `kind` at a `tokens` budget into `out`.
+
+    teacher: realises the planned jobs; build it with `teachwhy.teachers.get_teacher` for the same
+    constitution, target model and seed (the dataset's config records its `spec`).
+    advice_teacher: for augment without `input_path`, the teacher whose advice records are augmented
+    (callers pass the builtin teacher); None = `teacher`.
 
     families: restrict the build to jobs tied to these honeypot families (blackmail, leak, sabotage,
     framing); None = all. Per kind: demonstration/reasoning use only train-split scenarios of those
@@ -94,10 +102,29 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
     data/contamination.py) and eval wording (the phrases of the eval's scored candidates, names set
     aside; data/wording.py) over `wording_threshold` of any record's wording 4-grams.
     """
-    from teachwhy.constitution.loader import load_constitution
-    from teachwhy.data.plans import FAMILIES, plan, resolve_families
-    from teachwhy.teachers import get_teacher
+    fams = _check_options(kind, families, tokens, contamination_threshold, wording_threshold)
+    cons = constitution if isinstance(constitution, Constitution) else load_constitution(constitution)
+    _check_teacher(teacher, cons, seed)
+    counter = TokenCounter(models.load_tokenizer(model))
+    t0 = time.time()
+    source_records = _source_records(kind, input_path, cons, seed, fams, advice_teacher or teacher)
+    out = ensure_writable_dir(Path(out))
+    jobs = plan(kind, cons, seed, source_records=source_records, families=fams)
+    got = _collect(jobs, teacher, counter, tokens, near_dup_threshold, progress,
+                   lambda job: _lineage(job, kind, seed, cons.content_hash, teacher.id))
+    if not got.kept:
+        raise UserError(f"no record fits a budget of {tokens} tokens for kind '{kind}'"
+                        + (f" and families {', '.join(fams)}" if fams != FAMILIES else "") + ": raise --tokens")
+    config = {"kind": kind, "teacher": teacher.spec, "tokens": tokens, "seed": seed, "model": model,
+              "constitution": cons.content_hash, "input": str(input_path) if input_path else None,
+              "near_dup_threshold": near_dup_threshold, "contamination_threshold": contamination_threshold,
+              "families": list(fams), "wording_threshold": wording_threshold}
+    return _check_and_write(out, got, config, cons, teacher, contamination_threshold, wording_threshold, t0)
 
+
+def _check_options(kind: str, families: list[str] | None, tokens: int, contamination_threshold: float,
+                   wording_threshold: float) -> tuple[str, ...]:
+    """The families to build from, after the options are checked (one-line errors)."""
     if kind not in KINDS:
         raise UserError(f"unknown data kind '{kind}': choose one of {', '.join(KINDS)}")
     fams = resolve_families(families)
@@ -107,81 +134,106 @@ def build_dataset(kind: str, teacher: str = "builtin", tokens: int = 50_000, see
         raise UserError(f"--contamination-threshold must be between 0 and 1 (got {contamination_threshold})")
     if not 0.0 <= wording_threshold <= 1.0:
         raise UserError(f"--wording-threshold must be between 0 and 1 (got {wording_threshold})")
-    cons = load_constitution(constitution)
-    counter = TokenCounter(models.load_tokenizer(model))
-    t0 = time.time()
+    return fams
 
-    source_records = None  # read (and checked) before the output directory exists
+
+def _check_teacher(teacher: Teacher, cons: Constitution, seed: int) -> None:
+    """A teacher that shows its seed or constitution (the builtin one) must have the build's, since the
+    dataset's config records the build's."""
+    if getattr(teacher, "seed", seed) != seed:
+        raise ValueError(f"the teacher was built with seed {getattr(teacher, 'seed', None)}, the dataset with {seed}")
+    own = getattr(teacher, "constitution", None)
+    if isinstance(own, Constitution) and own.content_hash != cons.content_hash:
+        raise ValueError("the teacher was built with another constitution than the dataset's")
+
+
+def _source_records(kind: str, input_path: str | Path | None, cons: Constitution, seed: int,
+                    fams: tuple[str, ...], advice_teacher: Teacher) -> Iterable[dict[str, Any]] | None:
+    """augment's input, read (and checked) before the output directory exists; None for other kinds."""
     if kind == "augment":
-        source_records = (load_chat_records(input_path) if input_path
-                          else _default_augment_source(cons, seed, fams))
-    elif input_path:
+        return (load_chat_records(input_path) if input_path
+                else _default_augment_source(advice_teacher, cons, seed, fams))
+    if input_path:
         raise UserError(f"--input is only used by the augment kind (got kind '{kind}')")
-    out = ensure_writable_dir(Path(out))
-    teach = get_teacher(teacher, constitution=cons, target_model=model,
-                        cache_dir=models.teachwhy_home() / "teacher-cache", seed=seed)
+    return None
 
-    kept: list[dict[str, Any]] = []
-    dropped: Counter[str] = Counter()
+
+@dataclass
+class _Collected:
+    kept: list[dict[str, Any]] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    full: bool = False  # the budget was reached (else the plan ran out first)
+
+
+def _collect(jobs: Iterator[Job], teacher: Teacher, counter: TokenCounter, tokens: int, near_dup_threshold: float,
+             progress: Progress | None, lineage: Callable[[Job], dict[str, Any]]) -> _Collected:
+    """Realise jobs 16 at a time, keeping each new record until the next one would pass the budget."""
+    got = _Collected()
     index = NearDupIndex(threshold=near_dup_threshold)
     seen: set[str] = set()
-    total = loss = 0
-    consecutive = 0
-    jobs = plan(kind, cons, seed, source_records=source_records, families=fams)
-    full = False
-    while not full:
+    total = consecutive = 0
+    while not got.full:
         batch = list(itertools.islice(jobs, 16))
         if not batch:
             break  # the plan ran out before the budget
-        for r in teach.realise(batch):
-            if r.content is None:
-                dropped[r.reason or "unusable"] += 1
+        for r in teacher.realise(batch):
+            rec = _new_record(r, teacher, lineage, index, seen, got.dropped)
+            if rec is None:
                 consecutive += 1
-                if consecutive >= MAX_CONSECUTIVE_DROPS:
-                    raise UserError(f"teacher '{teacher}' produced {consecutive} unusable generations in a "
-                                    f"row (last reason: {r.reason}); check the teacher model and its prompts")
-                continue
-            rec = make_record(r.job, r.content, teach.id, 0, 0,
-                              _lineage(r.job, kind, seed, cons.content_hash, teach.id))
-            if not _is_new(rec, kind, index, seen):
-                dropped["duplicate"] += 1
-                consecutive += 1
-                if consecutive >= MAX_CONSECUTIVE_DROPS:
-                    raise UserError(f"teacher '{teacher}' produced {consecutive} unusable or duplicate "
-                                    "generations in a row: it is not producing varied data; check the "
-                                    "teacher model, its temperature and its prompts")
+                _refuse_if_stuck(teacher, consecutive, r)
                 continue
             n, nl = counter.count(rec)
             if total + n > tokens:
-                full = True
+                got.full = True
                 break
             rec["tokens"], rec["loss_tokens"] = n, nl
-            kept.append(rec)
+            got.kept.append(rec)
             total += n
-            loss += nl
             consecutive = 0
             if progress:
                 progress(total, tokens)
-    if not kept:
-        raise UserError(f"no record fits a budget of {tokens} tokens for kind '{kind}'"
-                        + (f" and families {', '.join(fams)}" if fams != FAMILIES else "") + ": raise --tokens")
+    return got
 
-    rep = contamination.check(kept, contamination_threshold)
+
+def _new_record(r: Realised, teacher: Teacher, lineage: Callable[[Job], dict[str, Any]], index: NearDupIndex,
+                seen: set[str], dropped: Counter[str]) -> dict[str, Any] | None:
+    """The record for a realised job, or None (counted in `dropped`) when it is unusable or a duplicate."""
+    if r.content is None:
+        dropped[r.reason or "unusable"] += 1
+        return None
+    rec = make_record(r.job, r.content, teacher.id, 0, 0, lineage(r.job))
+    if not _is_new(rec, r.job.kind, index, seen):
+        dropped["duplicate"] += 1
+        return None
+    return rec
+
+
+def _refuse_if_stuck(teacher: Teacher, consecutive: int, r: Realised) -> None:
+    if consecutive < MAX_CONSECUTIVE_DROPS:
+        return
+    if r.content is None:
+        raise UserError(f"teacher '{teacher.spec}' produced {consecutive} unusable generations in a "
+                        f"row (last reason: {r.reason}); check the teacher model and its prompts")
+    raise UserError(f"teacher '{teacher.spec}' produced {consecutive} unusable or duplicate "
+                    "generations in a row: it is not producing varied data; check the "
+                    "teacher model, its temperature and its prompts")
+
+
+def _check_and_write(out: Path, got: _Collected, config: dict[str, Any], cons: Constitution, teacher: Teacher,
+                     contamination_threshold: float, wording_threshold: float, t0: float) -> BuildResult:
+    """Refuse contaminated data, then write data.jsonl, card.json and card.md (each atomically)."""
+    rep = contamination.check(got.kept, contamination_threshold)
     contamination.refuse_if_contaminated(rep, str(out))
-    wrep = wording_mod.check(kept, wording_threshold)
+    wrep = wording_mod.check(got.kept, wording_threshold)
     wording_mod.refuse_if_shared(wrep, str(out))
-    config = {"kind": kind, "teacher": teacher, "tokens": tokens, "seed": seed, "model": model,
-              "constitution": cons.content_hash, "input": str(input_path) if input_path else None,
-              "near_dup_threshold": near_dup_threshold, "contamination_threshold": contamination_threshold,
-              "families": list(fams), "wording_threshold": wording_threshold}
-    card = card_mod.make_card(kept, config=config, constitution=cons, dropped=dict(dropped),
+    card = card_mod.make_card(got.kept, config=config, constitution=cons, dropped=dict(got.dropped),
                               contamination={**rep.as_dict(), "wording": wrep.as_dict()},
-                              teacher_stats=getattr(teach, "stats", None),
-                              seconds=time.time() - t0, budget_reached=full)
-    atomic_write_text(out / "data.jsonl", "".join(card_mod.dumps(r) + "\n" for r in kept))
+                              teacher_stats=getattr(teacher, "stats", None),
+                              seconds=time.time() - t0, budget_reached=got.full)
+    atomic_write_text(out / "data.jsonl", "".join(card_mod.dumps(r) + "\n" for r in got.kept))
     atomic_write_json(out / "card.json", card)
     atomic_write_text(out / "card.md", card_mod.render_markdown(card))
-    return BuildResult(out, kept, card)
+    return BuildResult(out, got.kept, card)
 
 
 def _is_new(rec: dict[str, Any], kind: str, index: NearDupIndex, seen: set[str]) -> bool:
@@ -196,12 +248,10 @@ def _is_new(rec: dict[str, Any], kind: str, index: NearDupIndex, seen: set[str])
     return index.add(contamination.record_text(rec))
 
 
-def _default_augment_source(cons, seed: int, families: Iterable[str] | None = None) -> Iterable[dict[str, Any]]:
-    """Without --input, augment the builtin advice data (an unbounded stream), of the same families."""
-    from teachwhy.data.plans import plan
-    from teachwhy.teachers.builtin import BuiltinTeacher
-
-    teacher = BuiltinTeacher(cons, seed=seed)
+def _default_augment_source(teacher: Teacher, cons: Constitution, seed: int,
+                            families: Iterable[str] | None = None) -> Iterable[dict[str, Any]]:
+    """Without --input, augment the advice data `teacher` writes (the builtin one's: an unbounded
+    stream), of the same families."""
     for r in teacher.realise(plan("advice", cons, seed, families=families)):
         if r.content is not None:
             yield {"id": f"advice-{r.job.key}", **r.content}

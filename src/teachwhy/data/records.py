@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 KINDS = ("demonstration", "reasoning", "advice", "documents", "fiction", "augment")
 
@@ -41,6 +42,24 @@ class Job:
 
 # What a teacher returns for a job: a chat, or a text, or None with a reason (filtered out).
 Content = dict[str, Any]  # {"messages": [...], "tools": [...]?} or {"text": "..."}
+
+
+@dataclass(frozen=True)
+class Realised:
+    job: Job
+    content: Content | None  # None: the teacher produced nothing usable
+    reason: str = ""  # why it was dropped (counted in the dataset card)
+
+
+class Teacher(Protocol):
+    """What a dataset build needs of a teacher (teachwhy.teachers holds them; `get_teacher` picks one)."""
+
+    id: str  # written into each record it realised
+    spec: str  # what it was asked for by (get_teacher's spec); a dataset's config records it
+
+    def realise(self, jobs: Iterable[Job]) -> Iterator[Realised]:
+        """Yield one Realised per job, in the order of `jobs`."""
+        ...
 
 
 def make_record(job: Job, content: Content, teacher_id: str, tokens: int, loss_tokens: int,

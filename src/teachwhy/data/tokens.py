@@ -4,17 +4,12 @@ count (assistant tokens for chats, all tokens for documents) is reported beside 
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib.resources import files
 from typing import Any
 
 from teachwhy.data.records import tools_of
+from teachwhy.models import training_chat_template  # defined with the models that carry it
 
-
-@lru_cache(maxsize=1)
-def training_chat_template() -> str:
-    """ChatML as SmolLM2 renders it, plus {% generation %} markers (assistant-only loss) and tools."""
-    return files("teachwhy.templates").joinpath("chatml_train.jinja").read_text()
+__all__ = ["TokenCounter", "training_chat_template"]
 
 
 class TokenCounter:

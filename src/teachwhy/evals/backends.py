@@ -6,25 +6,19 @@
 - generate mode: `generate_model_id` names the Inspect model the samples come from: teachwhy's own
   `teachwhy/<spec>` (hf) or Inspect's `vllm/<model dir>[:<adapter dir>]` provider (vllm).
 
-Nothing here imports vllm: `require_vllm` only looks for the package, so a machine without it gets one
-line before any run directory is written.
+Nothing here imports vllm: `require_vllm` (from vllm_backend.py, which sits below this module) only
+looks for the package, so a machine without it gets one line before any run directory is written.
 """
 
 from __future__ import annotations
 
-import importlib.util
-from typing import TYPE_CHECKING
-
 from teachwhy import models
 from teachwhy.errors import UserError
-
-if TYPE_CHECKING:
-    from teachwhy.evals.choice import ChoiceBackend
+from teachwhy.evals.choice import ChoiceBackend, HFChoiceBackend
+from teachwhy.evals.vllm_backend import VLLMChoiceBackend, require_vllm
 
 BACKENDS = ("hf", "vllm")
 DEFAULT_BACKEND = "hf"
-VLLM_MISSING = ("the vllm backend needs the vllm package, which is not installed here: on a machine with a "
-                "CUDA GPU run `pip install 'teachwhy[vllm]'`, or use --backend hf")
 
 
 def check_backend(backend: str) -> str:
@@ -32,12 +26,6 @@ def check_backend(backend: str) -> str:
     if backend not in BACKENDS:
         raise UserError(f"unknown backend '{backend}': choose one of {', '.join(BACKENDS)}")
     return backend
-
-
-def require_vllm() -> None:
-    """Fail in one line where vllm is not installed (it is looked for, not imported)."""
-    if importlib.util.find_spec("vllm") is None:
-        raise UserError(VLLM_MISSING)
 
 
 def check_backend_for(ref: models.ModelRef, backend: str) -> None:
@@ -55,11 +43,7 @@ def open_choice_backend(model: str, dtype: str = models.DEFAULT_DTYPE, backend: 
     """Load a local model (embedded name, HF directory or PEFT adapter) for choice-mode scoring."""
     check_backend(backend)
     if backend == "vllm":
-        from teachwhy.evals.vllm_backend import VLLMChoiceBackend
-
         return VLLMChoiceBackend.open(model, dtype=dtype)
-    from teachwhy.evals.choice import HFChoiceBackend
-
     loaded = models.load(model, dtype=dtype)
     return HFChoiceBackend(loaded.model, loaded.tokenizer, name=model)
 

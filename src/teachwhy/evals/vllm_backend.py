@@ -30,6 +30,7 @@ path (vLLM)", and bench/gpu_check_vllm.py, which compares it with the HF backend
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,8 +38,10 @@ from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
-from teachwhy.evals.backends import require_vllm
 from teachwhy.evals.choice import NEUTRAL_MESSAGES, CandidateScore, letter_token_ids
+
+VLLM_MISSING = ("the vllm backend needs the vllm package, which is not installed here: on a machine with a "
+                "CUDA GPU run `pip install 'teachwhy[vllm]'`, or use --backend hf")
 
 # vLLM accepts only these values for max_lora_rank (vllm.config.lora.MaxLoRARanks)
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -110,6 +113,12 @@ def adapter_rank(adapter_dir: Path) -> int:
 
 
 # -- vllm, imported on demand ---------------------------------------------------------------------------
+def require_vllm() -> None:
+    """Fail in one line where vllm is not installed (it is looked for, not imported)."""
+    if importlib.util.find_spec("vllm") is None:
+        raise UserError(VLLM_MISSING)
+
+
 def import_vllm() -> Any:
     """The vllm module, or a one-line UserError saying how to get it."""
     require_vllm()

@@ -27,9 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from teachwhy.constitution.loader import load_constitution
+from teachwhy.data.build import build_dataset
 from teachwhy.errors import UserError
+from teachwhy.experiments.controls import run_controls
 from teachwhy.experiments.spec import Arm, ExperimentSpec
+from teachwhy.scenarios.schema import FAMILIES
 from teachwhy.store import atomic_write_json, atomic_write_text, content_hash, ensure_writable_dir, versions
+from teachwhy.teachers import get_teacher
+from teachwhy.train import RLSpec, SFTSpec, run_rl, run_sft
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 
@@ -79,8 +85,6 @@ def system_prefix(spec: ExperimentSpec, arm: Arm) -> str | None:
     if arm.prompt is None:
         return None
     if arm.prompt == "constitution_in_prompt":
-        from teachwhy.constitution.loader import load_constitution
-
         return ("Act by the principles of this constitution; they say what to do and why.\n\n"
                 + load_constitution(spec.constitution).render())
     return (PROMPT_DIR / f"{arm.prompt}.txt").read_text(encoding="utf-8")
@@ -88,8 +92,6 @@ def system_prefix(spec: ExperimentSpec, arm: Arm) -> str | None:
 
 # -- one cell --------------------------------------------------------------------------------------
 def _families(spec: ExperimentSpec) -> list[str] | None:
-    from teachwhy.scenarios.schema import FAMILIES
-
     return [f for f in FAMILIES if f not in spec.holdout_families] if spec.holdout_families else None
 
 
@@ -106,16 +108,16 @@ def data_dirs(spec: ExperimentSpec, arm: Arm, seed: int, exp: Path) -> list[Path
 
 def _data(spec: ExperimentSpec, arm: Arm, seed: int, exp: Path, log: Callable[[str], None]) -> list[dict]:
     """Each component's dataset, built once at the largest budget this arm needs (resumable)."""
-    from teachwhy.data.build import build_dataset
-
     out = []
     for comp, d in zip(arm.data, data_dirs(spec, arm, seed, exp)):
         tokens = math.ceil(max(spec.budgets) * comp.share)
         teacher = comp.teacher or spec.teacher
         if not (d / "card.json").is_file():
             log(f"building {comp.kind} data ({tokens} tokens, seed {seed})")
-            build_dataset(comp.kind, teacher=teacher, tokens=tokens, seed=seed, out=d,
-                          constitution=spec.constitution, model=spec.model, families=_families(spec))
+            cons = load_constitution(spec.constitution)
+            build_dataset(comp.kind, get_teacher(teacher, cons, spec.model, seed=seed), tokens=tokens, seed=seed,
+                          out=d, constitution=cons, model=spec.model, families=_families(spec),
+                          advice_teacher=get_teacher("builtin", cons, seed=seed))  # augment's default source
         card = json.loads((d / "card.json").read_text())
         out.append({"kind": comp.kind, "share": comp.share, "dir": str(d), "card": card})
     return out
@@ -124,7 +126,7 @@ def _data(spec: ExperimentSpec, arm: Arm, seed: int, exp: Path, log: Callable[[s
 def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[str], None]) -> dict:
     """Every eval of the spec on one cell's model: its EvalConfig with the cell's model, the runs
     directory, the spec's dtype and constitution, and the prompting arm's prefix."""
-    from teachwhy.evals.runner import run_eval
+    from teachwhy.evals.runner import run_eval  # lazy: imports torch
 
     res = {}
     for ev in spec.evals:
@@ -139,8 +141,7 @@ def _evals(spec: ExperimentSpec, model: str, prefix: str | None, log: Callable[[
 def _controls(spec: ExperimentSpec, log: Callable[[str], None]) -> dict:
     """`teachwhy eval controls` on the experiment's model, its runs under <out>/controls (shared with
     that command, so controls run there with the same settings are reused)."""
-    from teachwhy.evals.execute import parse_formats
-    from teachwhy.experiments.controls import run_controls
+    from teachwhy.evals.execute import parse_formats  # lazy: imports torch
 
     c = spec.controls
     assert c is not None
@@ -155,8 +156,6 @@ def _controls(spec: ExperimentSpec, log: Callable[[str], None]) -> dict:
 
 
 def run_cell(spec: ExperimentSpec, cell: Cell, exp: Path, log: Callable[[str], None] = lambda _m: None) -> dict:
-    from teachwhy.train import RLSpec, SFTSpec, run_rl, run_sft
-
     t0 = time.time()
     rec: dict[str, Any] = {"cell_id": cell.cell_id, "arm": cell.arm.name, "kind": cell.arm.kind,
                            "budget": cell.budget, "seed": cell.seed, "stage": cell.stage, "data": [],

@@ -9,23 +9,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Protocol
+# both live with the Job and the record format (data/records.py), so a dataset build can take a
+# teacher without importing this package
+from teachwhy.data.records import Realised, Teacher
 
-from teachwhy.data.records import Content, Job
-
-
-@dataclass(frozen=True)
-class Realised:
-    job: Job
-    content: Content | None  # None: the teacher produced nothing usable
-    reason: str = ""  # why it was dropped (counted in the dataset card)
-
-
-class Teacher(Protocol):
-    id: str
-
-    def realise(self, jobs: Iterable[Job]) -> Iterator[Realised]:
-        """Yield one Realised per job, in the order of `jobs`."""
-        ...
+__all__ = ["Realised", "Teacher"]

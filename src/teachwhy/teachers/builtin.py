@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from teachwhy.constitution.loader import Constitution
+from teachwhy.data.plans import taxonomy
 from teachwhy.data.records import Job
 from teachwhy.teachers.base import Realised
 
@@ -68,6 +69,7 @@ def _principle_ctx(p: dict[str, Any], rng: random.Random) -> dict[str, str]:
 
 class BuiltinTeacher:
     id = "builtin"
+    spec = "builtin"
 
     def __init__(self, constitution: Constitution, seed: int = 0):
         self.constitution = constitution
@@ -171,6 +173,4 @@ def _join(items: list[str]) -> str:
 
 @lru_cache(maxsize=1)
 def _fiction_settings() -> list[dict[str, str]]:
-    from teachwhy.data.plans import taxonomy
-
     return taxonomy("fiction")["settings"]

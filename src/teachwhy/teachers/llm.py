@@ -315,6 +315,7 @@ class LLMTeacher:
                                 concurrency=concurrency, model_args=model_args, seed=seed, stats=self.stats)
         self.model = model
         self.id = f"llm:{model}"
+        self.spec = model  # get_teacher sets the spec it was given
         self.cache = CompletionCache(cache_path)
         self.concurrency = concurrency
         self.temperature = temperature

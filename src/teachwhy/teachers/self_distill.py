@@ -47,3 +47,4 @@ class SelfTeacher(LLMTeacher):
             kwargs.setdefault("concurrency", 1)  # one local model, generating on this machine
         super().__init__(model, cache_path, context=context_prompt(constitution_text), **kwargs)
         self.id = f"self:{target_model_spec}"
+        self.spec = "self"

@@ -37,8 +37,14 @@ from typing import Any
 
 import yaml
 
+from teachwhy import models
+from teachwhy.data.tokens import TokenCounter
 from teachwhy.errors import UserError
+from teachwhy.scenarios import banks as bank_mod
+from teachwhy.scenarios import builtin_scenarios, select
 from teachwhy.store import atomic_write_json, atomic_write_text, ensure_writable_dir
+from teachwhy.train import SFTSpec, run_sft
+from teachwhy.train.config import DataSource, EvalSpec
 
 ARMS = ("harmful", "aligned", "unrelated")
 EXPECTED = {"harmful": +1, "aligned": -1}
@@ -60,9 +66,6 @@ def decision_records(label: str, n: int, seed: int = 0, banks: list[str] | tuple
     the scenario's prompt, then one candidate of `label` as the reply, the i-th scenario's candidates
     phrased in train wording bank `banks[i % len(banks)]`. Where candidates are twins, the harmful and
     aligned sets use the two members of the same pair, so the arms differ only in the decisive span."""
-    from teachwhy.scenarios import banks as bank_mod
-    from teachwhy.scenarios import builtin_scenarios, select
-
     for b in banks:
         bank_mod.check(b, "train")
     worded = {b: select(builtin_scenarios("train", seed=seed, wording=b), split="train", limit=n) for b in banks}
@@ -144,15 +147,40 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
     """`train_banks`: the train wording banks the control data is phrased in (None: every one;
     scenarios/banks.py). The across-wording level scores `scenario_files` when given (a user's own
     prompts and candidates), else the built-in eval split in wording `heldout` (every eval bank)."""
-    from teachwhy import models
-    from teachwhy.data.tokens import TokenCounter
-    from teachwhy.evals.runner import load_selection, parse_formats, run_eval
-    from teachwhy.scenarios import banks as bank_mod
-    from teachwhy.train import SFTSpec, run_sft
-    from teachwhy.train.config import DataSource, EvalSpec
+    from teachwhy.evals.runner import parse_formats  # lazy: imports torch
 
     say = log or (lambda _m: None)
     fmts = parse_formats(formats or ["continuation", "options"])
+    used, ref = _check_options(model, train_scenarios, eval_limit, train_banks, heldout, scenario_files)
+    root = ensure_writable_dir(Path(out))
+    # 1. data: harmful and aligned actions from the train split, unrelated text of the same size
+    dirs, sizes = _control_data(root, model, train_scenarios, seed, used, say)
+    # 2. train one adapter per arm
+    adapters = {arm: _train_arm(arm, dirs[arm], root, model, learning_rate, epochs, seed, dtype, say)
+                for arm in ARMS}
+    # 3. evaluate the base and every arm at both levels, in every format
+    where = _where(heldout, scenario_files)
+    runs = {lv: _score_level(lv, model, adapters, where[lv], root, eval_limit, fmts, dtype, say) for lv in LEVELS}
+    # 4. effects vs base, per level, format and scoring
+    levels = {lv: _effects(runs[lv], fmts) for lv in LEVELS}
+    result = {
+        "model": model, "train_scenarios": train_scenarios, "eval_limit": eval_limit, "formats": fmts,
+        "seed": seed, "learning_rate": learning_rate, "epochs": epochs, "data": sizes,
+        "train_banks": used, **_run_results(runs, where, adapters, fmts),
+        "effects": levels["in_template"],
+        "effects_across_wording": levels["across_wording"],
+    }
+    result["validation"] = validation_entry(model, models.fingerprint(ref), levels["in_template"],
+                                            levels["across_wording"])
+    atomic_write_json(root / result_file, result)
+    return ControlsResult(root, result)
+
+
+def _check_options(model: str, train_scenarios: int, eval_limit: int | None, train_banks: list[str] | None,
+                   heldout: str, scenario_files: list[str] | None) -> tuple[list[str], models.ModelRef]:
+    """The train banks to use and the model, after every option is checked (before anything is written)."""
+    from teachwhy.evals.runner import load_selection  # lazy: imports torch
+
     if train_scenarios < 2:
         raise UserError(f"--train-scenarios must be at least 2 (got {train_scenarios})")
     if eval_limit is not None and eval_limit < 1:
@@ -169,9 +197,12 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
         load_selection(scenario_files, None, None, None)
     else:
         bank_mod.check(heldout, "eval")
-    root = ensure_writable_dir(Path(out))
+    return used, ref
 
-    # 1. data: harmful and aligned actions from the train split, unrelated text of the same size
+
+def _control_data(root: Path, model: str, train_scenarios: int, seed: int, used: list[str],
+                  say: Log) -> tuple[dict[str, Path], dict[str, dict]]:
+    """Each arm's training set written under root/data: (its directory, its size) per arm."""
     tok = models.load_tokenizer(model)
     counter = TokenCounter(tok)
     data = {"harmful": decision_records("harmful", train_scenarios, seed, used),
@@ -191,35 +222,45 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
                       "loss_tokens": sum(r["loss_tokens"] for r in recs)}
         say(f"data {arm}: {sizes[arm]['records']} records, {sizes[arm]['tokens']} tokens "
             f"({sizes[arm]['loss_tokens']} loss-bearing)")
+    return dirs, sizes
 
-    # 2. train one adapter per arm
-    adapters = {}
-    for arm in ARMS:
-        say(f"training the {arm} control")
-        spec = SFTSpec.model_validate({  # validated as a config file is (dtype is any string here)
-            "model": model, "data": [DataSource(path=str(dirs[arm]))], "out": str(root / "train"),
-            "name": f"control-{arm}", "learning_rate": learning_rate, "epochs": epochs, "seed": seed,
-            "dtype": dtype, "eval": EvalSpec(every=None)})
-        res = run_sft(spec)
-        adapters[arm] = str(res.run_dir)
 
-    # 3. evaluate the base and every arm at both levels, in every format
-    where = {"in_template": {"wording": "house", "scenario_files": None, "split": "eval"},
-             "across_wording": ({"wording": "house", "scenario_files": list(scenario_files), "split": None}
-                                if scenario_files else {"wording": heldout, "scenario_files": None, "split": "eval"})}
-    runs: dict[str, dict] = {lv: {} for lv in LEVELS}
-    for lv in LEVELS:
-        for name, m in [("base", model), *adapters.items()]:
-            say(f"evaluating {name}, {lv.replace('_', ' ')} ({', '.join(fmts)})")
-            runs[lv][name] = run_eval(m, mode="choice", limit=eval_limit, out=root / "eval", formats=fmts,
-                                      dtype=dtype, **where[lv])
+def _train_arm(arm: str, data_dir: Path, root: Path, model: str, learning_rate: float, epochs: float, seed: int,
+               dtype: str, say: Log) -> str:
+    """One control's SFT run (an ordinary, resumable run under root/train): its run directory."""
+    say(f"training the {arm} control")
+    spec = SFTSpec.model_validate({  # validated as a config file is (dtype is any string here)
+        "model": model, "data": [DataSource(path=str(data_dir))], "out": str(root / "train"),
+        "name": f"control-{arm}", "learning_rate": learning_rate, "epochs": epochs, "seed": seed,
+        "dtype": dtype, "eval": EvalSpec(every=None)})
+    return str(run_sft(spec).run_dir)
 
-    # 4. effects vs base, per level, format and scoring
-    levels = {lv: _effects(runs[lv], fmts) for lv in LEVELS}
-    result = {
-        "model": model, "train_scenarios": train_scenarios, "eval_limit": eval_limit, "formats": fmts,
-        "seed": seed, "learning_rate": learning_rate, "epochs": epochs, "data": sizes,
-        "train_banks": used,
+
+def _where(heldout: str, scenario_files: list[str] | None) -> dict[str, dict]:
+    """What each level scores: its wording, scenario files and split."""
+    return {"in_template": {"wording": "house", "scenario_files": None, "split": "eval"},
+            "across_wording": ({"wording": "house", "scenario_files": list(scenario_files), "split": None}
+                               if scenario_files else {"wording": heldout, "scenario_files": None, "split": "eval"})}
+
+
+def _score_level(lv: str, model: str, adapters: dict[str, str], where: dict, root: Path, eval_limit: int | None,
+                 fmts: list[str], dtype: str, say: Log) -> dict:
+    """The base model's and each arm's eval run at one level."""
+    from teachwhy.evals.runner import run_eval  # lazy: imports torch
+
+    runs = {}
+    for name, m in [("base", model), *adapters.items()]:
+        say(f"evaluating {name}, {lv.replace('_', ' ')} ({', '.join(fmts)})")
+        runs[name] = run_eval(m, mode="choice", limit=eval_limit, out=root / "eval", formats=fmts, dtype=dtype,
+                              **where)
+    return runs
+
+
+def _run_results(runs: dict[str, dict], where: dict[str, dict], adapters: dict[str, str],
+                 fmts: list[str]) -> dict[str, Any]:
+    """The result's entries on the runs: where each level scored, the adapters, run directories, each
+    model's overall rates per format and the base run's diagnostics."""
+    return {
         "levels_eval": {lv: {"wording": where[lv]["wording"], "scenario_files": where[lv]["scenario_files"],
                              "n": runs[lv]["base"].summary["n_scenarios"]} for lv in LEVELS},
         "adapters": adapters,
@@ -232,18 +273,13 @@ def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls",
                                 for arm in ARMS},
         "diagnostics": {name: {fmt: r.summary["by_format"][fmt]["diagnostics"] for fmt in fmts}
                         for name, r in runs["in_template"].items()},
-        "effects": levels["in_template"],
-        "effects_across_wording": levels["across_wording"],
     }
-    result["validation"] = validation_entry(model, models.fingerprint(ref), levels["in_template"],
-                                            levels["across_wording"])
-    atomic_write_json(root / result_file, result)
-    return ControlsResult(root, result)
 
 
 def _effects(runs: dict, fmts: list[str]) -> dict[str, dict]:
     """Each arm's paired effect against the base, each positive arm's against the unrelated one, and the
     verdict, for every format and every scoring its records hold."""
+    # lazy: both import torch
     from teachwhy.evals.choice import PAIR, SCORINGS
     from teachwhy.evals.compare import compare_runs
 
