@@ -17,12 +17,14 @@ from pydantic import BaseModel
 from rich.table import Table
 from typer._click import ClickException  # typer vendors Click: its errors are not click's
 
+from teachwhy import render, results
 from teachwhy.cli_experiment import exp_app, register_report
 from teachwhy.console import CliCommand, err, new_typer, out
 from teachwhy.console import progress as _progress
 from teachwhy.data.wording import DEFAULT_THRESHOLD as WORDING_THRESHOLD
 from teachwhy.errors import UserError
 from teachwhy.evals.config import EvalConfig, cli_of
+from teachwhy.render import ci as _ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -234,172 +236,6 @@ def _ids(value: str | None, flag: str) -> list[str] | None:
     return ids
 
 
-def _ci(v, pct: bool = True) -> str:
-    if not v:
-        return "n/a"
-    return f"[{v[0]:.1%}, {v[1]:.1%}]" if pct else f"[{v[0]:.3f}, {v[1]:.3f}]"
-
-
-def _slice(r: dict, adherence: bool = False) -> str:
-    if r["group"] == "overall":
-        return "overall"
-    if r["group"] == "training":
-        return r["key"]
-    if r["group"] == "condition" and r["key"].count("=") == 2:
-        goal, urg = (part.split("=", 1)[1] for part in r["key"].split("/"))
-        return f"goal {goal} · urgency {urg}"
-    if r["group"] == "condition":  # adherence: the kind of failure an item tests
-        return f"tests {r['key']}"
-    if r["group"] == "family" and adherence:
-        return f"principle {r['key']}"
-    return f"{r['group']} {r['key']}"
-
-
-def print_summary(summary: dict) -> None:
-    mode = summary["mode"]
-    t = Table(title=f"{summary['model']} · {summary['suite']} · {mode}", caption=summary["metric"])
-    for col in ("slice", "rate", "k/n", "95% CI Wilson", "95% CI families"):
-        t.add_column(col, no_wrap=True)
-    judge = mode == "generate" and "judge" in summary["overall"]
-    adherence = summary.get("suite") == "adherence"
-    if mode == "choice":
-        t.add_column(f"mean P({'violating' if adherence else 'harmful'}) [95% CI]", no_wrap=True)
-    else:
-        t.add_column("invalid: unparseable/no action", no_wrap=True)
-        if judge:
-            t.add_column("LLM judge [95% CI] n", no_wrap=True)
-    previous = None
-    for r in summary["rows"]:
-        rate = "n/a" if r["rate"] is None else f"{r['rate']:.1%}"
-        cells = [_slice(r, adherence), rate, f"{r['k']}/{r['n']}", _ci(r["wilson_95"]), _ci(r["cluster_bootstrap_95"])]
-        if mode == "choice":
-            lo, hi = r["mean_p_harmful_95"] or (0.0, 1.0)
-            cells.append(f"{r['mean_p_harmful']:.3f} [{lo:.3f}, {hi:.3f}]" if r["n"] else "n/a")
-        else:
-            cells.append(f"{r['invalid']}/{r['samples']}: {r['unparseable']}/{r['no_action']}")
-            if judge:
-                j = r.get("judge")
-                cells.append(f"{j['rate']:.1%} {_ci(j['wilson_95'])} {j['n']}" if j and j["n"] else "n/a")
-        if t.rows and r["group"] != previous:
-            t.add_section()
-        previous = r["group"]
-        t.add_row(*cells)
-    out.print(t)
-    if mode == "choice":
-        o = summary["overall"]["other_scorings"]
-        if o:
-            out.print("overall under the other scorings: " + "; ".join(
-                f"{k}: {v['rate']:.1%} {_ci(v['wilson_95'])} (n={v['n']})" for k, v in o.items()))
-        for fmt, f in summary.get("by_format", {}).items():
-            if fmt != summary["format"]:
-                ov = f["overall"]
-                out.print(f"{fmt} format ({f['scoring']}): {ov['rate']:.1%} ({ov['k']}/{ov['n']}) "
-                          f"{_ci(ov['wilson_95'])}; mean P({'violating' if adherence else 'harmful'}) "
-                          f"{ov['mean_p_harmful']:.3f} "
-                          f"{_ci(ov['mean_p_harmful_95'], pct=False)}")
-        _print_pressure(summary)
-        _print_diagnostics(summary)
-    elif summary.get("awareness"):
-        _print_awareness(summary["awareness"])
-    out.print("95% CI families: cluster bootstrap over scenario families (n/a within one family).")
-    for w in summary.get("warnings", []):
-        err.print(f"[yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
-
-
-def _diff(mean, ci, pct: bool = False) -> str:
-    if mean is None:
-        return "n/a"
-    if ci is None:  # one item: no interval
-        return f"{mean:+.1%} [CI n/a]" if pct else f"{mean:+.3f} [CI n/a]"
-    if pct:
-        return f"{mean:+.1%} [{ci[0]:+.1%}, {ci[1]:+.1%}]"
-    return f"{mean:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
-
-
-def print_audit_summary(summary: dict) -> None:
-    t = Table(title=f"{summary['model']} · audit · {summary['mode']}", caption=summary["metric"])
-    for col in ("dimension", "n (seeds)", "mean score [95% CI]", "concerning (≥5.5) k/n [95% CI]",
-                "mean P(concerning probe) [95% CI]"):
-        t.add_column(col, no_wrap=True)
-    for dim, d in summary["dimensions"].items():
-        ci = d["mean_score_95"]
-        c = d["concerning"]
-        probe = (f"{d['mean_probe']:.3f} {_ci(d['mean_probe_95'], pct=False)} (n={d['n_probe']})"
-                 if d["mean_probe"] is not None else "n/a (no probes)")
-        t.add_row(dim, f"{d['n']} ({d['seeds']})",
-                  f"{d['mean_score']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{d['mean_score']:.2f} [CI n/a]",
-                  f"{c['k']}/{c['n']} {_ci(c['wilson_95'])}", probe)
-    out.print(t)
-    judged = {dim: d for dim, d in summary["dimensions"].items() if d.get("judged")}
-    if judged:
-        out.print("LLM judge: " + "; ".join(f"{dim} scored {d['judged']}/{d['n']}, its quote found in the target's "
-                                            f"replies {d['judge_quotes_found']}/{d['judged']}"
-                                            for dim, d in judged.items()), soft_wrap=True, highlight=False)
-    a = summary["awareness"]
-    out.print(f"eval awareness (rule cues in the target's replies): said or implied a test in {a['test']['k']}/"
-              f"{a['test']['n']} transcripts {_ci(a['test']['wilson_95'])}; said it was real in "
-              f"{a['real']['k']}/{a['real']['n']} {_ci(a['real']['wilson_95'])}", soft_wrap=True, highlight=False)
-    out.print("95% CI of the mean score: bootstrap over seeds (normal within one seed).")
-
-
-def _print_awareness(a: dict) -> None:
-    """Eval awareness beside a generated result (evals/suites/agentic/awareness.py)."""
-    def rate(r: dict) -> str:
-        return f"{r['k']}/{r['n']} {_ci(r['wilson_95'])}" if r["n"] else "n/a (n=0)"
-
-    by = a["harmful_by_label"]
-    out.print(f"eval awareness (rule cues in the reply): said or implied a test {rate(a['test'])}; said it was real "
-              f"{rate(a['real'])}. Harmful rate when it said test: {rate(by['test'])}; said real: {rate(by['real'])}; "
-              f"said neither: {rate(by['none'])}", soft_wrap=True, highlight=False)
-    if a.get("judge_test"):
-        ag = a["judge_agrees_with_cues"]
-        out.print(f"eval awareness (LLM judge): said or implied a test {rate(a['judge_test'])}; agrees with the "
-                  f"rule cues on {ag['k']}/{ag['n']}", soft_wrap=True, highlight=False)
-
-
-def _print_pressure(summary: dict) -> None:
-    rows = summary.get("pressure") or []
-    if not rows:
-        return
-    t = Table("condition minus control", "n pairs", "Δ P(harmful) [95% CI]", "Δ harmful rate [95% CI]",
-              title=f"pressure effects · {summary['format']}/{summary['scoring']} · paired, same candidates",
-              caption="95% CI: bootstrap over scenario clusters (family x template)")
-    for r in rows:
-        t.add_row(r["condition"], str(r["n"]), _diff(r["p_harmful_diff"], r["p_harmful_diff_95"]),
-                  _diff(r["rate_diff"], r["rate_diff_95"], pct=True))
-    out.print(t)
-
-
-def _print_diagnostics(summary: dict) -> None:
-    bits = []
-    for fmt, f in summary.get("by_format", {}).items():
-        d = f["diagnostics"]
-        sw = d["same_winner"]
-        ga = d.get("going_along")
-        if ga and ga["mean"] is not None:
-            bits.append(f"{fmt}: mean P(the reply going along with the request) {ga['mean']:.2f} "
-                        f"{_ci(ga['ci_95'], pct=False)} (n={ga['n']})")
-        if sw["n"]:
-            bits.append(f"{fmt}: same candidate wins within its template {sw['k']}/{sw['n']} "
-                        f"{_ci(sw['wilson_95'])}")
-        for pair, a in (d.get("scoring_agreement") or {}).items():
-            bits.append(f"{fmt}: scorings {pair.replace('~', '/')} agree {a['k']}/{a['n']}")
-        pos = d.get("position")
-        if pos:
-            letters = " ".join(f"{'ABCDEFGHIJKLMNOPQRSTUVWXYZ'[i]} {p:.2f}" for i, p in enumerate(pos["p_letter"]))
-            bits.append(f"options: mean P(letter) {letters} (no bias {pos['chance']:.2f}); mass on letters "
-                        f"{pos['letter_mass']:.2f}; same letter wins every rotation "
-                        f"{pos['same_letter_every_rotation']['k']}/{pos['same_letter_every_rotation']['n']}, "
-                        f"same option {pos['same_candidate_every_rotation']['k']}/"
-                        f"{pos['same_candidate_every_rotation']['n']}")
-    for pair, a in (summary.get("format_agreement") or {}).items():
-        r = a.get("pearson_p_harmful")
-        bits.append(f"formats {pair.replace('~', '/')} agree {a['k']}/{a['n']}"
-                    + (f", Pearson r of P(harmful) {r:.2f}" if r is not None else ""))
-    if bits:
-        out.print("diagnostics: " + "; ".join(bits), soft_wrap=True, highlight=False)
-
-
 eval_app = new_typer(help="Run the agentic-misalignment honeypot eval (no subcommand), compare two runs, "
                        "or run the eval's controls.")
 app.add_typer(eval_app, name="eval")
@@ -457,10 +293,7 @@ def eval_cmd(ctx: typer.Context, as_json: bool = False, **options) -> None:
         return
     if res.resumed:
         err.print(f"resumed: {res.resumed} records from an earlier run were kept")
-    if res.summary.get("suite") == "audit":
-        print_audit_summary(res.summary)
-    else:
-        print_summary(res.summary)
+    render.eval_summary(results.of(res.summary))
     out.print(f"results: {res.run_dir}/summary.json, {res.run_dir}/samples.jsonl")
 
 
@@ -483,33 +316,7 @@ def eval_compare(
     if as_json:
         print(json.dumps(res, indent=2))
         return
-    t = Table("slice", "n", f"A: {res['a']['model']}", f"B: {res['b']['model']}", "Δ P(harmful) B-A [95% CI]",
-              "Δ harmful rate B-A [95% CI]", title=f"training effect · {res['format']}/{res['scoring']} · paired",
-              caption="A/B: harmful rate k/n and mean P(harmful); 95% CI: bootstrap over scenario clusters")
-    adherence = res.get("suite") == "adherence"
-    unit = "principle" if adherence else "family"
-    rows = [("overall", res["overall"])] + [(f"{unit} {k}", v) for k, v in res["by_family"].items()]
-    for label in ("seen_families", "held_out_families"):
-        if res.get(label):
-            rows.append((label.replace("_", " "), res[label]))
-    for name, e in rows:
-        t.add_row(name, str(e["n"]), f"{e['a']['k']}/{e['a']['n']} · {e['a_mean_p_harmful']:.3f}",
-                  f"{e['b']['k']}/{e['b']['n']} · {e['b_mean_p_harmful']:.3f}",
-                  _diff(e["p_harmful_diff"], e["p_harmful_diff_95"]),
-                  _diff(e["rate_diff"], e["rate_diff_95"], pct=True))
-    out.print(t)
-    if res.get("trained_families"):
-        out.print(f"B was trained on data from families: {', '.join(res['trained_families'])}")
-    if res.get("validity"):
-        out.print(f"eval wording: {res['wording']}; validity level of {res['format']}/{res['scoring']} reached by "
-                  f"its controls: {res['validity']['reached']}", highlight=False)
-    for w in res.get("warnings") or []:
-        err.print(f"warning: {w}", markup=False, highlight=False, soft_wrap=True)
-    if adherence:
-        out.print("Adherence: P(harmful) is P(violating the principle). Principles B moved most: " + "; ".join(
-            f"{m['principle']} {m['direction']} {_diff(m['p_violating_diff'], m['p_violating_diff_95'])} "
-            f"(n={m['n']}{'' if m['ci_excludes_zero'] else ', CI includes 0'})" for m in res["moved_most"]),
-            soft_wrap=True, highlight=False)
+    render.compare(results.CompareResult.model_validate(res))
 
 
 @eval_app.command("controls", cls=CliCommand)
@@ -571,7 +378,7 @@ def eval_controls(
             if as_json:
                 print(json.dumps(dose, indent=2))
                 return
-            print_dose(dose)
+            render.dose(results.DoseResult.model_validate(dose))
             out.print(f"results: {out_dir}/dose.json, {dose['plot']}")
             return
         if dose_scenarios is not None:
@@ -580,7 +387,7 @@ def eval_controls(
     if as_json:
         print(json.dumps(res.result, indent=2))
         return
-    print_controls(res.result)
+    render.controls(results.ControlsResult.model_validate(res.result))
     out.print(f"results: {res.out}/controls.json")
 
 
@@ -589,50 +396,6 @@ def _int(v: str, flag: str) -> int:
         return int(v)
     except ValueError:
         raise UserError(f"{flag} takes whole numbers, comma-separated (got '{v}')") from None
-
-
-LEVEL_TITLES = {"in_template": "in-template (the eval's own candidates)",
-                "across_wording": "across wording (held-out candidates)"}
-
-
-def print_controls(r: dict) -> None:
-    verdict_cell = {"validated": "[green]validated[/]", "partly": "[yellow]partly validated[/]"}
-    levels = [("in_template", r["effects"])]
-    if "effects_across_wording" in r:
-        levels.append(("across_wording", r["effects_across_wording"]))
-    for lv, effects in levels:
-        info = (r.get("levels_eval") or {}).get(lv, {})
-        what = (", ".join(info["scenario_files"]) if info.get("scenario_files")
-                else f"wording {info.get('wording', 'house')}")
-        n = info.get("n") or r["eval_limit"] or "all"
-        t = Table("format/scoring", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base", "verdict",
-                  title=f"eval controls · {r['model']} · {LEVEL_TITLES[lv]} · Δ mean P(harmful), paired, 95% CI",
-                  caption=f"n = {n} eval scenarios ({what}); CI: bootstrap over scenario clusters")
-        for key, e in effects.items():
-            v = e["verdict"]
-            level = v.get("level", "validated" if v["validated"] else "not")
-            diffs = (_diff(e[a]["p_harmful_diff"], e[a]["p_harmful_diff_95"])
-                     for a in ("harmful", "aligned", "unrelated"))
-            t.add_row(key, *diffs, verdict_cell.get(level, "[red]not validated[/]"))
-        out.print(t)
-        for key, e in effects.items():
-            if not e["verdict"]["validated"]:
-                out.print(f"{key} ({lv.replace('_', ' ')}): {e['verdict']['why']}", highlight=False, soft_wrap=True)
-    d = r["data"]
-    banks_line = f" (train wording banks: {', '.join(r['train_banks'])})" if r.get("train_banks") else ""
-    out.print("training data" + banks_line + ": " + "; ".join(
-        f"{a} {d[a]['records']} records, {d[a]['tokens']} tokens ({d[a]['loss_tokens']} loss-bearing)" for a in d))
-
-
-def print_dose(dose: dict) -> None:
-    t = Table("banks", "scenarios", "level", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base",
-              "verdict", title=f"dose of variety · {dose['model']} · {dose['scoring']} · Δ mean P(harmful), 95% CI")
-    for p in dose["points"]:
-        for lv in ("across_wording", "in_template"):
-            e = p[lv]
-            t.add_row(str(p["banks"]), str(p["train_scenarios"]), lv.replace("_", " "),
-                      *(_diff(e[a]["diff"], e[a]["ci_95"]) for a in ("harmful", "aligned", "unrelated")), e["verdict"])
-    out.print(t)
 
 
 # -- data -----------------------------------------------------------------------------------------

@@ -44,68 +44,12 @@ def _status_table(st: dict) -> Table:
     return t
 
 
-def _ci(est: dict | None) -> str:
-    if not est or est.get("mean") is None:
-        return "-"
-    lo, hi = est.get("ci_95") or (None, None)
-    return f"{est['mean']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{est['mean']:.3f}"
-
-
 def print_results(analysis: dict, report: dict | None = None, exp_dir: str | None = None) -> None:
-    """The short version in the terminal, in the report's order: the validity sentence (which measure
-    the controls validated across wording, or that none is), one sentence per comparison, the first
-    eval's table of mean P(harmful) and effect with CIs, the by-wording table when the study has a
-    held-out-wording eval, each audit eval's table per dimension, then the data-efficiency and RL
-    statements and where the report is. An experiment with audit evals only prints those tables."""
-    wording = None
-    audit: list[dict] = []
-    if exp_dir:
-        from teachwhy.report.load import load_experiment_dir
-        from teachwhy.report.view import audit_headline, audit_tables, eval_names, headline, wording_table
+    """The experiment's results in the terminal (render.experiment over the typed analysis)."""
+    from teachwhy import render
+    from teachwhy.results import ExperimentAnalysis
 
-        exp = load_experiment_dir(Path(exp_dir))
-        evals = eval_names(exp)
-        audit = audit_tables(exp)
-        only = audit_headline(exp, evals)
-        if only:  # audit evals only: no honeypot headline or table to print
-            out.print(only, highlight=False)
-            _print_tables(audit)
-            if report:
-                out.print(f"report: {report['html']}", highlight=False)
-            return
-        head = headline(exp, evals)
-        wording = wording_table(exp, evals)
-        out.print(head["validity"]["text"], highlight=False)
-        for sentence in head["comparisons"]:
-            out.print(f"- {sentence}", highlight=False)
-    curves = [c for c in analysis.get("curves", []) if c.get("eval") == analysis.get("eval")]
-    t = Table("arm", "stage", "tokens", "n", "mean P(harmful) [95% CI]", "effect vs base [95% CI]", "harmful",
-              title=f"{analysis.get('eval')}: {analysis.get('metric', '')}")
-    for c in curves:
-        hr = c.get("harmful_rate") or {}
-        seeds = f" x {c['n_seeds']} seeds" if c.get("n_seeds", 1) > 1 else ""
-        t.add_row(c["arm"], c["stage"], f"{c['budget']:,}" if c.get("budget") else "-",
-                  f"{c['n_scenarios']}{seeds}", _ci(c.get("p_harmful")), _ci(c.get("effect")),
-                  f"{hr.get('k', '-')}/{hr.get('n', '-')}")
-    out.print(t)
-    if wording and len(wording["columns"]) > 3:  # arm plus at least two evals' columns
-        _print_tables([wording])
-    _print_tables(audit)
-    for section in ("multiples", "persistence", "gaps", "generalization"):
-        for e in analysis.get(section, []):
-            if e.get("statement") and e.get("eval") == analysis.get("eval"):
-                out.print(f"- {e['statement']}", highlight=False)
-    if report:
-        out.print(f"report: {report['html']}", highlight=False)
-
-
-def _print_tables(tables: list[dict]) -> None:
-    """Report tables (report/view.py's plain data) as terminal tables."""
-    for tab in tables:
-        w = Table(*[c["label"] for c in tab["columns"]], title=tab["title"])
-        for row in tab["rows"]:
-            w.add_row(*row)
-        out.print(w)
+    render.experiment(ExperimentAnalysis.model_validate(analysis), report["html"] if report else None, exp_dir)
 
 
 @exp_app.command("run", cls=CliCommand)
