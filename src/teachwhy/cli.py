@@ -24,6 +24,8 @@ from teachwhy.console import progress as _progress
 from teachwhy.data.wording import DEFAULT_THRESHOLD as WORDING_THRESHOLD
 from teachwhy.errors import UserError
 from teachwhy.evals.config import EvalConfig, cli_of
+from teachwhy.experiments.spec import CONTROLS_OUT, controls_default
+from teachwhy.models import DEFAULT_DTYPE, DEFAULT_MODEL
 from teachwhy.render import ci as _ci
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -68,7 +70,7 @@ def models_list(as_json: bool = typer.Option(False, "--json", help="Print the li
 
 
 @models_app.command("prepare", cls=CliCommand)
-def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
+def models_prepare(name: str = typer.Argument(DEFAULT_MODEL, metavar="NAME"),
                    force: bool = typer.Option(False, "--force", help="Rebuild the cache."),
                    verify: bool = typer.Option(False, "--verify",
                                                help="Check every cached file against its recorded sha256.")) -> None:
@@ -85,7 +87,7 @@ def models_prepare(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
 
 
 @models_app.command("tiny", cls=CliCommand)
-def models_tiny(name: str = typer.Argument("smollm2-135m", metavar="NAME"),
+def models_tiny(name: str = typer.Argument(DEFAULT_MODEL, metavar="NAME"),
                 layers: int = typer.Option(2, min=1, help="Decoder layers."),
                 hidden: int = typer.Option(64, min=8, help="Hidden size (heads 4, key-value heads 2)."),
                 force: bool = typer.Option(False, "--force", help="Rebuild it.")) -> None:
@@ -321,20 +323,22 @@ def eval_compare(
 
 @eval_app.command("controls", cls=CliCommand)
 def eval_controls(
-    model: str = typer.Option("smollm2-135m", "--model", "-m", metavar="MODEL",
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", metavar="MODEL",
                               help="A local base model (embedded name or HF dir)."),
-    out_dir: str = typer.Option("runs/controls", "--out", metavar="DIR",
+    out_dir: str = typer.Option(CONTROLS_OUT, "--out", metavar="DIR",
                                 help="Where the control data, runs and controls.json go."),
-    train_scenarios: int = typer.Option(24, metavar="N",
+    train_scenarios: int = typer.Option(controls_default("train_scenarios"), metavar="N",
                                         help="Train-split scenarios per positive control (one action each)."),
-    eval_limit: int | None = typer.Option(48, metavar="N", help="Eval scenarios scored at each level (0: all)."),
+    eval_limit: int | None = typer.Option(controls_default("eval_limit"), metavar="N",
+                                          help="Eval scenarios scored at each level (0: all)."),
     fmt: str = typer.Option("continuation,options", "--format", metavar="FORMAT",
                             help="Formats to check, comma-separated."),
-    lr: float = typer.Option(1e-3, "--lr", metavar="RATE", help="Learning rate of the control fine-tunes."),
-    epochs: float = typer.Option(2.0, metavar="EPOCHS",
+    lr: float = typer.Option(controls_default("learning_rate"), "--lr", metavar="RATE",
+                             help="Learning rate of the control fine-tunes."),
+    epochs: float = typer.Option(controls_default("epochs"), metavar="EPOCHS",
                                  help="Epochs over each control's data (the controls are meant to be strong)."),
     seed: int = typer.Option(0, metavar="N"),
-    dtype: str = typer.Option("auto", metavar="DTYPE", help="auto (bf16 where native), bfloat16 or float32."),
+    dtype: str = typer.Option(DEFAULT_DTYPE, metavar="DTYPE", help="auto (bf16 where native), bfloat16 or float32."),
     train_banks: str | None = typer.Option(None, "--train-banks", metavar="BANKS",
                                            help="Train wording banks the control data is phrased in, comma-separated "
                                            "(default: every train bank; `teachwhy scenarios banks`)."),
@@ -411,7 +415,7 @@ def data_build(
     out_dir: str = typer.Option(..., "--out", metavar="DIR",
                                 help="Output directory (data.jsonl, card.json, card.md)."),
     constitution: str | None = typer.Option(None, metavar="FILE", help="Your constitution YAML (default: ours)."),
-    model: str = typer.Option("smollm2-135m", metavar="MODEL",
+    model: str = typer.Option(DEFAULT_MODEL, metavar="MODEL",
                               help="Target model: its tokenizer counts tokens; the self teacher."),
     input_path: str | None = typer.Option(None, "--input", metavar="FILE",
                                           help="augment: the chat dataset to augment."),
@@ -594,7 +598,7 @@ def train_sft(
                                           metavar="DIR[:TOKENS]",
                                           help="DIR or DIR:TOKENS, a dataset and its token budget (repeatable)."),
     model: str | None = typer.Option(None, "--model", "-m", metavar="MODEL",
-                                     help="Base model or adapter dir (default smollm2-135m)."),
+                                     help=f"Base model or adapter dir (default {DEFAULT_MODEL})."),
     out_dir: str | None = typer.Option(None, "--out", metavar="DIR", help="Runs directory (default runs)."),
     name: str | None = typer.Option(None, metavar="NAME", help="Label for the run id."),
     method: str | None = typer.Option(None, metavar="METHOD", help="lora (default) or full."),

@@ -73,7 +73,7 @@ class EvalSummary(Open):
 
     run_id: str | None = None
     model: str
-    suite: str = "agentic"
+    suite: str
     mode: str
     metric: str
     overall: Row
@@ -161,7 +161,7 @@ class CompareResult(Open):
     overall: Effect
     by_family: dict[str, Effect] = {}
     trained_families: list[str] | None = None
-    suite: str = "agentic"
+    suite: str
     seen_families: Effect | None = None
     held_out_families: Effect | None = None
     moved_most: list[Moved] = []

@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from teachwhy.evals.config import MODES, EvalConfig, default
+from teachwhy.evals.config import MODES, EvalConfig
 from teachwhy.models import DEFAULT_DTYPE, DEFAULT_MODEL
+from teachwhy.store import RUNS_DIR
 
 DOCS = "docs/experiments.md"
 PROMPTS = ("why_first", "constitution_in_prompt")
@@ -291,6 +292,15 @@ class ControlsSpec(BaseModel):
         return v
 
 
+CONTROLS_OUT = f"{RUNS_DIR}/controls"  # `teachwhy eval controls`' own runs directory
+
+
+def controls_default(name: str) -> Any:
+    """A controls setting's default (ControlsSpec, the one place it is declared), for the CLI and
+    run_controls."""
+    return ControlsSpec.model_fields[name].default
+
+
 class Resources(BaseModel):
     """What one cell asks of a Ray cluster when the experiment runs with --ray (ignored otherwise);
     the cell's torch threads follow num_cpus."""
@@ -330,7 +340,7 @@ class ExperimentSpec(BaseModel):
 
     name: str
     model: str = DEFAULT_MODEL
-    out: str = default("out")  # the experiment lives in <out>/experiments/<name>; its runs in <out>
+    out: str = RUNS_DIR  # the experiment lives in <out>/experiments/<name>; its runs in <out>
     teacher: str = "builtin"
     constitution: str | None = None  # None: the built-in constitution
     arms: list[Arm]

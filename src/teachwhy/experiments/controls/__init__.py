@@ -40,6 +40,8 @@ import yaml
 from teachwhy import models
 from teachwhy.data.tokens import TokenCounter
 from teachwhy.errors import UserError
+from teachwhy.experiments.spec import CONTROLS_OUT, controls_default
+from teachwhy.models import DEFAULT_DTYPE, DEFAULT_MODEL
 from teachwhy.scenarios import banks as bank_mod
 from teachwhy.scenarios import builtin_scenarios, select
 from teachwhy.store import atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -139,9 +141,11 @@ def banks_tag(banks: list[str] | tuple[str, ...]) -> str:
     return "-".join(banks)
 
 
-def run_controls(model: str = "smollm2-135m", out: str | Path = "runs/controls", train_scenarios: int = 24,
-                 eval_limit: int | None = 48, formats: str | list[str] | None = None, seed: int = 0,
-                 learning_rate: float = 1e-3, epochs: float = 2.0, dtype: str = "auto",
+def run_controls(model: str = DEFAULT_MODEL, out: str | Path = CONTROLS_OUT,
+                 train_scenarios: int = controls_default("train_scenarios"),
+                 eval_limit: int | None = controls_default("eval_limit"), formats: str | list[str] | None = None,
+                 seed: int = 0, learning_rate: float = controls_default("learning_rate"),
+                 epochs: float = controls_default("epochs"), dtype: str = DEFAULT_DTYPE,
                  log: Log | None = None, train_banks: list[str] | None = None, heldout: str = "heldout",
                  scenario_files: list[str] | None = None, result_file: str = "controls.json") -> ControlsResult:
     """`train_banks`: the train wording banks the control data is phrased in (None: every one;

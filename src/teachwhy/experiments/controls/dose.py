@@ -18,10 +18,12 @@ from typing import Any
 
 from teachwhy.errors import UserError
 from teachwhy.experiments.controls import ARMS, Log, banks_tag, run_controls
+from teachwhy.experiments.spec import CONTROLS_OUT
+from teachwhy.models import DEFAULT_MODEL
 from teachwhy.store import atomic_write_json
 
 
-def run_dose(model: str = "smollm2-135m", out: str | Path = "runs/controls", variety: list[int] | None = None,
+def run_dose(model: str = DEFAULT_MODEL, out: str | Path = CONTROLS_OUT, variety: list[int] | None = None,
              scenario_counts: list[int] | None = None, scoring: str = "continuation/pair",
              log: Log | None = None, **controls: Any) -> dict[str, Any]:
     from teachwhy.scenarios import banks as bank_mod
