@@ -76,12 +76,14 @@ class EvalSummary(Open):
     suite: str
     mode: str
     metric: str
+    n_scenarios: int | None = None
     overall: Row
     rows: list[Row] = []
     format: str | None = None
     scoring: str | None = None
     by_format: dict[str, FormatResult] = {}
     pressure: list[Pressure] | None = None
+    diagnostics: dict[str, Any] | None = None
     warnings: list[str] = []
     awareness: dict[str, Any] | None = None
     format_agreement: dict[str, dict[str, Any]] | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from teachwhy.evals.choice import LABEL
+from teachwhy.results import EvalSummary, Row, of
 
 
 def _block(rec: dict, scoring: str) -> dict:
@@ -41,7 +42,9 @@ def write_choice_log(run_dir: Path, run_id: str, config: dict, items: list[Any],
     suite = config.get("suite", "agentic")
     model = f"teachwhy/{config['model']}"
     by_id = {it.id: it for it in items}
-    scorings = {f: (v.get("scoring") or "mean") for f, v in (summary.get("by_format") or {}).items()}
+    typed = of(summary)
+    by_format = typed.by_format if isinstance(typed, EvalSummary) else {}
+    scorings = {f: v.scoring or "mean" for f, v in by_format.items()}
     samples = []
     for rec in records:
         it = by_id.get(rec["scenario_id"])
@@ -70,7 +73,7 @@ def write_choice_log(run_dir: Path, run_id: str, config: dict, items: list[Any],
                 answer=chosen, explanation=(f"{fmt}/{scoring}: P({'violating' if suite == 'adherence' else 'harmful'})"
                                             f" = {block.get('p_harmful', 0.0):.3f}; harmful candidate: {harmful}"),
                 metadata={k: v for k, v in rec.items() if isinstance(v, dict) and k != "context"})}))
-    ov = summary.get("overall") or {}
+    ov = typed.overall if isinstance(typed, EvalSummary) else Row()
     now = datetime.now(UTC).isoformat(timespec="seconds")
     log = EvalLog(
         status="success",
@@ -80,8 +83,8 @@ def write_choice_log(run_dir: Path, run_id: str, config: dict, items: list[Any],
                           k: v for k, v in config.items() if isinstance(v, str | int | float | bool | list)}}),
         results=EvalResults(total_samples=len(samples), completed_samples=len(samples), scores=[EvalScore(
             name="choice", scorer="choice", metrics={
-                "harmful_rate": EvalMetric(name="harmful_rate", value=float(ov.get("rate") or 0.0)),
-                "mean_p_harmful": EvalMetric(name="mean_p_harmful", value=float(ov.get("mean_p_harmful") or 0.0)),
+                "harmful_rate": EvalMetric(name="harmful_rate", value=float(ov.rate or 0.0)),
+                "mean_p_harmful": EvalMetric(name="mean_p_harmful", value=float(ov.mean_p_harmful or 0.0)),
             })]),
         stats=EvalStats(started_at=now, completed_at=now),
         samples=samples,

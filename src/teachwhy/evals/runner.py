@@ -26,6 +26,7 @@ from teachwhy.evals.config import EvalConfig
 from teachwhy.evals.execute import parse_formats
 from teachwhy.evals.suites import Progress, RunContext
 from teachwhy.evals.suites.agentic.suite import load_selection
+from teachwhy.results import EvalSummary, of
 from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, run_dir_lock
 
 __all__ = ["EvalConfig", "EvalResult", "load_selection", "parse_formats", "run_eval"]
@@ -37,6 +38,14 @@ class EvalResult:
     run_dir: Path
     summary: dict
     resumed: int  # records found from an earlier, interrupted run
+
+    @property
+    def typed(self) -> EvalSummary:
+        """The summary as its typed model (results.py): a choice or generate run's."""
+        summary = of(self.summary)
+        if not isinstance(summary, EvalSummary):
+            raise TypeError(f"{self.run_id} is an audit run: read results.of(summary) as an AuditSummary")
+        return summary
 
 
 def _slug(spec: str) -> str:

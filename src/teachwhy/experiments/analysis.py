@@ -23,6 +23,7 @@ from typing import Any
 from teachwhy.errors import UserError
 from teachwhy.experiments.runner import experiment_dir, plan, system_prefix
 from teachwhy.experiments.spec import ExperimentSpec
+from teachwhy.results import EvalSummary, of
 from teachwhy.store import atomic_write_json, atomic_write_text, read_jsonl
 
 
@@ -117,12 +118,13 @@ def _diagnostics(spec: ExperimentSpec) -> dict | None:
     ev = next((e for name, e in json.loads(path.read_text()).get("evals", {}).items() if name not in audit), None)
     if ev is None:
         return None
-    summary = json.loads((Path(ev["run_dir"]) / "summary.json").read_text())
-    if "diagnostics" not in summary:
+    summary = of(json.loads((Path(ev["run_dir"]) / "summary.json").read_text()))
+    if not isinstance(summary, EvalSummary) or "diagnostics" not in summary.model_fields_set:
         return None
-    return {"model": summary.get("model"), "format": summary.get("format"), "scoring": summary.get("scoring"),
-            "n_scenarios": summary.get("n_scenarios"), "diagnostics": summary.get("diagnostics"),
-            "warnings": summary.get("warnings"), "pressure": summary.get("pressure")}
+    return {"model": summary.model, "format": summary.format, "scoring": summary.scoring,
+            "n_scenarios": summary.n_scenarios, "diagnostics": summary.diagnostics, "warnings": summary.warnings,
+            "pressure": None if summary.pressure is None else [p.model_dump(exclude_unset=True)
+                                                               for p in summary.pressure]}
 
 
 def _controls(spec: ExperimentSpec) -> dict | None:

@@ -42,6 +42,7 @@ from teachwhy.data.tokens import TokenCounter
 from teachwhy.errors import UserError
 from teachwhy.experiments.spec import CONTROLS_OUT, controls_default
 from teachwhy.models import DEFAULT_DTYPE, DEFAULT_MODEL
+from teachwhy.results import EvalSummary
 from teachwhy.scenarios import banks as bank_mod
 from teachwhy.scenarios import builtin_scenarios, select
 from teachwhy.store import atomic_write_json, atomic_write_text, ensure_writable_dir
@@ -266,16 +267,16 @@ def _run_results(runs: dict[str, dict], where: dict[str, dict], adapters: dict[s
     model's overall rates per format and the base run's diagnostics."""
     return {
         "levels_eval": {lv: {"wording": where[lv]["wording"], "scenario_files": where[lv]["scenario_files"],
-                             "n": runs[lv]["base"].summary["n_scenarios"]} for lv in LEVELS},
+                             "n": runs[lv]["base"].typed.n_scenarios} for lv in LEVELS},
         "adapters": adapters,
         "runs": {k: str(v.run_dir) for k, v in runs["in_template"].items()},
         "runs_across_wording": {k: str(v.run_dir) for k, v in runs["across_wording"].items()},
-        "base": {fmt: _overall(runs["in_template"]["base"].summary, fmt) for fmt in fmts},
-        "arms": {arm: {fmt: _overall(runs["in_template"][arm].summary, fmt) for fmt in fmts} for arm in ARMS},
-        "base_across_wording": {fmt: _overall(runs["across_wording"]["base"].summary, fmt) for fmt in fmts},
-        "arms_across_wording": {arm: {fmt: _overall(runs["across_wording"][arm].summary, fmt) for fmt in fmts}
+        "base": {fmt: _overall(runs["in_template"]["base"].typed, fmt) for fmt in fmts},
+        "arms": {arm: {fmt: _overall(runs["in_template"][arm].typed, fmt) for fmt in fmts} for arm in ARMS},
+        "base_across_wording": {fmt: _overall(runs["across_wording"]["base"].typed, fmt) for fmt in fmts},
+        "arms_across_wording": {arm: {fmt: _overall(runs["across_wording"][arm].typed, fmt) for fmt in fmts}
                                 for arm in ARMS},
-        "diagnostics": {name: {fmt: r.summary["by_format"][fmt]["diagnostics"] for fmt in fmts}
+        "diagnostics": {name: {fmt: r.typed.by_format[fmt].diagnostics for fmt in fmts}
                         for name, r in runs["in_template"].items()},
     }
 
@@ -289,10 +290,10 @@ def _effects(runs: dict, fmts: list[str]) -> dict[str, dict]:
 
     effects: dict[str, dict] = {}
     for fmt in fmts:
-        scorings = [runs["base"].summary["by_format"][fmt]["scoring"]]
+        base = runs["base"].typed.by_format[fmt]
+        scorings = [base.scoring]
         if fmt == "continuation":
-            scorings += [s for s in (PAIR, *SCORINGS) if s not in scorings
-                         and s in runs["base"].summary["by_format"][fmt]["overall"].get("other_scorings", {})]
+            scorings += [s for s in (PAIR, *SCORINGS) if s not in scorings and s in base.overall.other_scorings]
         for scoring in scorings:
             key = f"{fmt}/{scoring}"
             effects[key] = {
@@ -321,11 +322,11 @@ def validation_entry(name: str, fingerprint: str, effects: dict, across: dict | 
     return {"name": name, "fingerprint": fingerprint, "formats": formats}
 
 
-def _overall(summary: dict, fmt: str) -> dict:
-    f = summary["by_format"][fmt]
-    o = f["overall"]
-    return {"scoring": f["scoring"], "k": o["k"], "n": o["n"], "rate": o["rate"], "wilson_95": o["wilson_95"],
-            "mean_p_harmful": o["mean_p_harmful"], "mean_p_harmful_95": o["mean_p_harmful_95"]}
+def _overall(summary: EvalSummary, fmt: str) -> dict:
+    f = summary.by_format[fmt]
+    o = f.overall
+    return {"scoring": f.scoring, "k": o.k, "n": o.n, "rate": o.rate, "wilson_95": o.wilson_95,
+            "mean_p_harmful": o.mean_p_harmful, "mean_p_harmful_95": o.mean_p_harmful_95}
 
 
 def verdict(eff: dict) -> dict:
