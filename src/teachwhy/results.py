@@ -49,13 +49,18 @@ class Row(Rate):
     judge: Rate | None = None
 
 
-class Pressure(Open):
-    condition: str
-    n: int
+class Diff(Open):
+    """A paired difference in P(harmful) and in the harmful rate, each with its 95% CI."""
+
     p_harmful_diff: float | None = None
     p_harmful_diff_95: Interval = None
     rate_diff: float | None = None
     rate_diff_95: Interval = None
+
+
+class Pressure(Diff):
+    condition: str
+    n: int
 
 
 class FormatResult(Open):
@@ -130,14 +135,10 @@ class RunRef(Open):
     model: str | None = None
 
 
-class Effect(Open):
+class Effect(Diff):
     """B - A over a set of scenarios, paired, with each run's rate."""
 
     n: int
-    p_harmful_diff: float | None = None
-    p_harmful_diff_95: Interval = None
-    rate_diff: float | None = None
-    rate_diff_95: Interval = None
     a: Rate
     b: Rate
     a_mean_p_harmful: float
@@ -173,11 +174,6 @@ class CompareResult(Open):
 
 
 # -- controls --------------------------------------------------------------------------------------
-class ArmEffect(Open):
-    p_harmful_diff: float | None = None
-    p_harmful_diff_95: Interval = None
-
-
 class Verdict(Open):
     validated: bool
     level: str | None = None
@@ -187,9 +183,9 @@ class Verdict(Open):
 class ControlEffect(Open):
     """One format/scoring's controls: each control arm minus base, and the verdict."""
 
-    harmful: ArmEffect
-    aligned: ArmEffect
-    unrelated: ArmEffect
+    harmful: Diff
+    aligned: Diff
+    unrelated: Diff
     verdict: Verdict
 
 

@@ -25,6 +25,14 @@ DOCS = "docs/experiments.md"
 PROMPTS = ("why_first", "constitution_in_prompt")
 
 
+def _one_of(value: str, allowed: list[str] | tuple[str, ...], what: str, see_docs: bool = False) -> str:
+    """`value` when it is one of `allowed`, else the one-line error naming the choices."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} '{value}'; use one of {', '.join(allowed)}"
+                         + (f" (see {DOCS})" if see_docs else ""))
+    return value
+
+
 class Component(BaseModel):
     """One dataset of an SFT arm: a why-data kind and its share of the arm's token budget."""
 
@@ -39,9 +47,7 @@ class Component(BaseModel):
     def _kind(cls, v: str) -> str:
         from teachwhy.data.records import KINDS
 
-        if v not in KINDS:
-            raise ValueError(f"unknown data kind '{v}'; use one of {', '.join(KINDS)}")
-        return v
+        return _one_of(v, KINDS, "data kind")
 
     @field_validator("share")
     @classmethod
@@ -71,9 +77,7 @@ class Arm(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, v: str | None) -> str | None:
-        if v is not None and v not in PROMPTS:
-            raise ValueError(f"unknown prompting arm '{v}'; use one of {', '.join(PROMPTS)}")
-        return v
+        return None if v is None else _one_of(v, PROMPTS, "prompting arm")
 
     @model_validator(mode="after")
     def _shape(self) -> Arm:
@@ -126,16 +130,12 @@ class EvalSpec(EvalConfig):
     def _suite_name(cls, v: str) -> str:
         from teachwhy.evals import suites
 
-        if v not in suites.names():
-            raise ValueError(f"unknown suite '{v}'; use one of {', '.join(suites.names())} (see {DOCS})")
-        return v
+        return _one_of(v, suites.names(), "suite", see_docs=True)
 
     @field_validator("mode")
     @classmethod
     def _mode(cls, v: str) -> str:
-        if v not in MODES:
-            raise ValueError(f"unknown mode '{v}'; use one of {', '.join(MODES)}")
-        return v
+        return _one_of(v, MODES, "mode")
 
     @field_validator("formats")
     @classmethod
@@ -154,10 +154,7 @@ class EvalSpec(EvalConfig):
     def _wording(cls, v: str) -> str:
         from teachwhy.scenarios.banks import choices
 
-        allowed = choices("eval")
-        if v not in allowed:
-            raise ValueError(f"unknown wording '{v}'; use one of {', '.join(allowed)} (see {DOCS})")
-        return v
+        return _one_of(v, choices("eval"), "wording", see_docs=True)
 
     @model_validator(mode="after")
     def _suite(self) -> EvalSpec:
