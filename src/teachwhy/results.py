@@ -222,7 +222,8 @@ class ControlsResult(Open):
     model: str
     train_scenarios: int | None = None
     eval_limit: int | None = None
-    learning_rate: int | float | None = None  # as given: 3 stays 3, not 3.0
+    # int or float as the JSON has them (epochs 3 stays 3, not 3.0)
+    learning_rate: int | float | None = None
     epochs: int | float | None = None
     effects: dict[str, ControlEffect]
     effects_across_wording: dict[str, ControlEffect] | None = None

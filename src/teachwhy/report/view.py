@@ -1,9 +1,10 @@
 """What the report says, computed once for both renderers (html.py, markdown.py).
 
 Most numbers come from analysis.json as efficiency.analyse() wrote them (curves, multiples, persistence,
-gaps, generalization, statements). Two sections are computed here from samples.jsonl, because the
-analysis does not carry them: per-family results (mean P(harmful) and its effect against the base
-model, paired by scenario) and the sample browser's rows.
+gaps, generalization, statements), read through its typed model (results.ExperimentAnalysis). Two
+sections are computed here from samples.jsonl, because the analysis does not carry them: per-family
+results (mean P(harmful) and its effect against the base model, paired by scenario) and the sample
+browser's rows.
 
 The headline opens with the validity sentence (evals/validity.headline, looked up when the report is
 written): when a measure the study used is validated across wording, the headline uses only the evals
