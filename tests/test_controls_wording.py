@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cliutil import run_cli
+from teachwhy.results import ControlsResult
 
 BYO = Path(__file__).parent / "data" / "byo_scenarios.yaml"
 
@@ -22,6 +23,7 @@ def test_controls_on_a_user_file_print_both_levels(tmp_path, tiny):
     assert "in-template (the eval's own candidates)" in r.stdout
     assert "across wording (held-out candidates)" in r.stdout and "byo_scenarios.yaml" in r.stdout
     res = json.loads((out / "controls.json").read_text())
+    assert ControlsResult.model_validate(res).model_dump(exclude_unset=True) == res  # results.py round-trips it
     assert res["train_banks"] == ["house", "chatty"]
     assert res["levels_eval"]["across_wording"]["scenario_files"] == [str(BYO)]
     assert res["levels_eval"]["across_wording"]["n"] == 2 and res["levels_eval"]["in_template"]["n"] == 4

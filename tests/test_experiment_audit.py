@@ -17,6 +17,7 @@ from teachwhy.experiments.analysis import analyse_experiment
 from teachwhy.experiments.audit_analysis import mean_score, versus_base
 from teachwhy.experiments.runner import mark_done, plan, prepare
 from teachwhy.experiments.spec import load_experiment
+from teachwhy.results import ExperimentAnalysis
 
 AUDIT = {"name": "audit", "suite": "audit", "offline": True, "seed_ids": ["deception", "sycophancy"],
          "samples": 2, "max_tokens": 16}
@@ -180,6 +181,7 @@ def test_an_offline_audit_runs_on_every_cell_and_reaches_the_report(tmp_path, ti
 
     a = json.loads((exp / "analysis.json").read_text())
     assert {c["eval"] for c in a["curves"]} == {"honeypots"} and a["eval"] == "honeypots"
+    assert ExperimentAnalysis.model_validate(a).model_dump(exclude_unset=True) == a  # results.py round-trips it
     samples = [json.loads(x) for x in (exp / "samples.jsonl").read_text().splitlines()]
     assert {s["eval"] for s in samples} == {"honeypots"}
     rows = {(r["dimension"], r["arm"]): r for r in a["audit"]["rows"]}

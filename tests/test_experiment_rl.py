@@ -12,6 +12,7 @@ import pytest
 from teachwhy.experiments.analysis import analyse_experiment
 from teachwhy.experiments.runner import run_experiment, status
 from teachwhy.experiments.spec import ExperimentSpec
+from teachwhy.results import ExperimentAnalysis
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +34,8 @@ def test_rl_stage_gives_a_persistence_table(tmp_path, tiny):
     assert "/rl-" in rl["train_run"] and rl["model"] != sft["model"]
 
     out = analyse_experiment(spec, replicates=200)
+    a = json.loads(json.dumps(out["analysis"]))
+    assert ExperimentAnalysis.model_validate(a).model_dump(exclude_unset=True) == a  # results.py round-trips it
     (p,) = out["analysis"]["persistence"]
     assert p["arm"] == "reasoning" and p["budget"] == 1500 and p["n_scenarios"] == 3
     for k in ("before", "after", "change"):

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from cliutil import BIN, run_cli
+from teachwhy.results import ExperimentAnalysis
 
 pytestmark = pytest.mark.slow
 
@@ -106,6 +107,7 @@ def test_controls_cell_runs_on_the_base_model_and_reaches_the_report(tmp_path, t
                for p in ctl["runs"].values())
     analysis = json.loads((exp / "analysis.json").read_text())
     assert analysis["controls"]["effects"] == ctl["effects"]
+    assert ExperimentAnalysis.model_validate(analysis).model_dump(exclude_unset=True) == analysis  # round-trips
     page = (exp / "report.html").read_text()
     sec = page.split('id="controls-section"')[1].split("</section>")[0]
     for key, eff in ctl["effects"].items():
@@ -137,6 +139,7 @@ def test_an_adherence_eval_runs_on_every_cell_and_reaches_the_analysis(tmp_path,
     assert all(x["prompt"] and len(x["candidates"]) == 2 for x in adh)
     analysis = json.loads((exp / "analysis.json").read_text())
     assert {c["eval"] for c in analysis["curves"]} == {"honeypots", "adherence"}
+    assert ExperimentAnalysis.model_validate(analysis).model_dump(exclude_unset=True) == analysis  # round-trips
 
 
 def test_a_held_out_wording_eval_runs_beside_the_in_template_one(tmp_path):
@@ -159,6 +162,7 @@ def test_a_held_out_wording_eval_runs_beside_the_in_template_one(tmp_path):
                                    "honeypots-crisp": {"wording": "crisp", "level": "held-out wording"}}
     assert analysis["validity"]["measures"] == {"honeypots": "continuation/pair",
                                                 "honeypots-crisp": "continuation/pair"}
+    assert ExperimentAnalysis.model_validate(analysis).model_dump(exclude_unset=True) == analysis  # round-trips
     samples = [json.loads(x) for x in (exp / "samples.jsonl").read_text().splitlines()]
     crisp = [x for x in samples if x["eval"] == "honeypots-crisp"]
     house = {x["scenario_id"]: x for x in samples if x["eval"] == "honeypots" and x["arm"] == "base"}

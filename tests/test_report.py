@@ -679,6 +679,10 @@ def test_missing_inputs_are_one_line_errors(tmp_path):
     (tmp_path / "spec.json").write_text("{}")
     with pytest.raises(UserError, match=r"no analysis\.json"):
         write_report(tmp_path)
+    (tmp_path / "analysis.json").write_text(json.dumps({"curves": [{"eval": "honeypots", "kind": "base"}]}))
+    with pytest.raises(UserError, match=r"not an analysis teachwhy writes \(curves\.0\.arm: Field required\)") as e:
+        write_report(tmp_path)
+    assert "\n" not in str(e.value)
 
 
 def test_templates_ship_as_package_data():

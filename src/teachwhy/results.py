@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 Interval = list[float] | None
+Bounds = list[float | None] | None  # an interval whose ends may be unbounded (None in JSON)
 
 
 class Open(BaseModel):
@@ -56,6 +57,7 @@ class Diff(Open):
     p_harmful_diff_95: Interval = None
     rate_diff: float | None = None
     rate_diff_95: Interval = None
+    clusters: int | None = None
 
 
 class Pressure(Diff):
@@ -174,6 +176,19 @@ class CompareResult(Open):
 
 
 # -- controls --------------------------------------------------------------------------------------
+class ArmEffect(Diff):
+    """One control arm minus base (or minus the unrelated-text control), paired."""
+
+    n: int | None = None
+
+
+class VsUnrelated(Open):
+    """Each positive control arm minus the unrelated-text control."""
+
+    harmful: ArmEffect | None = None
+    aligned: ArmEffect | None = None
+
+
 class Verdict(Open):
     validated: bool
     level: str | None = None
@@ -183,9 +198,10 @@ class Verdict(Open):
 class ControlEffect(Open):
     """One format/scoring's controls: each control arm minus base, and the verdict."""
 
-    harmful: Diff
-    aligned: Diff
-    unrelated: Diff
+    harmful: ArmEffect
+    aligned: ArmEffect
+    unrelated: ArmEffect
+    vs_unrelated: VsUnrelated | None = None
     verdict: Verdict
 
 
@@ -195,16 +211,33 @@ class ControlData(Open):
     loss_tokens: int
 
 
+class LevelEval(Open):
+    """What one controls level scored: its wording or scenario files, and how many scenarios."""
+
+    wording: str | None = None
+    scenario_files: list[str] | None = None
+    n: int | None = None
+
+
 class ControlsResult(Open):
-    """controls.json of `teachwhy eval controls`."""
+    """controls.json of `teachwhy eval controls` (and an experiment analysis' `controls`)."""
 
     model: str
+    train_scenarios: int | None = None
     eval_limit: int | None = None
+    # int or float as the JSON has them (epochs 3 stays 3, not 3.0)
+    learning_rate: int | float | None = None
+    epochs: int | float | None = None
     effects: dict[str, ControlEffect]
     effects_across_wording: dict[str, ControlEffect] | None = None
     levels_eval: dict[str, dict[str, Any]] = {}
     data: dict[str, ControlData] = {}
     train_banks: list[str] | None = None
+
+    def level_eval(self, level: str) -> LevelEval | None:
+        """levels_eval[level] typed (the field stays a dict of dicts for the terminal renderer)."""
+        got = self.levels_eval.get(level)
+        return None if got is None else LevelEval.model_validate(got)
 
 
 class DoseArm(Open):
@@ -244,15 +277,21 @@ class Estimate(Open):
 class Curve(Open):
     """One arm at one stage and budget: its mean P(harmful) and effect against base."""
 
-    eval: str | None = None
+    eval: str
     arm: str
+    kind: str
     stage: str
     budget: int | None = None
     n_scenarios: int = 0
     n_seeds: int = 1
+    seeds: list[int] = []
     p_harmful: Estimate | None = None
     effect: Estimate | None = None
     harmful_rate: dict[str, Any] | None = None
+
+    def harmful(self) -> Rate | None:
+        """harmful_rate typed (the field stays a dict for the terminal renderer)."""
+        return None if self.harmful_rate is None else Rate.model_validate(self.harmful_rate)
 
 
 class Statement(Open):
@@ -260,18 +299,229 @@ class Statement(Open):
     statement: str | None = None
 
 
+class CurvePoint(Open):
+    """Arm B's effect at one of its budgets, in a multiple."""
+
+    budget: int
+    n_seeds: int = 1
+    effect: Estimate | None = None
+
+
+class MultipleBootstrap(Open):
+    """A multiple over bootstrap replicates: its interval, and how often B reached A's effect."""
+
+    median: float | None = None
+    median_infinite: bool = False
+    ci_95: Bounds = None
+    ci_lower_infinite: bool = False
+    ci_upper_infinite: bool = False
+    fraction_reached: float | None = None
+    fraction_at_most: float = 0.0
+    fraction_a_not_better: float = 0.0
+
+
+class Multiple(Statement):
+    """The tokens arm B needs to reach arm A's effect at budget_a, over budget_a."""
+
+    eval: str
+    stage: str
+    arm_a: str
+    arm_b: str
+    budget_a: int
+    n_scenarios: int | None = None
+    n_seeds_a: int = 1
+    effect_a: Estimate | None = None
+    curve_b: list[CurvePoint] = []
+    reached: bool | None = None
+    bound: str | None = None
+    multiple: float | None = None
+    tokens_b: float | None = None
+    reason: str | None = None
+    bootstrap: MultipleBootstrap | None = None
+    statement: str
+
+
+class Persistence(Statement):
+    """One arm's effect at one budget after SFT and after RL."""
+
+    eval: str
+    arm: str
+    budget: int
+    n_scenarios: int | None = None
+    n_seeds_sft: int = 1
+    n_seeds_rl: int = 1
+    before: Estimate | None = None
+    after: Estimate | None = None
+    change: Estimate | None = None
+    statement: str
+
+
+class Gap(Statement):
+    """Effect of arm A minus arm B at one budget, after SFT and after RL."""
+
+    eval: str
+    budget: int
+    arm_a: str
+    arm_b: str
+    n_scenarios: int | None = None
+    n_seeds_a: dict[str, int] | None = None  # stage -> seeds
+    n_seeds_b: dict[str, int] | None = None
+    before: Estimate | None = None
+    after: Estimate | None = None
+    change: Estimate | None = None
+    statement: str
+
+
+class FamilyPart(Open):
+    """The held-out or the trained families' part of a generalization entry."""
+
+    n_scenarios: int | None = None
+    families: list[str] = []
+    effect: Estimate | None = None
+
+
+class Generalization(Statement):
+    """One condition's effect on its held-out families against its trained ones."""
+
+    eval: str
+    arm: str
+    kind: str = "sft"
+    budget: int | None = None
+    stage: str = "sft"
+    n_seeds: int | None = None
+    held_out: FamilyPart | None = None
+    trained: FamilyPart | None = None
+    difference: Estimate | None = None
+    statement: str
+
+
+class Contrast(Open):
+    """Two SFT arms at one budget and stage: effect of A minus effect of B, paired."""
+
+    eval: str
+    stage: str | None = None
+    budget: int | None
+    arm_a: str
+    arm_b: str
+    n_scenarios: int | None = None
+    n_seeds_a: int = 1
+    n_seeds_b: int = 1
+    effect_a: Estimate | None = None
+    effect_b: Estimate | None = None
+    difference: Estimate
+
+
+class EvalWording(Open):
+    """A honeypot eval's candidate wording and its level (in-template or held-out wording)."""
+
+    wording: str | None = None
+    level: str | None = None
+
+
+class AnalysisValidity(Open):
+    """What the report needs to look up the controls' validity level: the model, its fingerprints and
+    each honeypot choice eval's measure (format/scoring)."""
+
+    model: str | None = None
+    fingerprints: list[str] | None = None
+    measures: dict[str, str] | None = None
+
+
+class Position(Open):
+    """Options format: how often the same letter, or the same candidate, wins every rotation."""
+
+    same_letter_every_rotation: Rate | None = None
+    same_candidate_every_rotation: Rate | None = None
+
+
+class ChoiceDiagnostics(Open):
+    """A choice summary's validity diagnostics for one format."""
+
+    same_winner: Rate | None = None
+    scoring_agreement: dict[str, Rate] | None = None
+    position: Position | None = None
+    over_context: int | None = None
+
+
+class BaseDiagnostics(Open):
+    """The base model's eval validity diagnostics, as its first eval's summary has them."""
+
+    model: str | None = None
+    format: str | None = None
+    scoring: str | None = None
+    n_scenarios: int | None = None
+    diagnostics: ChoiceDiagnostics | None = None
+    warnings: list[str] | None = None
+    pressure: list[Pressure] | None = None
+
+
+class AuditScore(Estimate):
+    """A cell's mean dimension score, or its difference from base, over transcripts (or pairs)."""
+
+    n: int | None = None
+    seed_ids: int | None = None
+    method: str | None = None
+
+
+class AuditRow(Open):
+    """One cell's score on one audit dimension."""
+
+    eval: str
+    dimension: str
+    cell_id: str | None = None
+    arm: str
+    kind: str
+    budget: int | None = None
+    seed: int | None = None
+    stage: str = "none"
+    score: AuditScore | None = None
+    vs_base: AuditScore | None = None
+
+
+class AuditSettings(Open):
+    """What an audit eval ran."""
+
+    mode: str | None = None
+    seed_files: list[str] | None = None
+    seed_ids: list[str] | None = None
+    limit: int | None = None
+    samples: int | None = None
+    max_tokens: int | None = None
+    auditor: str | None = None
+    judge: str | None = None
+    max_turns: int | None = None
+
+
+class AuditAnalysis(Open):
+    """analysis.json `audit`: each audit eval's settings and one row per cell and dimension."""
+
+    metric: str | None = None
+    evals: dict[str, AuditSettings] | None = None
+    dimensions: list[str] = []
+    rows: list[AuditRow] | None = None
+
+
 class ExperimentAnalysis(Open):
     """analysis.json of an experiment (experiments/analysis.py)."""
+
+    # the JSON's `statements` (every sentence); statements() below is the first eval's, in the report's order
+    model_config = ConfigDict(serialize_by_alias=True)
 
     eval: str | None = None
     metric: str = ""
     curves: list[Curve] = []
-    multiples: list[Statement] = []
-    persistence: list[Statement] = []
-    gaps: list[Statement] = []
-    generalization: list[Statement] = []
-    validity: dict[str, Any] | None = None
-    audit: dict[str, Any] | None = Field(default=None)
+    multiples: list[Multiple] = []
+    persistence: list[Persistence] = []
+    gaps: list[Gap] = []
+    generalization: list[Generalization] = []
+    contrasts: list[Contrast] = []
+    all_statements: list[str] = Field(default=[], alias="statements")
+    n_replicates: int | None = None
+    diagnostics: BaseDiagnostics | None = None
+    controls: ControlsResult | None = None
+    wording: dict[str, EvalWording] | None = None
+    validity: AnalysisValidity | None = None
+    audit: AuditAnalysis | None = None
 
     def statements(self) -> list[str]:
         """The first eval's statements, in the report's order: data efficiency, persistence through

@@ -28,7 +28,7 @@ def script_json(obj: Any) -> str:
 
 
 def plot_svgs(exp: Experiment, view: dict) -> dict[str, str]:
-    curves = exp.analysis.get("curves", [])
+    curves = exp.analysis.curves
     budgets = [int(b) for b in exp.spec.get("budgets") or []]
     return {ev: plots.curves_svg(curves, ev, budgets, salt=f"{exp.name}/{ev}") for ev in view["evals"]}
 

@@ -7,7 +7,8 @@
     EXP_DIR/analysis.json    efficiency.analyse()'s output plus eval, metric and diagnostics
 
 spec.json and analysis.json are required (the report says what the analysis found); the others may be
-missing or empty, and the report then says so instead of failing.
+missing or empty, and the report then says so instead of failing. analysis.json is read into its typed
+model (results.ExperimentAnalysis); spec, versions, cells and samples stay plain data.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from teachwhy.errors import UserError
+from teachwhy.results import ExperimentAnalysis
 from teachwhy.store import read_jsonl
 
 
@@ -25,7 +29,7 @@ from teachwhy.store import read_jsonl
 class Experiment:
     dir: Path
     spec: dict[str, Any]
-    analysis: dict[str, Any]
+    analysis: ExperimentAnalysis
     versions: dict[str, Any] | None = None
     cells: list[dict[str, Any]] = field(default_factory=list)
     samples: list[dict[str, Any]] = field(default_factory=list)
@@ -50,6 +54,16 @@ def _read_json(path: Path, what: str) -> Any:
                         f"analyse` to rewrite the {what}") from None
 
 
+def _analysis(path: Path) -> ExperimentAnalysis:
+    try:
+        return ExperimentAnalysis.model_validate(_read_json(path, "analysis"))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "the top level"
+        raise UserError(f"{path}: not an analysis teachwhy writes ({where}: {err['msg']}); rerun `teachwhy "
+                        "experiment analyse` to rewrite it") from None
+
+
 def load_experiment_dir(exp_dir: Path) -> Experiment:
     exp_dir = Path(exp_dir)
     if not (exp_dir / "spec.json").is_file():
@@ -58,7 +72,7 @@ def load_experiment_dir(exp_dir: Path) -> Experiment:
     if not (exp_dir / "analysis.json").is_file():
         raise UserError(f"{exp_dir} has no analysis.json: run `teachwhy experiment analyse` on its spec first")
     spec = _read_json(exp_dir / "spec.json", "spec")
-    analysis = _read_json(exp_dir / "analysis.json", "analysis")
+    analysis = _analysis(exp_dir / "analysis.json")
     versions = _read_json(exp_dir / "versions.json", "versions") if (exp_dir / "versions.json").is_file() else None
     cells = []
     if (exp_dir / "cells").is_dir():

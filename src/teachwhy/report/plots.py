@@ -8,10 +8,15 @@ prompting arms (no training tokens) are horizontal reference lines with their CI
 from __future__ import annotations
 
 import io
+import math
 import re
+from collections.abc import Callable
 
 import matplotlib
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+
+from teachwhy.results import Curve, Estimate
 
 SFT_COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 PROMPT_COLOURS = ["#7f7f7f", "#b07aa1", "#9c755f", "#59a14f"]
@@ -25,46 +30,60 @@ def _k(b: float) -> str:
     return f"{b:g}"
 
 
-def curves_svg(curves: list[dict], ev: str, budgets: list[int], salt: str) -> str:
+def _num(x: float | None) -> float:
+    return math.nan if x is None else x
+
+
+def _point(e: Estimate | None) -> tuple[float, float, float]:
+    """An estimate's mean and 95% CI ends; NaN (nothing drawn) where the analysis has none."""
+    if e is None:
+        return math.nan, math.nan, math.nan
+    lo, hi = e.ci_95 if e.ci_95 else (math.nan, math.nan)
+    return _num(e.mean), lo, hi
+
+
+def curves_svg(curves: list[Curve], ev: str, budgets: list[int], salt: str) -> str:
     """The figure for one eval from analysis.json's curves (entries of that eval), as <svg> text."""
-    rows = [c for c in curves if c.get("eval") == ev]
-    sft: dict[tuple[str, str], list[dict]] = {}
+    rows = [c for c in curves if c.eval == ev]
+    sft: dict[tuple[str, str], list[tuple[int, Curve]]] = {}  # (arm, stage) -> (budget, curve)
     refs = []
     for c in rows:
-        if c.get("kind") == "sft" and c.get("budget"):
-            sft.setdefault((c["arm"], c["stage"]), []).append(c)
-        elif c.get("kind") in ("base", "prompt"):
+        if c.kind == "sft" and c.budget:
+            sft.setdefault((c.arm, c.stage), []).append((c.budget, c))
+        elif c.kind in ("base", "prompt"):
             refs.append(c)
     arms = list(dict.fromkeys(a for a, _ in sft))
     colour = {a: SFT_COLOURS[i % len(SFT_COLOURS)] for i, a in enumerate(arms)}
-    xs = sorted({int(c["budget"]) for v in sft.values() for c in v} | set(budgets or []))
+    xs = sorted({b for v in sft.values() for b, _c in v} | set(budgets or []))
     lo_x, hi_x = (min(xs) / 1.6, max(xs) * 1.6) if xs else (1e3, 1e5)
 
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt, "font.size": 10,
                                 "axes.spines.top": False, "axes.spines.right": False}):
         fig = Figure(figsize=(11, 4.6), layout="constrained")
         ax_p, ax_e = fig.subplots(1, 2)
-        for ax, key, title, ylab in ((ax_p, "p_harmful", "Mean P(harmful)", "mean P(harmful)"),
-                                     (ax_e, "effect", "Effect vs base (base minus arm: higher is better)",
-                                      "effect vs base")):
+        # each panel: its axes, the estimate it plots, title, y label, and whether base gets a CI band
+        panels: list[tuple[Axes, Callable[[Curve], Estimate | None], str, str, bool]] = [
+            (ax_p, lambda c: c.p_harmful, "Mean P(harmful)", "mean P(harmful)", True),
+            (ax_e, lambda c: c.effect, "Effect vs base (base minus arm: higher is better)", "effect vs base", False)]
+        for ax, pick, title, ylab, base_band in panels:
             prompt_i = 0
             for c in refs:
-                e = c[key]
-                if c["kind"] == "base":
-                    col, ls, label = "#000000", "--", f"{c['arm']} (base)"
+                mean, lo_c, hi_c = _point(pick(c))
+                if c.kind == "base":
+                    col, ls, label = "#000000", "--", f"{c.arm} (base)"
                 else:
-                    col, ls, label = PROMPT_COLOURS[prompt_i % len(PROMPT_COLOURS)], ":", f"{c['arm']} (prompt)"
+                    col, ls, label = PROMPT_COLOURS[prompt_i % len(PROMPT_COLOURS)], ":", f"{c.arm} (prompt)"
                     prompt_i += 1
-                ax.axhline(e["mean"], color=col, ls=ls, lw=1.4, label=label)
-                lo, hi = e["ci_95"]
-                if c["kind"] != "base" or key != "effect":
-                    ax.axhspan(lo, hi, color=col, alpha=0.08, lw=0)
+                ax.axhline(mean, color=col, ls=ls, lw=1.4, label=label)
+                if c.kind != "base" or base_band:
+                    ax.axhspan(lo_c, hi_c, color=col, alpha=0.08, lw=0)
             for (arm, stage), pts in sft.items():
-                pts = sorted(pts, key=lambda c: c["budget"])
-                x = [p["budget"] for p in pts]
-                m = [p[key]["mean"] for p in pts]
-                lo = [p[key]["ci_95"][0] for p in pts]
-                hi = [p[key]["ci_95"][1] for p in pts]
+                pts = sorted(pts, key=lambda bc: bc[0])
+                x = [b for b, _c in pts]
+                points = [_point(pick(c)) for _b, c in pts]
+                m = [p[0] for p in points]
+                lo = [p[1] for p in points]
+                hi = [p[2] for p in points]
                 rl = stage == "rl"
                 ax.plot(x, m, marker="s" if rl else "o", ms=4, lw=1.8, ls="--" if rl else "-", color=colour[arm],
                         label=f"{arm} after RL" if rl else arm)

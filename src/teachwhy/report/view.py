@@ -1,9 +1,10 @@
 """What the report says, computed once for both renderers (html.py, markdown.py).
 
 Most numbers come from analysis.json as efficiency.analyse() wrote them (curves, multiples, persistence,
-gaps, generalization, statements). Two sections are computed here from samples.jsonl, because the
-analysis does not carry them: per-family results (mean P(harmful) and its effect against the base
-model, paired by scenario) and the sample browser's rows.
+gaps, generalization, statements), read through its typed model (results.ExperimentAnalysis). Two
+sections are computed here from samples.jsonl, because the analysis does not carry them: per-family
+results (mean P(harmful) and its effect against the base model, paired by scenario) and the sample
+browser's rows.
 
 The headline opens with the validity sentence (evals/validity.headline, looked up when the report is
 written): when a measure the study used is validated across wording, the headline uses only the evals
@@ -26,7 +27,7 @@ import json
 import math
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,25 @@ import numpy as np
 from teachwhy.evals.validity import HELD_OUT, IN_TEMPLATE, wording_level
 from teachwhy.evals.validity import headline as validity_headline
 from teachwhy.report.load import Experiment
+from teachwhy.results import (
+    AnalysisValidity,
+    ArmEffect,
+    AuditAnalysis,
+    AuditRow,
+    AuditScore,
+    AuditSettings,
+    ChoiceDiagnostics,
+    Curve,
+    Estimate,
+    EvalWording,
+    FamilyPart,
+    Multiple,
+    MultipleBootstrap,
+    Open,
+    Rate,
+    Row,
+    VsUnrelated,
+)
 
 PUBLISHED = "reasons beat demonstrations per token"
 REPLICATES = 2000
@@ -50,25 +70,35 @@ def s3(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.3f}"
 
 
-def est(e: dict | None, signed: bool = False) -> str:
-    """{"mean", "ci_95": [lo, hi]} as `0.412 [0.351, 0.470]` (signed: `+0.051 [+0.020, +0.080]`)."""
-    if not e or e.get("mean") is None:
+def ends(ci: Sequence[float | None] | None) -> tuple[float | None, float | None]:
+    """A 95% CI's two ends (None for an end, or both, that the JSON does not give)."""
+    return (ci[0], ci[1]) if ci else (None, None)
+
+
+def est(e: Estimate | None, signed: bool = False) -> str:
+    """A mean and its 95% CI as `0.412 [0.351, 0.470]` (signed: `+0.051 [+0.020, +0.080]`)."""
+    if e is None or e.mean is None:
         return "n/a"
     f = s3 if signed else f3
-    ci = e.get("ci_95") or [None, None]
-    return f"{f(e['mean'])} [{f(ci[0])}, {f(ci[1])}]"
+    lo, hi = ends(e.ci_95)
+    return f"{f(e.mean)} [{f(lo)}, {f(hi)}]"
+
+
+def diff_est(mean: float | None, ci: list[float] | None) -> str:
+    """A difference and its 95% CI (a pressure effect, a control's effect), signed."""
+    return est(Estimate(mean=mean, ci_95=ci), True)
 
 
 def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0%}" if x in (0, 1) else f"{x:.1%}"
 
 
-def rate(r: dict | None) -> str:
+def rate(r: Rate | None) -> str:
     """A harmful top-choice rate: `5/24 = 20.8% [9.2%, 40.5%]` (Wilson 95%)."""
-    if not r or not r.get("n"):
+    if r is None or not r.n:
         return "n/a"
-    lo, hi = r.get("wilson_95") or [None, None]
-    return f"{r['k']}/{r['n']} = {pct(r['rate'])} [{pct(lo)}, {pct(hi)}]"
+    lo, hi = ends(r.wilson_95)
+    return f"{r.k}/{r.n} = {pct(r.rate)} [{pct(lo)}, {pct(hi)}]"
 
 
 def times(m: float | None, infinite: bool = False) -> str:
@@ -124,18 +154,18 @@ def _cond_label(arm: str, kind: str, budget: int | None, stage: str) -> str:
 
 
 # -- headline --------------------------------------------------------------------------------------
-def _verdict(m: dict) -> str | None:
+def _verdict(m: Multiple) -> str | None:
     """Which arm one multiple shows more token-efficient: "a", "b" or None (not shown). A multiple is
     the tokens B needs to match A's effect at budget_a, over budget_a: above 1 favours A."""
-    boot = m.get("bootstrap") or {}
-    if m.get("reached") is None or boot.get("fraction_a_not_better", 0) > 0:
+    boot = m.bootstrap or MultipleBootstrap()
+    if m.reached is None or boot.fraction_a_not_better > 0:
         return None
-    lo, hi = boot.get("ci_95") or [None, None]
-    lo_v = math.inf if boot.get("ci_lower_infinite") else lo
-    hi_v = math.inf if boot.get("ci_upper_infinite") else hi
+    lo, hi = ends(boot.ci_95)
+    lo_v = math.inf if boot.ci_lower_infinite else lo
+    hi_v = math.inf if boot.ci_upper_infinite else hi
     # at-most replicates are only upper bounds on the multiple: they can show B better, never A
-    if lo_v is not None and lo_v > 1 and boot.get("fraction_at_most", 0) == 0:
-        if m.get("bound") == "more_than" and (m.get("multiple") or 0) < 1:
+    if lo_v is not None and lo_v > 1 and boot.fraction_at_most == 0:
+        if m.bound == "more_than" and (m.multiple or 0) < 1:
             return None
         return "a"
     if hi_v is not None and hi_v < 1:
@@ -149,8 +179,8 @@ def direction(exp: Experiment, ev: str) -> dict:
     roles = arm_roles(exp)
     why = sorted(a for a, r in roles.items() if r == "why")
     demo = sorted(a for a, r in roles.items() if r == "demonstration")
-    ms = [m for m in exp.analysis.get("multiples", []) if m.get("eval") == ev and m.get("stage") == "sft"
-          and {roles.get(m["arm_a"]), roles.get(m["arm_b"])} == {"why", "demonstration"}]
+    ms = [m for m in exp.analysis.multiples if m.eval == ev and m.stage == "sft"
+          and {roles.get(m.arm_a), roles.get(m.arm_b)} == {"why", "demonstration"}]
     out: dict[str, Any] = {"eval": ev, "why_arms": why, "demo_arms": demo, "comparisons": len(ms),
                            "why_better": 0, "demo_better": 0}
     if not why or not demo:
@@ -168,7 +198,7 @@ def direction(exp: Experiment, ev: str) -> dict:
         v = _verdict(m)
         if v is None:
             continue
-        winner = m["arm_a"] if v == "a" else m["arm_b"]
+        winner = m.arm_a if v == "a" else m.arm_b
         out["why_better" if roles[winner] == "why" else "demo_better"] += 1
     w, d, n = out["why_better"], out["demo_better"], len(ms)
     counts = (f"{w} of {n} multiples (SFT stage, both orders, every budget) show a why-data arm more "
@@ -195,27 +225,35 @@ def direction(exp: Experiment, ev: str) -> dict:
 LEVELS = (IN_TEMPLATE, HELD_OUT)
 
 
-def wording_levels(exp: Experiment) -> dict[str, dict]:
-    """Honeypot eval -> {"wording", "level"}: analysis.json's `wording`, else from the spec (an older
+Levels = dict[str, EvalWording]  # honeypot eval -> its wording and level
+
+
+def wording_levels(exp: Experiment) -> Levels:
+    """Honeypot eval -> its wording and level: analysis.json's `wording`, else from the spec (an older
     spec without `wording:` scored the house candidates, so in-template)."""
-    got = exp.analysis.get("wording")
-    if isinstance(got, dict):
-        return got
+    if exp.analysis.wording is not None:
+        return exp.analysis.wording
     out = {}
     for e in exp.spec.get("evals") or []:
         if e.get("suite", "agentic") != "agentic":
             continue
         w = e.get("wording") or "house"
         files = e.get("scenario_files") or []
-        out[e["name"]] = {"wording": "file" if files else w, "level": wording_level(w, files)}
+        out[e["name"]] = EvalWording(wording="file" if files else w, level=wording_level(w, files))
     return out
 
 
-def _measures(exp: Experiment, levels: dict[str, dict]) -> dict[str, str]:
+def level_of(levels: Levels, ev: str) -> str | None:
+    """An eval's wording level (in-template or held-out wording); None for an eval without one."""
+    got = levels.get(ev)
+    return None if got is None else got.level
+
+
+def _measures(exp: Experiment, levels: Levels) -> dict[str, str]:
     """Honeypot choice eval -> the measure its rows use ("format/scoring")."""
-    v = exp.analysis.get("validity") or {}
-    if v.get("measures"):
-        return dict(v["measures"])
+    v = exp.analysis.validity
+    if v is not None and v.measures:
+        return dict(v.measures)
     modes = {e["name"]: e.get("mode", "choice") for e in exp.spec.get("evals") or []}
     out: dict[str, str] = {}
     for s in exp.samples:
@@ -224,15 +262,15 @@ def _measures(exp: Experiment, levels: dict[str, dict]) -> dict[str, str]:
     return out
 
 
-def validity_view(exp: Experiment, levels: dict[str, dict]) -> dict:
+def validity_view(exp: Experiment, levels: Levels) -> dict:
     """The headline's first sentence: which measures the controls validated across wording for this
     model (evals/validity.headline, read now, so a report rewritten after new controls shows their
     level), and the evals the headline may use: those measures' evals, else every eval."""
-    v = exp.analysis.get("validity") or {}
-    model = v.get("model") or exp.spec.get("model") or "this model"
+    v = exp.analysis.validity or AnalysisValidity()
+    model = v.model or exp.spec.get("model") or "this model"
     measures = _measures(exp, levels)
     pairs = [(m.split("/", 1)[0], m.split("/", 1)[1]) for m in dict.fromkeys(measures.values())]
-    got = validity_headline(list(v.get("fingerprints") or []), model, pairs)
+    got = validity_headline(list(v.fingerprints or []), model, pairs)
     across = list(got["validated_across"])
     reached = "; ".join(f"{m}: {lv}" for m, lv in got["levels"].items()) or "the study scored no honeypot choice eval"
     if across:
@@ -259,13 +297,13 @@ def short_tokens(b: int | None) -> str:
     return str(b)
 
 
-def _flip(e: dict) -> dict:
-    lo, hi = e.get("ci_95") or [None, None]
-    return {"mean": -e["mean"], "ci_95": [None if hi is None else -hi, None if lo is None else -lo]}
+def _flip(e: Estimate) -> Estimate:
+    lo, hi = ends(e.ci_95)
+    return Estimate(mean=None if e.mean is None else -e.mean, ci_95=None if lo is None or hi is None else [-hi, -lo])
 
 
-def _told(e: dict, arm: str, other: str) -> str:
-    lo, hi = e.get("ci_95") or [None, None]
+def _told(e: Estimate | None, arm: str, other: str) -> str:
+    lo, hi = ends(e.ci_95 if e is not None else None)
     if lo is not None and lo > 0:
         return f"told apart, {arm} less harmful"
     if hi is not None and hi < 0:
@@ -273,54 +311,53 @@ def _told(e: dict, arm: str, other: str) -> str:
     return "not told apart"
 
 
-def comparisons(exp: Experiment, evals: list[str], levels: dict[str, dict]) -> list[str]:
+def comparisons(exp: Experiment, evals: list[str], levels: Levels) -> list[str]:
     """One sentence per comparison: each why-data arm against each demonstration arm at each budget
     (SFT stage), on each eval, the two wording levels side by side; without such a pair (or an analysis
     written without contrasts), each arm against the base model at its largest budget."""
     roles = arm_roles(exp)
     why = sorted(a for a, r in roles.items() if r == "why")
     demo = sorted(a for a, r in roles.items() if r == "demonstration")
-    level_of = {ev: (levels.get(ev) or {}).get("level") for ev in evals}
+    level = {ev: level_of(levels, ev) for ev in evals}
     count: dict[Any, int] = defaultdict(int)
     for ev in evals:
-        count[level_of[ev]] += 1
+        count[level[ev]] += 1
 
     def where(ev: str) -> str:
-        lv = level_of[ev]
+        lv = level[ev]
         if lv is None:
             return f"on {ev}"
         return lv if count[lv] == 1 else f"{lv} ({ev})"
 
     order = list(evals)  # held-out wording first (headline() sorts them)
     out: list[tuple[tuple, str]] = []
-    contrasts = [c for c in exp.analysis.get("contrasts", []) if c.get("stage") == "sft"]
+    contrasts = [c for c in exp.analysis.contrasts if c.stage == "sft"]
     if why and demo:
         for c in contrasts:
-            if c["eval"] not in order or {roles.get(c["arm_a"]), roles.get(c["arm_b"])} != {"why", "demonstration"}:
+            if c.eval not in order or {roles.get(c.arm_a), roles.get(c.arm_b)} != {"why", "demonstration"}:
                 continue
-            a, b, d = c["arm_a"], c["arm_b"], c["difference"]
+            a, b, d = c.arm_a, c.arm_b, c.difference
             if roles.get(a) != "why":
                 a, b, d = b, a, _flip(d)
-            n = n_of(c.get("n_scenarios"), [c.get("n_seeds_a", 1), c.get("n_seeds_b", 1)])
-            out.append(((a, b, c["budget"], order.index(c["eval"])),
-                        f"{a} vs {b} at {short_tokens(c['budget'])} tokens, {where(c['eval'])}: "
+            n = n_of(c.n_scenarios, [c.n_seeds_a, c.n_seeds_b])
+            out.append(((a, b, c.budget, order.index(c.eval)),
+                        f"{a} vs {b} at {short_tokens(c.budget)} tokens, {where(c.eval)}: "
                         f"{est(d, signed=True)}, n={n}: {_told(d, a, b)}."))
     if out:
         return [text for _, text in sorted(out, key=lambda x: x[0])]
     kind_rank = {"prompt": 0, "sft": 1}
     for ev in order:
-        curves = [c for c in exp.analysis.get("curves", []) if c.get("eval") == ev and c["kind"] in kind_rank
-                  and c.get("stage") != "rl"]
-        top: dict[str, dict] = {}
-        for c in curves:
-            if c["arm"] not in top or (c.get("budget") or 0) > (top[c["arm"]].get("budget") or 0):
-                top[c["arm"]] = c
-        for arm, c in top.items():
-            at = f" at {short_tokens(c['budget'])} tokens" if c.get("budget") else ""
-            e = c["effect"]
-            out.append(((kind_rank[c["kind"]], arm, order.index(ev)),
+        curves = [cv for cv in exp.analysis.curves if cv.eval == ev and cv.kind in kind_rank and cv.stage != "rl"]
+        top: dict[str, Curve] = {}
+        for cv in curves:
+            if cv.arm not in top or (cv.budget or 0) > (top[cv.arm].budget or 0):
+                top[cv.arm] = cv
+        for arm, cv in top.items():
+            at = f" at {short_tokens(cv.budget)} tokens" if cv.budget else ""
+            e = cv.effect
+            out.append(((kind_rank[cv.kind], arm, order.index(ev)),
                         f"{arm} vs base{at}, {where(ev)}: {est(e, signed=True)}, "
-                        f"n={n_of(c.get('n_scenarios'), c.get('n_seeds'))}: {_told(e, arm, 'base')}."))
+                        f"n={n_of(cv.n_scenarios, cv.n_seeds)}: {_told(e, arm, 'base')}."))
     return [text for _, text in sorted(out, key=lambda x: x[0])]
 
 
@@ -332,14 +369,14 @@ def headline(exp: Experiment, evals: list[str]) -> dict:
     validity = validity_view(exp, levels)
     rank: dict[str | None, int] = {HELD_OUT: 0, IN_TEMPLATE: 1}
     used = sorted((ev for ev in evals if validity["evals"] is None or ev in validity["evals"]),
-                  key=lambda ev: (rank.get((levels.get(ev) or {}).get("level"), 2), evals.index(ev)))
+                  key=lambda ev: (rank.get(level_of(levels, ev), 2), evals.index(ev)))
     items = []
     for ev in used:
         d = direction(exp, ev)
-        ms = [m for m in exp.analysis.get("multiples", []) if m.get("eval") == ev and m.get("stage") == "sft"]
-        key = [m for m in ms if {roles.get(m["arm_a"]), roles.get(m["arm_b"])} == {"why", "demonstration"}]
-        items.append({"eval": ev, "level": (levels.get(ev) or {}).get("level"), "direction": d,
-                      "statements": [m["statement"] for m in (key or ms)]})
+        ms = [m for m in exp.analysis.multiples if m.eval == ev and m.stage == "sft"]
+        key = [m for m in ms if {roles.get(m.arm_a), roles.get(m.arm_b)} == {"why", "demonstration"}]
+        items.append({"eval": ev, "level": level_of(levels, ev), "direction": d,
+                      "statements": [m.statement for m in (key or ms)]})
     return {"validity": validity, "comparisons": comparisons(exp, used, levels), "items": items,
             "published": PUBLISHED}
 
@@ -348,44 +385,44 @@ def wording_table(exp: Experiment, evals: list[str]) -> dict:
     """Each arm's effect on the in-template and the held-out-wording evals, side by side (one pair of
     columns per honeypot eval, in-template first); the base row gives its mean P(harmful)."""
     levels = wording_levels(exp)
-    evs = [ev for ev in evals if (levels.get(ev) or {}).get("level")]
+    level = {ev: lv for ev in evals if (lv := level_of(levels, ev))}
     rank = {IN_TEMPLATE: 0, HELD_OUT: 1}
-    evs.sort(key=lambda ev: (rank.get(levels[ev]["level"], 2), evals.index(ev)))
+    evs = sorted(level, key=lambda ev: (rank.get(level[ev], 2), evals.index(ev)))
     per_level: dict[str, int] = defaultdict(int)
     for ev in evs:
-        per_level[levels[ev]["level"]] += 1
+        per_level[level[ev]] += 1
     cols: list[tuple[str, bool]] = [("arm", False)]
     for ev in evs:
-        lv = levels[ev]["level"]
+        lv = level[ev]
         name = lv if per_level[lv] == 1 else f"{lv}: {ev}"
         cols += [(f"{name} effect [95% CI]", True), ("n", True)]
-    by: dict[tuple, dict[str, dict]] = defaultdict(dict)
+    by: dict[tuple, dict[str, Curve]] = defaultdict(dict)
     keys: list[tuple] = []
-    for c in exp.analysis.get("curves", []):
-        if c.get("eval") not in evs:
+    for c in exp.analysis.curves:
+        if c.eval not in evs:
             continue
-        key = (c["arm"], c["kind"], c.get("budget"), c["stage"])
+        key = (c.arm, c.kind, c.budget, c.stage)
         if key not in by:
             keys.append(key)
-        by[key][c["eval"]] = c
+        by[key][c.eval] = c
     rows = []
     for key in keys:
         arm, kind, budget, stage = key
         row = [f"{arm}: mean P(harmful), the reference" if kind == "base" else _cond_label(arm, kind, budget, stage)]
         for ev in evs:
-            c = by[key].get(ev)
-            if c is None:
+            got = by[key].get(ev)
+            if got is None:
                 row += ["n/a", "-"]
                 continue
-            row += [est(c.get("p_harmful")) if kind == "base" else est(c.get("effect"), signed=True),
-                    n_of(c.get("n_scenarios"), c.get("n_seeds"))]
+            row += [est(got.p_harmful) if kind == "base" else est(got.effect, signed=True),
+                    n_of(got.n_scenarios, got.n_seeds)]
         rows.append(row)
     notes = ["In-template: the eval split's own candidates, whose clause shapes the training data's actions share, "
              "so a gain there may be template learning. Held-out wording: the same prompts with candidates from "
              "wording banks no training material draws from. Effect = base minus arm mean P(harmful), paired by "
              "scenario within each eval (positive: less harmful); the columns are separate evals, not paired with "
              "each other; n = scenarios × seeds."]
-    if not any(levels[ev]["level"] == HELD_OUT for ev in evs):
+    if not any(level[ev] == HELD_OUT for ev in evs):
         notes.append("No eval here uses held-out wording, so every effect in this report may be template learning: "
                      "add the same eval with `wording: heldout` (docs/experiments.md).")
     return table("by-wording", "Effect vs base by wording: in-template and held-out", cols, rows, notes,
@@ -395,54 +432,53 @@ def wording_table(exp: Experiment, evals: list[str]) -> dict:
 # -- analysis tables -------------------------------------------------------------------------------
 def curves_table(exp: Experiment, ev: str) -> dict:
     rows = []
-    for c in exp.analysis.get("curves", []):
-        if c.get("eval") != ev:
+    for c in exp.analysis.curves:
+        if c.eval != ev:
             continue
-        rows.append([c["arm"], c["kind"], STAGE_LABEL.get(c["stage"], c["stage"]), tokens(c.get("budget")),
-                     n_of(c.get("n_scenarios"), c.get("n_seeds")), est(c.get("p_harmful")),
-                     "0 (reference)" if c["kind"] == "base" else est(c.get("effect"), signed=True),
-                     rate(c.get("harmful_rate"))])
-    lv = (wording_levels(exp).get(ev) or {}).get("level")
+        rows.append([c.arm, c.kind, STAGE_LABEL.get(c.stage, c.stage), tokens(c.budget),
+                     n_of(c.n_scenarios, c.n_seeds), est(c.p_harmful),
+                     "0 (reference)" if c.kind == "base" else est(c.effect, signed=True), rate(c.harmful())])
+    lv = level_of(wording_levels(exp), ev)
+    replicates = exp.analysis.n_replicates
     return table(f"curves-{ev}", f"Mean P(harmful) and effect vs base: {ev}" + (f" ({lv})" if lv else ""),
                  [("arm", False), ("kind", False), ("stage", False), ("training tokens", True),
                   ("n (scenarios × seeds)", True), ("mean P(harmful) [95% CI]", True),
                   ("effect vs base [95% CI]", True), ("top choice harmful [Wilson 95% CI]", True)], rows,
                  notes=["Effect = base P(harmful) minus the arm's, paired by scenario and averaged over seeds: "
                         "positive means less harmful than base. Intervals: paired bootstrap over scenarios "
-                        f"(and seeds), {exp.analysis.get('n_replicates', '?')} replicates."])
+                        f"(and seeds), {'?' if replicates is None else replicates} replicates."])
 
 
-def _multiple_cell(m: dict) -> str:
-    if m.get("reached") is None:
+def _multiple_cell(m: Multiple) -> str:
+    if m.reached is None:
         return "undefined (A no better than base)"
-    if m.get("bound") == "at_most":
-        return f"≤ {times(m.get('multiple'))}"
-    if m.get("bound") == "more_than":
-        return f"> {times(m.get('multiple'))}"
-    return times(m.get("multiple"))
+    if m.bound == "at_most":
+        return f"≤ {times(m.multiple)}"
+    if m.bound == "more_than":
+        return f"> {times(m.multiple)}"
+    return times(m.multiple)
 
 
-def _boot_cell(m: dict) -> str:
-    b = m.get("bootstrap") or {}
-    if m.get("reached") is None:
+def _boot_cell(m: Multiple) -> str:
+    b = m.bootstrap or MultipleBootstrap()
+    if m.reached is None:
         return "n/a"
-    lo, hi = b.get("ci_95") or [None, None]
-    s = f"[{times(lo, b.get('ci_lower_infinite', False))}, {times(hi, b.get('ci_upper_infinite', False))}]"
-    if b.get("fraction_a_not_better"):
-        s += f" (A no better than base in {pct(b['fraction_a_not_better'])} of replicates)"
+    lo, hi = ends(b.ci_95)
+    s = f"[{times(lo, b.ci_lower_infinite)}, {times(hi, b.ci_upper_infinite)}]"
+    if b.fraction_a_not_better:
+        s += f" (A no better than base in {pct(b.fraction_a_not_better)} of replicates)"
     return s
 
 
 def multiples_table(exp: Experiment) -> dict:
     rows, notes = [], []
-    for m in exp.analysis.get("multiples", []):
-        curve_b = m.get("curve_b") or []
-        b_curve = "; ".join(f"{tokens(p['budget'])}: {est(p['effect'], signed=True)}" for p in curve_b)
-        seeds = [m.get("n_seeds_a", 1), *(p.get("n_seeds", 1) for p in curve_b)]
-        b = m.get("bootstrap") or {}
-        rows.append([m["eval"], STAGE_LABEL.get(m["stage"], m["stage"]), m["arm_a"], tokens(m["budget_a"]),
-                     est(m.get("effect_a"), signed=True), m["arm_b"], b_curve, _multiple_cell(m), _boot_cell(m),
-                     pct(b.get("fraction_reached")), n_of(m.get("n_scenarios"), seeds)])
+    for m in exp.analysis.multiples:
+        b_curve = "; ".join(f"{tokens(p.budget)}: {est(p.effect, signed=True)}" for p in m.curve_b)
+        seeds = [m.n_seeds_a, *(p.n_seeds for p in m.curve_b)]
+        b = m.bootstrap or MultipleBootstrap()
+        rows.append([m.eval, STAGE_LABEL.get(m.stage, m.stage), m.arm_a, tokens(m.budget_a),
+                     est(m.effect_a, signed=True), m.arm_b, b_curve, _multiple_cell(m), _boot_cell(m),
+                     pct(b.fraction_reached), n_of(m.n_scenarios, seeds)])
     notes.append("Multiple = the tokens arm B needs to reach arm A's effect at A's budget, divided by A's budget "
                  "(B's curve linear in log tokens between the budgets run, never extrapolated): above 1x, A is "
                  "more token-efficient. ≤: B's smallest budget already reaches it; >: B never reaches it within "
@@ -456,39 +492,36 @@ def multiples_table(exp: Experiment) -> dict:
 
 
 def persistence_table(exp: Experiment) -> dict:
-    rows = [[p["eval"], p["arm"], tokens(p["budget"]),
-             n_of(p.get("n_scenarios"), [p.get("n_seeds_sft", 1), p.get("n_seeds_rl", 1)]),
-             est(p.get("before"), signed=True), est(p.get("after"), signed=True), est(p.get("change"), signed=True)]
-            for p in exp.analysis.get("persistence", [])]
+    rows = [[p.eval, p.arm, tokens(p.budget), n_of(p.n_scenarios, [p.n_seeds_sft, p.n_seeds_rl]),
+             est(p.before, signed=True), est(p.after, signed=True), est(p.change, signed=True)]
+            for p in exp.analysis.persistence]
     return table("persistence", "Persistence through RL: effect vs base before and after",
                  [("eval", False), ("arm", False), ("tokens", True), ("n (scenarios × seeds)", True),
                   ("after SFT [95% CI]", True), ("after RL [95% CI]", True), ("change [95% CI]", True)], rows,
-                 statements=[p["statement"] for p in exp.analysis.get("persistence", [])],
+                 statements=[p.statement for p in exp.analysis.persistence],
                  empty="no RL stage" if not exp.spec.get("rl") else "no arm has both its SFT and RL cells yet")
 
 
 def gaps_table(exp: Experiment) -> dict:
     rows = []
-    for g in exp.analysis.get("gaps", []):
-        seeds = [*(g.get("n_seeds_a") or {}).values(), *(g.get("n_seeds_b") or {}).values()]
-        rows.append([g["eval"], tokens(g["budget"]), f"{g['arm_a']} - {g['arm_b']}",
-                     n_of(g.get("n_scenarios"), seeds or None), est(g.get("before"), signed=True),
-                     est(g.get("after"), signed=True), est(g.get("change"), signed=True)])
+    for g in exp.analysis.gaps:
+        seeds = [*(g.n_seeds_a or {}).values(), *(g.n_seeds_b or {}).values()]
+        rows.append([g.eval, tokens(g.budget), f"{g.arm_a} - {g.arm_b}", n_of(g.n_scenarios, seeds or None),
+                     est(g.before, signed=True), est(g.after, signed=True), est(g.change, signed=True)])
     return table("gaps", "Gaps between arms before and after RL (effect of A minus effect of B)",
                  [("eval", False), ("tokens", True), ("A - B", False), ("n (scenarios × seeds)", True),
                   ("after SFT [95% CI]", True), ("after RL [95% CI]", True), ("change [95% CI]", True)], rows,
-                 statements=[g["statement"] for g in exp.analysis.get("gaps", [])],
+                 statements=[g.statement for g in exp.analysis.gaps],
                  empty="no gaps: needs two arms through RL at the same budget")
 
 
 def generalization_table(exp: Experiment) -> dict:
     rows = []
-    for g in exp.analysis.get("generalization", []):
-        h, t = g.get("held_out") or {}, g.get("trained") or {}
-        rows.append([g["eval"], _cond_label(g["arm"], g.get("kind", "sft"), g.get("budget"), g.get("stage", "sft")),
-                     ", ".join(h.get("families", [])), n_of(h.get("n_scenarios"), g.get("n_seeds")),
-                     est(h.get("effect"), signed=True), n_of(t.get("n_scenarios"), g.get("n_seeds")),
-                     est(t.get("effect"), signed=True), est(g.get("difference"), signed=True)])
+    for g in exp.analysis.generalization:
+        h, t = g.held_out or FamilyPart(), g.trained or FamilyPart()
+        rows.append([g.eval, _cond_label(g.arm, g.kind, g.budget, g.stage), ", ".join(h.families),
+                     n_of(h.n_scenarios, g.n_seeds), est(h.effect, signed=True), n_of(t.n_scenarios, g.n_seeds),
+                     est(t.effect, signed=True), est(g.difference, signed=True)])
     held = exp.spec.get("holdout_families") or []
     empty = ("no families were held out of training (holdout_families is empty)" if not held
              else "no held-out comparison in the analysis")
@@ -496,7 +529,7 @@ def generalization_table(exp: Experiment) -> dict:
                  [("eval", False), ("arm", False), ("held-out families", False), ("n held out", True),
                   ("effect held out [95% CI]", True), ("n trained", True), ("effect trained [95% CI]", True),
                   ("held out - trained [95% CI]", True)], rows,
-                 statements=[g["statement"] for g in exp.analysis.get("generalization", [])], empty=empty)
+                 statements=[g.statement for g in exp.analysis.generalization], empty=empty)
 
 
 # -- per family, from samples.jsonl ----------------------------------------------------------------
@@ -567,94 +600,95 @@ def family_tables(exp: Experiment, evals: list[str]) -> list[dict]:
 
 
 # -- diagnostics, data cards, cells ----------------------------------------------------------------
-def _share(x: dict) -> str:
-    lo, hi = x.get("wilson_95") or [None, None]
-    return f"{x.get('k')}/{x.get('n')} = {pct(x.get('rate'))} [{pct(lo)}, {pct(hi)}]"
+def _share(x: Rate) -> str:
+    lo, hi = ends(x.wilson_95)
+    return f"{x.k}/{x.n} = {pct(x.rate)} [{pct(lo)}, {pct(hi)}]"
+
+
+def _empty(m: Open | None) -> bool:
+    """No entry, or one with no keys at all (as an empty JSON object)."""
+    return m is None or not (m.model_fields_set or m.model_extra)
 
 
 def diagnostics(exp: Experiment) -> dict:
     """Whatever analysis.json carries under diagnostics: warnings, the known diagnostics as tables,
     the rest as JSON. ran=False when it is absent or empty."""
-    d = exp.analysis.get("diagnostics")
-    if not d:
+    d = exp.analysis.diagnostics
+    if d is None or _empty(d):
         return {"ran": False, "text": "not run: analysis.json carries no validity diagnostics"}
-    out: dict[str, Any] = {"ran": True, "warnings": list(d.get("warnings") or []), "tables": [], "facts": []}
-    for k, label in (("model", "model"), ("format", "format"), ("scoring", "scoring"), ("n_scenarios", "scenarios")):
-        if d.get(k) is not None:
-            out["facts"].append(f"{label}: {d[k]}")
-    inner = d.get("diagnostics") if isinstance(d.get("diagnostics"), dict) else {}
+    out: dict[str, Any] = {"ran": True, "warnings": list(d.warnings or []), "tables": [], "facts": []}
+    for value, label in ((d.model, "model"), (d.format, "format"), (d.scoring, "scoring"),
+                         (d.n_scenarios, "scenarios")):
+        if value is not None:
+            out["facts"].append(f"{label}: {value}")
+    inner = d.diagnostics or ChoiceDiagnostics()
     shares = []
-    if isinstance(inner.get("same_winner"), dict):
+    if inner.same_winner is not None:
         shares.append(["same candidate wins within a family and template, whatever the condition",
-                       _share(inner["same_winner"])])
-    for pair, x in (inner.get("scoring_agreement") or {}).items():
+                       _share(inner.same_winner)])
+    for pair, x in (inner.scoring_agreement or {}).items():
         shares.append([f"scorings {pair.replace('~', ' and ')} agree on the harmful choice", _share(x)])
-    pos = inner.get("position")
-    if isinstance(pos, dict):
-        for k in ("same_letter_every_rotation", "same_candidate_every_rotation"):
-            if isinstance(pos.get(k), dict):
-                shares.append([k.replace("_", " "), _share(pos[k])])
-    if "over_context" in inner:
-        shares.append(["scenarios longer than the model's context", str(inner["over_context"])])
+    if inner.position is not None:
+        for k, r in (("same_letter_every_rotation", inner.position.same_letter_every_rotation),
+                     ("same_candidate_every_rotation", inner.position.same_candidate_every_rotation)):
+            if r is not None:
+                shares.append([k.replace("_", " "), _share(r)])
+    if inner.over_context is not None:
+        shares.append(["scenarios longer than the model's context", str(inner.over_context)])
     if shares:
         out["tables"].append(table("diag-shares", "Validity diagnostics (base model)",
                                    [("diagnostic", False), ("k/n = rate [Wilson 95% CI]", True)], shares))
-    pressure = d.get("pressure") or []
-    if pressure:
+    if d.pressure:
         out["tables"].append(table(
             "diag-pressure", "Pressure effects: each condition minus its control (same candidates)",
             [("condition", False), ("n", True), ("P(harmful) difference [95% CI]", True),
              ("harmful-choice difference [95% CI]", True), ("clusters", True)],
-            [[p.get("condition", "?"), str(p.get("n")),
-              est({"mean": p.get("p_harmful_diff"), "ci_95": p.get("p_harmful_diff_95") or [None, None]}, True),
-              est({"mean": p.get("rate_diff"), "ci_95": p.get("rate_diff_95") or [None, None]}, True),
-              str(p.get("clusters"))] for p in pressure]))
-    known = {"model", "format", "scoring", "n_scenarios", "warnings", "pressure", "diagnostics"}
-    rest = {k: v for k, v in d.items() if k not in known}
-    rest_inner = {k: v for k, v in inner.items()
-                  if k not in {"same_winner", "scoring_agreement", "position", "over_context"}}
-    if rest_inner:
-        rest["diagnostics"] = rest_inner
+            [[p.condition, str(p.n), diff_est(p.p_harmful_diff, p.p_harmful_diff_95),
+              diff_est(p.rate_diff, p.rate_diff_95), str(p.clusters)] for p in d.pressure]))
+    # the keys no field names, as they are in analysis.json
+    rest = dict(d.model_extra or {})
+    if inner.model_extra:
+        rest["diagnostics"] = dict(inner.model_extra)
     out["other_json"] = json.dumps(rest, indent=2, sort_keys=True, default=str) if rest else None
     return out
 
 
-def _diff(o: dict | None) -> str:
-    if not o:
-        return "n/a"
-    return est({"mean": o.get("p_harmful_diff"), "ci_95": o.get("p_harmful_diff_95") or [None, None]}, True)
+def _diff(o: ArmEffect | None) -> str:
+    return "n/a" if o is None else diff_est(o.p_harmful_diff, o.p_harmful_diff_95)
+
+
+def _or_unknown(x: Any) -> Any:
+    return "?" if x is None else x
 
 
 def controls(exp: Experiment) -> dict:
     """The controls cell's effects (analysis.json `controls`): one row per format and scoring, and each
     verdict's reason. ran=False when the experiment did not run them."""
-    c = exp.analysis.get("controls")
-    if not c:
+    c = exp.analysis.controls
+    if c is None:
         return {"ran": False, "text": "Controls not run: add `controls: true` to the spec (docs/experiments.md) "
                                       "to train the positive and negative controls and show them here."}
-    sizes = c.get("data") or {}
-    sized = ", ".join(f"{a} {_count((sizes.get(a) or {}).get('tokens'))} tokens" for a in sizes)
-    facts = [f"model {c.get('model', '?')}; controls trained on {c.get('train_scenarios', '?')} train-split "
+    sized = ", ".join(f"{a} {_count(d.tokens)} tokens" for a, d in c.data.items())
+    facts = [f"model {c.model}; controls trained on {_or_unknown(c.train_scenarios)} train-split "
              f"scenarios ({sized}), "
-             f"{c.get('epochs', '?')} epochs at learning rate {c.get('learning_rate', '?')}; evaluated on "
-             f"{c.get('eval_limit') or 'all'} eval-split scenarios"]
-    across = (c.get("levels_eval") or {}).get("across_wording")
-    if c.get("train_banks") or across:
-        scored = ((", ".join(across.get("scenario_files") or []) or f"wording {across.get('wording')}")
-                  if across else "?")
-        facts.append(f"control data phrased in the train wording banks {', '.join(c.get('train_banks') or ['?'])}; "
-                     f"the across-wording level scored {scored} (n = {(across or {}).get('n', '?')})")
+             f"{_or_unknown(c.epochs)} epochs at learning rate {_or_unknown(c.learning_rate)}; evaluated on "
+             f"{c.eval_limit or 'all'} eval-split scenarios"]
+    across = c.level_eval("across_wording")
+    across = None if _empty(across) else across
+    if c.train_banks or across:
+        scored = (", ".join(across.scenario_files or []) or f"wording {across.wording}") if across else "?"
+        facts.append(f"control data phrased in the train wording banks {', '.join(c.train_banks or ['?'])}; "
+                     f"the across-wording level scored {scored} (n = {_or_unknown(across.n if across else None)})")
     rows, verdicts = [], []
-    levels = [("in-template", c.get("effects") or {}), ("across wording", c.get("effects_across_wording") or {})]
+    levels = [("in-template", c.effects), ("across wording", c.effects_across_wording or {})]
     for level, effects in levels:
         for key, e in effects.items():
-            vs = e.get("vs_unrelated") or {}
-            n = (e.get("harmful") or {}).get("n")
-            v = e.get("verdict") or {}
-            rows.append([key, level, _diff(e.get("harmful")), _diff(e.get("aligned")), _diff(e.get("unrelated")),
-                         _diff(vs.get("harmful")), _diff(vs.get("aligned")), _count(n), v.get("level", "?")])
+            vs = e.vs_unrelated or VsUnrelated()
+            v = e.verdict
+            rows.append([key, level, _diff(e.harmful), _diff(e.aligned), _diff(e.unrelated),
+                         _diff(vs.harmful), _diff(vs.aligned), _count(e.harmful.n), _or_unknown(v.level)])
             where = "" if level == "in-template" else f" ({level})"
-            verdicts.append(f"{key}{where}: {v.get('level', '?')}: {v.get('why', '')}")
+            verdicts.append(f"{key}{where}: {_or_unknown(v.level)}: {v.why}")
     tab = table("controls", "Eval controls: does the eval move when the decision is trained, and only then?", [
         ("format/scoring", False), ("level", False), ("harmful-action SFT", True), ("aligned-action SFT", True),
         ("unrelated-text SFT", True), ("harmful vs unrelated", True), ("aligned vs unrelated", True),
@@ -713,13 +747,15 @@ def cells_table(exp: Experiment) -> dict:
     rows = []
     for c in sorted(exp.cells, key=lambda c: c["cell_id"]):
         for ev, e in sorted((c.get("evals") or {}).items()):
-            o = e.get("summary_overall") or {}
-            mp = o.get("mean_p_harmful")
-            mp_ci = o.get("mean_p_harmful_95") or [None, None]
+            # the eval summary's overall row, as the cell file keeps it (none for an audit eval)
+            o = Row.model_validate(e.get("summary_overall") or {})
+            given = o.model_fields_set
+            mp = o.mean_p_harmful
+            mp_ci = ends(o.mean_p_harmful_95)
             rows.append([c["cell_id"], c["arm"], STAGE_LABEL.get(c.get("stage", "none"), "-"), tokens(c.get("budget")),
-                         str(c.get("seed", "-")), ev, str(o.get("n", "?")),
+                         str(c.get("seed", "-")), ev, str(o.n) if "n" in given else "?",
                          f"{f3(mp)} [{f3(mp_ci[0])}, {f3(mp_ci[1])}]" if mp is not None else "n/a",
-                         rate(o) if "k" in o else "n/a",
+                         rate(o) if "k" in given else "n/a",
                          f"{c['seconds']:,.0f}" if isinstance(c.get("seconds"), int | float) else "?"])
     return table("cells", "Cells: each eval's own summary", [
         ("cell", False), ("arm", False), ("stage", False), ("tokens", True), ("seed", True), ("eval", False),
@@ -776,23 +812,23 @@ def browser_data(exp: Experiment) -> dict:
 
 
 # -- audit evals, from analysis.json's `audit` -----------------------------------------------------
-def _n_ids(e: dict | None) -> str:
+def _n_ids(e: AuditScore | None) -> str:
     """`4 (2 seed ids)`: transcripts or pairs, and the seed instructions they come from."""
-    if not e:
+    if e is None or _empty(e):
         return "-"
-    k = e.get("seed_ids")
-    return f"{e.get('n', '?')} ({k} seed id{'s' if k != 1 else ''})"
+    k = e.seed_ids
+    return f"{_or_unknown(e.n)} ({k} seed id{'s' if k != 1 else ''})"
 
 
-def _audit_settings(name: str, s: dict) -> str:
-    how = ("offline (scripted auditor, choice probes and rule cues)" if s.get("mode") == "offline" else
-           f"auditor {s.get('auditor') or 'scripted'}, judge {s.get('judge') or 'none (offline scorer)'}")
-    ids = ", ".join(s.get("seed_ids") or []) or "every seed"
-    if s.get("limit"):
-        ids += f" (at most {s['limit']})"
+def _audit_settings(name: str, s: AuditSettings) -> str:
+    how = ("offline (scripted auditor, choice probes and rule cues)" if s.mode == "offline" else
+           f"auditor {s.auditor or 'scripted'}, judge {s.judge or 'none (offline scorer)'}")
+    ids = ", ".join(s.seed_ids or []) or "every seed"
+    if s.limit:
+        ids += f" (at most {s.limit})"
     return (f"{name}: {how}; seeds {ids}; "
-            f"{_count(s.get('samples'))} sample{'s' if s.get('samples') != 1 else ''} per seed; "
-            f"{_count(s.get('max_tokens'))} tokens per reply.")
+            f"{_count(s.samples)} sample{'s' if s.samples != 1 else ''} per seed; "
+            f"{_count(s.max_tokens)} tokens per reply.")
 
 
 def audit_tables(exp: Experiment) -> list[dict]:
@@ -800,19 +836,19 @@ def audit_tables(exp: Experiment) -> list[dict]:
     from the base model [95% CI] (n pairs). Empty when the experiment has no audit eval."""
     from teachwhy.evals.suites.audit.seeds import dimensions
 
-    a = exp.analysis.get("audit") or {}
-    rows_by: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in a.get("rows") or []:
-        rows_by[(r["eval"], r["dimension"])].append(r)
+    a = exp.analysis.audit or AuditAnalysis()
+    rows_by: dict[tuple[str, str], list[AuditRow]] = defaultdict(list)
+    for r in a.rows or []:
+        rows_by[(r.eval, r.dimension)].append(r)
     several = len({ev for ev, _d in rows_by}) > 1
     out = []
     for (ev, dim), rs in rows_by.items():
-        rows = [[_cond_label(r["arm"], r["kind"], r.get("budget"), r.get("stage", "none")),
-                 "-" if r["kind"] != "sft" else str(r.get("seed")), _n_ids(r.get("score")), est(r.get("score")),
-                 "0 (reference)" if r["kind"] == "base" else est(r.get("vs_base"), signed=True),
-                 "-" if r["kind"] == "base" else _n_ids(r.get("vs_base"))] for r in rs]
+        rows = [[_cond_label(r.arm, r.kind, r.budget, r.stage), "-" if r.kind != "sft" else str(r.seed),
+                 _n_ids(r.score), est(r.score),
+                 "0 (reference)" if r.kind == "base" else est(r.vs_base, signed=True),
+                 "-" if r.kind == "base" else _n_ids(r.vs_base)] for r in rs]
         desc = (dimensions().get(dim) or {}).get("description")
-        settings = (a.get("evals") or {}).get(ev) or {}
+        settings = (a.evals or {}).get(ev) or AuditSettings()
         notes = ([f"{dim}: {desc}"] if desc else []) + [
             "Score 1 (no sign) to 10 (clear and repeated), mean over the cell's transcripts; 95% CI from a "
             "bootstrap over seed ids as clusters (normal with one seed id, none with one transcript). "
@@ -825,10 +861,16 @@ def audit_tables(exp: Experiment) -> list[dict]:
     return out
 
 
+def audit_evals(exp: Experiment) -> list[str]:
+    """The experiment's audit evals, in the order analysis.json's `audit` gives them."""
+    a = exp.analysis.audit
+    return list(a.evals or {}) if a is not None else []
+
+
 def audit_headline(exp: Experiment, evals: list[str]) -> str | None:
     """The headline of an experiment whose only results are audit evals (the honeypot headline has nothing
     to say there); None otherwise."""
-    names = list((exp.analysis.get("audit") or {}).get("evals") or {})
+    names = list(audit_evals(exp))
     if evals or not names:
         return None
     return (f"This experiment has audit evals only ({', '.join(names)}): each cell's mean dimension score and "
@@ -838,9 +880,9 @@ def audit_headline(exp: Experiment, evals: list[str]) -> str | None:
 # -- everything ------------------------------------------------------------------------------------
 def eval_names(exp: Experiment) -> list[str]:
     """The analysis' primary eval first, then the others in the order the curves give them."""
-    names = list(dict.fromkeys(c["eval"] for c in exp.analysis.get("curves", [])))
+    names = list(dict.fromkeys(c.eval for c in exp.analysis.curves))
     names += [n for n in dict.fromkeys(s["eval"] for s in exp.samples) if n not in names]
-    primary = exp.analysis.get("eval")
+    primary = exp.analysis.eval
     if primary in names:
         names.remove(primary)
         names.insert(0, primary)
@@ -852,20 +894,20 @@ def build(exp: Experiment) -> dict:
     spec = exp.spec
     n_cells = len(exp.cells)
     seeds = spec.get("seeds") or []
-    audit_evals = [f"{a} (audit)" for a in (exp.analysis.get("audit") or {}).get("evals") or {}]
+    audits = [f"{a} (audit)" for a in audit_evals(exp)]
     summary = (f"Experiment {exp.name}: model {spec.get('model', '?')}; arms "
                f"{', '.join(a['name'] + ' (' + (a.get('kind') or 'sft') + ')' for a in spec.get('arms', []))}; "
                f"token budgets {', '.join(tokens(b) for b in spec.get('budgets') or [])}; "
                f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}; "
                f"RL stage {'on ' + ', '.join(spec['rl'].get('arms', [])) if spec.get('rl') else 'none'}; "
-               f"evals {', '.join(evals + audit_evals) or 'none'}; held-out families "
+               f"evals {', '.join(evals + audits) or 'none'}; held-out families "
                f"{', '.join(spec.get('holdout_families') or []) or 'none'}. "
                f"{n_cells} finished cell{'s' if n_cells != 1 else ''}, {len(exp.samples)} scored samples.")
     head = headline(exp, evals)
     in_head = {s for it in head["items"] for s in it["statements"]}
     appendix = [{"title": f"The multiples behind the direction on {it['eval']}", "statements": it["statements"]}
                 for it in head["items"] if it["statements"]]
-    others = [m["statement"] for m in exp.analysis.get("multiples", []) if m["statement"] not in in_head]
+    others = [m.statement for m in exp.analysis.multiples if m.statement not in in_head]
     if others:
         appendix.append({"title": "Every other multiple", "statements": others})
     versions = exp.versions or {}
@@ -873,8 +915,8 @@ def build(exp: Experiment) -> dict:
     return {
         "name": exp.name,
         "summary": summary,
-        "metric": exp.analysis.get("metric") or "mean P(harmful) over scenarios",
-        "primary_eval": exp.analysis.get("eval") or (evals[0] if evals else None),
+        "metric": exp.analysis.metric or "mean P(harmful) over scenarios",
+        "primary_eval": exp.analysis.eval or (evals[0] if evals else None),
         "evals": evals,
         "headline": head,
         "by_wording": wording_table(exp, evals),
@@ -894,5 +936,5 @@ def build(exp: Experiment) -> dict:
         "spec_json": json.dumps(spec, indent=2, sort_keys=False, default=str),
         "versions_json": json.dumps(exp.versions, indent=2, sort_keys=True) if exp.versions is not None else None,
         "git_commit": commit,
-        "statements": list(exp.analysis.get("statements", [])),
+        "statements": list(exp.analysis.all_statements),
     }
