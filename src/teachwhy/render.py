@@ -22,6 +22,7 @@ from teachwhy.results import (
     Estimate,
     EvalSummary,
     ExperimentAnalysis,
+    LevelEval,
     Rate,
     Row,
 )
@@ -260,10 +261,10 @@ def controls(r: ControlsResult) -> None:
     if r.effects_across_wording is not None:
         levels.append(("across_wording", r.effects_across_wording))
     for lv, effects in levels:
-        info = r.levels_eval.get(lv, {})
-        what = (", ".join(info["scenario_files"]) if info.get("scenario_files")
-                else f"wording {info.get('wording', 'house')}")
-        n = info.get("n") or r.eval_limit or "all"
+        info = r.levels_eval.get(lv) or LevelEval()
+        what = (", ".join(info.scenario_files) if info.scenario_files
+                else f"wording {info.wording if 'wording' in info.model_fields_set else 'house'}")
+        n = info.n or r.eval_limit or "all"
         t = Table("format/scoring", "harmful SFT − base", "aligned SFT − base", "unrelated SFT − base", "verdict",
                   title=f"eval controls · {r.model} · {LEVEL_TITLES[lv]} · Δ mean P(harmful), paired, 95% CI",
                   caption=f"n = {n} eval scenarios ({what}); CI: bootstrap over scenario clusters")
@@ -330,10 +331,10 @@ def experiment(analysis: ExperimentAnalysis, report_html: str | None = None, exp
     t = Table("arm", "stage", "tokens", "n", "mean P(harmful) [95% CI]", "effect vs base [95% CI]", "harmful",
               title=f"{analysis.eval}: {analysis.metric}")
     for c in analysis.first_eval_curves():
-        hr = c.harmful_rate or {}
+        hr = c.harmful_rate
         seeds = f" x {c.n_seeds} seeds" if c.n_seeds > 1 else ""
         t.add_row(c.arm, c.stage, f"{c.budget:,}" if c.budget else "-", f"{c.n_scenarios}{seeds}",
-                  estimate(c.p_harmful), estimate(c.effect), f"{hr.get('k', '-')}/{hr.get('n', '-')}")
+                  estimate(c.p_harmful), estimate(c.effect), f"{hr.k}/{hr.n}" if hr else "-/-")
     out.print(t)
     if wording and len(wording["columns"]) > 3:  # arm plus at least two evals' columns
         tables([wording])

@@ -230,14 +230,12 @@ class ControlsResult(Open):
     epochs: int | float | None = None
     effects: dict[str, ControlEffect]
     effects_across_wording: dict[str, ControlEffect] | None = None
-    levels_eval: dict[str, dict[str, Any]] = {}
+    levels_eval: dict[str, LevelEval] = {}
     data: dict[str, ControlData] = {}
     train_banks: list[str] | None = None
 
     def level_eval(self, level: str) -> LevelEval | None:
-        """levels_eval[level] typed (the field stays a dict of dicts for the terminal renderer)."""
-        got = self.levels_eval.get(level)
-        return None if got is None else LevelEval.model_validate(got)
+        return self.levels_eval.get(level)
 
 
 class DoseArm(Open):
@@ -287,11 +285,10 @@ class Curve(Open):
     seeds: list[int] = []
     p_harmful: Estimate | None = None
     effect: Estimate | None = None
-    harmful_rate: dict[str, Any] | None = None
+    harmful_rate: Rate | None = None
 
     def harmful(self) -> Rate | None:
-        """harmful_rate typed (the field stays a dict for the terminal renderer)."""
-        return None if self.harmful_rate is None else Rate.model_validate(self.harmful_rate)
+        return self.harmful_rate
 
 
 class Statement(Open):
