@@ -16,6 +16,7 @@ from rich.table import Table
 from teachwhy.console import err, out
 from teachwhy.results import (
     AuditSummary,
+    ChoiceDiagnostics,
     CompareResult,
     ControlsResult,
     DoseResult,
@@ -166,24 +167,24 @@ def _pressure(s: EvalSummary) -> None:
     out.print(t)
 
 
-def _format_diagnostics(fmt: str, d: dict[str, Any]) -> list[str]:
+def _format_diagnostics(fmt: str, d: ChoiceDiagnostics) -> list[str]:
     bits = []
-    sw = d["same_winner"]
-    ga = d.get("going_along")
-    if ga and ga["mean"] is not None:
-        bits.append(f"{fmt}: mean P(the reply going along with the request) {ga['mean']:.2f} "
-                    f"{ci(ga['ci_95'], pct=False)} (n={ga['n']})")
-    if sw["n"]:
-        bits.append(f"{fmt}: same candidate wins within its template {sw['k']}/{sw['n']} {ci(sw['wilson_95'])}")
-    for pair, a in (d.get("scoring_agreement") or {}).items():
-        bits.append(f"{fmt}: scorings {pair.replace('~', '/')} agree {a['k']}/{a['n']}")
-    pos = d.get("position")
+    ga = d.going_along
+    if ga and ga.mean is not None:
+        bits.append(f"{fmt}: mean P(the reply going along with the request) {ga.mean:.2f} "
+                    f"{ci(ga.ci_95, pct=False)} (n={ga.n})")
+    sw = d.same_winner
+    if sw is not None and sw.n:
+        bits.append(f"{fmt}: same candidate wins within its template {sw.k}/{sw.n} {ci(sw.wilson_95)}")
+    for pair, a in (d.scoring_agreement or {}).items():
+        bits.append(f"{fmt}: scorings {pair.replace('~', '/')} agree {a.k}/{a.n}")
+    pos = d.position
     if pos:
-        letters = " ".join(f"{LETTERS[i]} {p:.2f}" for i, p in enumerate(pos["p_letter"]))
-        same_l, same_c = pos["same_letter_every_rotation"], pos["same_candidate_every_rotation"]
-        bits.append(f"options: mean P(letter) {letters} (no bias {pos['chance']:.2f}); mass on letters "
-                    f"{pos['letter_mass']:.2f}; same letter wins every rotation {same_l['k']}/{same_l['n']}, "
-                    f"same option {same_c['k']}/{same_c['n']}")
+        letters = " ".join(f"{LETTERS[i]} {p:.2f}" for i, p in enumerate(pos.p_letter))
+        same_l, same_c = pos.same_letter_every_rotation or Rate(), pos.same_candidate_every_rotation or Rate()
+        bits.append(f"options: mean P(letter) {letters} (no bias {pos.chance:.2f}); mass on letters "
+                    f"{pos.letter_mass:.2f}; same letter wins every rotation {same_l.k}/{same_l.n}, "
+                    f"same option {same_c.k}/{same_c.n}")
     return bits
 
 

@@ -65,13 +65,41 @@ class Pressure(Diff):
     n: int
 
 
+class GoingAlong(Open):
+    """Mean P(the reply going along with the request) with its CI."""
+
+    mean: float | None = None
+    ci_95: Interval = None
+    n: int = 0
+
+
+class Position(Open):
+    """Options format: how often the same letter, or the same candidate, wins every rotation."""
+
+    same_letter_every_rotation: Rate | None = None
+    same_candidate_every_rotation: Rate | None = None
+    p_letter: list[float] = []
+    chance: float | None = None
+    letter_mass: float | None = None
+
+
+class ChoiceDiagnostics(Open):
+    """A choice summary's validity diagnostics for one format."""
+
+    same_winner: Rate | None = None
+    going_along: GoingAlong | None = None
+    scoring_agreement: dict[str, Rate] | None = None
+    position: Position | None = None
+    over_context: int | None = None
+
+
 class FormatResult(Open):
     """One choice format's part of a summary."""
 
     format: str
     scoring: str
     overall: Row
-    diagnostics: dict[str, Any] = {}
+    diagnostics: ChoiceDiagnostics = ChoiceDiagnostics()
 
 
 # -- summaries -------------------------------------------------------------------------------------
@@ -90,7 +118,7 @@ class EvalSummary(Open):
     scoring: str | None = None
     by_format: dict[str, FormatResult] = {}
     pressure: list[Pressure] | None = None
-    diagnostics: dict[str, Any] | None = None
+    diagnostics: ChoiceDiagnostics | None = None
     warnings: list[str] = []
     awareness: dict[str, Any] | None = None
     format_agreement: dict[str, dict[str, Any]] | None = None
@@ -422,22 +450,6 @@ class AnalysisValidity(Open):
     model: str | None = None
     fingerprints: list[str] | None = None
     measures: dict[str, str] | None = None
-
-
-class Position(Open):
-    """Options format: how often the same letter, or the same candidate, wins every rotation."""
-
-    same_letter_every_rotation: Rate | None = None
-    same_candidate_every_rotation: Rate | None = None
-
-
-class ChoiceDiagnostics(Open):
-    """A choice summary's validity diagnostics for one format."""
-
-    same_winner: Rate | None = None
-    scoring_agreement: dict[str, Rate] | None = None
-    position: Position | None = None
-    over_context: int | None = None
 
 
 class BaseDiagnostics(Open):

@@ -122,7 +122,9 @@ def _diagnostics(spec: ExperimentSpec) -> dict | None:
     if not isinstance(summary, EvalSummary) or "diagnostics" not in summary.model_fields_set:
         return None
     return {"model": summary.model, "format": summary.format, "scoring": summary.scoring,
-            "n_scenarios": summary.n_scenarios, "diagnostics": summary.diagnostics, "warnings": summary.warnings,
+            "n_scenarios": summary.n_scenarios,
+            "diagnostics": summary.diagnostics and summary.diagnostics.model_dump(exclude_unset=True),
+            "warnings": summary.warnings,
             "pressure": None if summary.pressure is None else [p.model_dump(exclude_unset=True)
                                                                for p in summary.pressure]}
 

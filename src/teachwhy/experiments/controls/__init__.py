@@ -276,7 +276,8 @@ def _run_results(runs: dict[str, dict], where: dict[str, dict], adapters: dict[s
         "base_across_wording": {fmt: _overall(runs["across_wording"]["base"].typed, fmt) for fmt in fmts},
         "arms_across_wording": {arm: {fmt: _overall(runs["across_wording"][arm].typed, fmt) for fmt in fmts}
                                 for arm in ARMS},
-        "diagnostics": {name: {fmt: r.typed.by_format[fmt].diagnostics for fmt in fmts}
+        "diagnostics": {name: {fmt: r.typed.by_format[fmt].diagnostics.model_dump(exclude_unset=True)
+                               for fmt in fmts}
                         for name, r in runs["in_template"].items()},
     }
 
