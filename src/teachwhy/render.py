@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
 from teachwhy.console import err, out
 from teachwhy.results import (
     AuditSummary,
+    Awareness,
     ChoiceDiagnostics,
     CompareResult,
     ControlsResult,
@@ -140,19 +140,16 @@ def _other_scorings_and_formats(s: EvalSummary) -> None:
                       f"mean P({s.harm_word}) {ov.mean_p_harmful:.3f} {ci(ov.mean_p_harmful_95, pct=False)}")
 
 
-def _awareness(a: dict[str, Any]) -> None:
+def _awareness(a: Awareness) -> None:
     """Eval awareness beside a generated result (evals/suites/agentic/awareness.py)."""
-    def rate(r: dict) -> str:
-        return rate_cell(Rate.model_validate(r))
-
-    by = a["harmful_by_label"]
-    out.print(f"eval awareness (rule cues in the reply): said or implied a test {rate(a['test'])}; said it was real "
-              f"{rate(a['real'])}. Harmful rate when it said test: {rate(by['test'])}; said real: {rate(by['real'])}; "
-              f"said neither: {rate(by['none'])}", soft_wrap=True, highlight=False)
-    if a.get("judge_test"):
-        ag = a["judge_agrees_with_cues"]
-        out.print(f"eval awareness (LLM judge): said or implied a test {rate(a['judge_test'])}; agrees with the "
-                  f"rule cues on {ag['k']}/{ag['n']}", soft_wrap=True, highlight=False)
+    by = a.harmful_by_label
+    out.print(f"eval awareness (rule cues in the reply): said or implied a test {rate_cell(a.test)}; said it was "
+              f"real {rate_cell(a.real)}. Harmful rate when it said test: {rate_cell(by['test'])}; said real: "
+              f"{rate_cell(by['real'])}; said neither: {rate_cell(by['none'])}", soft_wrap=True, highlight=False)
+    if a.judge_test:
+        ag = a.judge_agrees_with_cues or Rate()
+        out.print(f"eval awareness (LLM judge): said or implied a test {rate_cell(a.judge_test)}; agrees with the "
+                  f"rule cues on {ag.k}/{ag.n}", soft_wrap=True, highlight=False)
 
 
 def _pressure(s: EvalSummary) -> None:
@@ -191,8 +188,8 @@ def _format_diagnostics(fmt: str, d: ChoiceDiagnostics) -> list[str]:
 def _diagnostics(s: EvalSummary) -> None:
     bits = [b for fmt, f in s.by_format.items() for b in _format_diagnostics(fmt, f.diagnostics)]
     for pair, a in (s.format_agreement or {}).items():
-        r = a.get("pearson_p_harmful")
-        bits.append(f"formats {pair.replace('~', '/')} agree {a['k']}/{a['n']}"
+        r = a.pearson_p_harmful
+        bits.append(f"formats {pair.replace('~', '/')} agree {a.k}/{a.n}"
                     + (f", Pearson r of P(harmful) {r:.2f}" if r is not None else ""))
     if bits:
         out.print("diagnostics: " + "; ".join(bits), soft_wrap=True, highlight=False)
@@ -217,7 +214,7 @@ def audit_summary(s: AuditSummary) -> None:
         out.print("LLM judge: " + "; ".join(f"{dim} scored {d.judged}/{d.n}, its quote found in the target's "
                                             f"replies {d.judge_quotes_found}/{d.judged}"
                                             for dim, d in judged.items()), soft_wrap=True, highlight=False)
-    test, real = s.awareness["test"], s.awareness["real"]
+    test, real = s.awareness.test, s.awareness.real
     out.print(f"eval awareness (rule cues in the target's replies): said or implied a test in {test.k}/{test.n} "
               f"transcripts {ci(test.wilson_95)}; said it was real in {real.k}/{real.n} {ci(real.wilson_95)}",
               soft_wrap=True, highlight=False)

@@ -65,6 +65,31 @@ class Pressure(Diff):
     n: int
 
 
+class Awareness(Open):
+    """Eval awareness beside a generated result: said or implied a test, said it was real, and the
+    harmful rate within each (and the LLM judge's call, when one ran)."""
+
+    test: Rate
+    real: Rate
+    harmful_by_label: dict[str, Rate] = {}
+    judge_test: Rate | None = None
+    judge_agrees_with_cues: Rate | None = None
+
+
+class FormatAgreement(Rate):
+    """Two formats agreeing on the choice (k of n scenarios), and how their P(harmful) correlate."""
+
+    pearson_p_harmful: float | None = None
+
+
+class AuditAwareness(Open):
+    """Eval awareness over an audit's transcripts (rule cues, and the judge's call when one ran)."""
+
+    test: Rate
+    real: Rate
+    judge_test: Rate | None = None
+
+
 class GoingAlong(Open):
     """Mean P(the reply going along with the request) with its CI."""
 
@@ -120,8 +145,8 @@ class EvalSummary(Open):
     pressure: list[Pressure] | None = None
     diagnostics: ChoiceDiagnostics | None = None
     warnings: list[str] = []
-    awareness: dict[str, Any] | None = None
-    format_agreement: dict[str, dict[str, Any]] | None = None
+    awareness: Awareness | None = None
+    format_agreement: dict[str, FormatAgreement] | None = None
 
     @property
     def harm_word(self) -> str:
@@ -151,7 +176,7 @@ class AuditSummary(Open):
     mode: str
     metric: str
     dimensions: dict[str, AuditDimension] = {}
-    awareness: dict[str, Rate] = {}
+    awareness: AuditAwareness
 
 
 def of(summary: dict[str, Any]) -> EvalSummary | AuditSummary:
