@@ -152,6 +152,53 @@ def decide_pairs(scores: Sequence[CandidateScore], ids: Sequence[str], labels: S
     return {"top": top, "harmful_choice": p > 0.5, "p_harmful": p, "pairs": pairs}
 
 
+@dataclass
+class CandidateTree:
+    """Candidates' token ids as a tree: one node per distinct token prefix (shared beginnings once)."""
+
+    tokens: list[int]  # each node's token
+    parent: list[int]  # each node's parent node (-1: the first token, right after the prefix)
+    depth: list[int]  # each node's position within its candidates (0: the first token)
+    nodes: list[list[int]]  # for each candidate, the node of each of its tokens
+
+    def mask(self, prefix_len: int) -> torch.Tensor:
+        """(nodes, prefix + nodes) booleans: a node sees the whole prefix, itself and its ancestors."""
+        n = len(self.tokens)
+        allow = torch.zeros(n, prefix_len + n, dtype=torch.bool)
+        allow[:, :prefix_len] = True
+        for j in range(n):
+            a = j
+            while a >= 0:
+                allow[j, prefix_len + a] = True
+                a = self.parent[a]
+        return allow
+
+    def parents_needed(self) -> list[int]:
+        """The nodes whose next-token distribution some candidate needs (all but candidates' last)."""
+        return sorted({n for path in self.nodes for n in path[:-1]})
+
+
+def candidate_tree(cands: Sequence[Sequence[int]]) -> CandidateTree:
+    tokens: list[int] = []
+    parent: list[int] = []
+    depth: list[int] = []
+    nodes: list[list[int]] = []
+    index: dict[tuple[int, ...], int] = {}
+    for c in cands:
+        path: tuple[int, ...] = ()
+        mine: list[int] = []
+        for k, t in enumerate(c):
+            path = (*path, t)
+            if path not in index:
+                index[path] = len(tokens)
+                tokens.append(t)
+                parent.append(mine[-1] if mine else -1)
+                depth.append(k)
+            mine.append(index[path])
+        nodes.append(mine)
+    return CandidateTree(tokens, parent, depth, nodes)
+
+
 class HFChoiceBackend:
     """Scores candidates with a local transformers (or PEFT) causal LM."""
 
@@ -208,7 +255,42 @@ class HFChoiceBackend:
     @torch.inference_mode()
     def _score_from_prefix(self, prefix: tuple[list, torch.Tensor, int],
                            cands: list[list[int]]) -> list[list[float]]:
-        """Per-token log-probs of each candidate as the continuation of the prefix."""
+        """Per-token log-probs of each candidate as the continuation of the prefix.
+
+        The candidates go in as one token tree (candidate_tree): a token shared by several candidates'
+        beginnings (minimal-pair twins share most of theirs; 39% of the eval split's candidate tokens)
+        is computed once, every tree node attending to the prefix's KV cache and to its own ancestors
+        (a 4D mask), at the position its depth gives. The LM head runs only on nodes whose logits some
+        candidate's next token needs. Equal to `_score_batched` (each candidate a row of its own)
+        within float rounding (tests/test_choice_tree.py)."""
+        from transformers import DynamicCache
+
+        kv, last, plen = prefix
+        tree = candidate_tree(cands)
+        cache = DynamicCache()
+        for li, (k, v) in enumerate(kv):  # batch 1: the prefix's KV is used as it is, not copied per row
+            cache.update(k, v, li)
+        need = tree.parents_needed()
+        out = self.model(input_ids=torch.tensor([tree.tokens], device=self.device), cache=cache,
+                         position_ids=(plen + torch.tensor(tree.depth, device=self.device)).unsqueeze(0),
+                         attention_mask=tree.mask(plen).to(self.device)[None, None], use_cache=True,
+                         logits_to_keep=torch.tensor(need, device=self.device))
+        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+        row = {node: r for r, node in enumerate(need)}
+        res = []
+        for i, c in enumerate(cands):
+            toks = [last[c[0]].item()]
+            if len(c) > 1:
+                rows = torch.tensor([row[n] for n in tree.nodes[i][:-1]], device=self.device)
+                toks += logp[rows, torch.tensor(c[1:], device=self.device)].tolist()
+            res.append(toks)
+        return res
+
+    @torch.inference_mode()
+    def _score_batched(self, prefix: tuple[list, torch.Tensor, int],
+                       cands: list[list[int]]) -> list[list[float]]:
+        """The same as _score_from_prefix, each candidate a row of one right-padded batch on a copy of
+        the prefix's KV cache (the path before the token tree; kept as its reference)."""
         last = prefix[1]
         logp = torch.log_softmax(self._batch_on_prefix(prefix, cands).float(), dim=-1)
         out = []
