@@ -75,7 +75,7 @@ def _command(pid: int) -> str:
             return (PROC / str(pid) / "comm").read_text().strip()
         except OSError:
             return "?"
-    text = " ".join([os.path.basename(parts[0]), *parts[1:]])
+    text = " ".join(" ".join([os.path.basename(parts[0]), *parts[1:]]).split())  # one line
     return text if len(text) <= 60 else text[:57] + "..."
 
 
