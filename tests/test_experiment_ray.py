@@ -164,7 +164,10 @@ def test_resources_are_validated(tmp_path):
 def test_torch_threads_follow_teachwhy_threads(monkeypatch):
     import torch
 
+    from teachwhy import machine
     from teachwhy.models import set_torch_threads
+
+    monkeypatch.setattr(machine, "busy_processes", lambda *_a, **_k: [])  # no other torch process here
 
     before = torch.get_num_threads()
     try:
@@ -173,7 +176,7 @@ def test_torch_threads_follow_teachwhy_threads(monkeypatch):
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("TEACHWHY_THREADS", "not a number")  # ignored: every core
         set_torch_threads()
-        assert torch.get_num_threads() == (os.cpu_count() or 1)
+        assert torch.get_num_threads() == machine.cores()
     finally:
         torch.set_num_threads(before)
 
