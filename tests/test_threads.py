@@ -130,10 +130,10 @@ def test_the_passive_wait_takes_effect(tmp_path):
 @pytest.mark.slow
 def test_an_eval_beside_a_busy_torch_process_uses_one_thread(tiny, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TEACHWHY_THREADS"}  # conftest sets it under -n
-    with busy("torch") as other:
+    with busy("torch"):
         p = run_cli("eval", "--model", tiny, "--limit", "1", "--dtype", "float32", "--out", str(tmp_path),
                     env={**env, "TEACHWHY_THREADS": ""})
     assert p.returncode == 0, p.stderr
     # the busiest other torch process is named: ours, or one already running on a shared machine
     line = next(ln for ln in p.stderr.splitlines() if ln.startswith("another torch process is busy (pid "))
-    assert line.endswith("): using 1 thread") and other.returncode is None, p.stderr
+    assert line.endswith("): using 1 thread"), p.stderr
