@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from busy import busy
 
+from busy import busy
 from teachwhy import machine
 
 ROOT = Path(__file__).resolve().parents[1]

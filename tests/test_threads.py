@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from busy import busy
 from cliutil import run_cli
-
 from teachwhy import machine, threads
 
 ROOT = Path(__file__).resolve().parents[1]
