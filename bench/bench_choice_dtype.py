@@ -14,11 +14,14 @@ import statistics
 import sys
 import time
 
+import _guard
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--limit", type=int, default=96)
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     import torch
@@ -66,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

@@ -14,6 +14,8 @@ import statistics
 import sys
 import time
 
+import _guard
+
 FORMATS = ("continuation", "options")
 TARGET = 1.5
 
@@ -28,6 +30,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: every core, as `teachwhy eval` uses; on a busy machine 1 "
                     "avoids threads waiting on each other)")
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     import torch
@@ -78,4 +81,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

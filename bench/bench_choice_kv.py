@@ -13,6 +13,8 @@ import statistics
 import sys
 import time
 
+import _guard
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -20,6 +22,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=24, help="scenarios (spread over the four families)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--tol", type=float, default=1e-3)
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     import torch
@@ -66,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

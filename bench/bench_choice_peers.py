@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+import _guard
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,6 +28,7 @@ def main() -> int:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--batch-size", type=int, default=8, help="lm-evaluation-harness batch size")
     ap.add_argument("--check", type=int, default=2, help="scenarios compared in float32")
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     try:
@@ -101,4 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

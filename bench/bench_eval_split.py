@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _guard
+
 TARGET_S = 60.0
 
 
@@ -44,6 +46,7 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="scenarios (default: the whole eval split)")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--dtype", default="bfloat16")
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     import torch
@@ -83,4 +86,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

@@ -36,6 +36,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import _guard
 from bench_sft import OthersMeter, median, wait_quiet
 
 SYSTEMS = ("teachwhy", "inspect-hf")
@@ -116,6 +117,7 @@ def main() -> int:
     ap.add_argument("--quiet-threshold", type=float, default=0.3,
                     help="other processes' CPU use (in cores) under which the machine counts as quiet")
     ap.add_argument("--json", help="also write every number to this JSON file")
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -325,4 +327,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import _guard
+
 TARGET_MB = 2048
 
 CASE = r'''
@@ -62,6 +64,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=24, help="eval scenarios")
     ap.add_argument("--tokens", type=int, default=3000, help="SFT data tokens (builtin reasoning)")
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     from teachwhy.data.build import build_dataset
@@ -96,4 +99,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

@@ -32,6 +32,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import _guard
+
 CONFIGS = ("trl-defaults", "ours-bf16", "ours-fp32")
 
 # what the TRL baseline changes from SFTConfig's defaults, and why (printed and written to --json)
@@ -277,6 +279,7 @@ def main() -> int:
     ap.add_argument("--quiet-threshold", type=float, default=0.3,
                     help="other processes' CPU use (in cores) under which the machine counts as quiet")
     ap.add_argument("--json", help="also write every number to this JSON file")
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -571,4 +574,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_guard.run(main))

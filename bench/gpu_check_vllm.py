@@ -34,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import _guard
+
 
 def _version(pkg: str) -> str | None:
     try:
@@ -72,6 +74,7 @@ def main() -> int:
                     help="vLLM's share of the GPU (the HF copy of the model needs some too)")
     ap.add_argument("--enforce-eager", action="store_true", help="vLLM without CUDA graphs (faster start)")
     ap.add_argument("--out", default=None, help="write the JSON result here too")
+    _guard.add_flag(ap)
     args = ap.parse_args()
 
     import torch
@@ -157,4 +160,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":  # vLLM may start its workers with spawn, which re-imports this file
-    sys.exit(main())
+    sys.exit(_guard.run(main))

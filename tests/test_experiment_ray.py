@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -164,7 +165,10 @@ def test_resources_are_validated(tmp_path):
 def test_torch_threads_follow_teachwhy_threads(monkeypatch):
     import torch
 
+    from teachwhy import machine
     from teachwhy.models import set_torch_threads
+
+    monkeypatch.setattr(machine, "busy_processes", lambda *_a, **_k: [])  # no other torch process here
 
     before = torch.get_num_threads()
     try:
@@ -173,7 +177,7 @@ def test_torch_threads_follow_teachwhy_threads(monkeypatch):
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("TEACHWHY_THREADS", "not a number")  # ignored: every core
         set_torch_threads()
-        assert torch.get_num_threads() == (os.cpu_count() or 1)
+        assert torch.get_num_threads() == machine.cores()
     finally:
         torch.set_num_threads(before)
 
@@ -274,3 +278,43 @@ def test_scheduler_orders_dependent_cells_and_writes_cell_files(tmp_path, monkey
     fake.submitted.clear()
     distributed.run_experiment_ray(spec)
     assert [s[0] for s in fake.submitted] == ["fiction-b2000-s0-sft"]
+
+
+class _LocalFakeRay(_FakeRay):
+    """The fake cluster, its one node this machine."""
+
+    def nodes(self):
+        import socket
+
+        return [{"Alive": True, "NodeManagerHostname": socket.gethostname()}]
+
+
+def test_a_local_cluster_runs_no_more_threads_than_cores(tmp_path, monkeypatch):
+    from teachwhy import machine, models
+    from teachwhy.experiments import distributed
+    from teachwhy.experiments.runner import plan
+
+    spec = load_experiment(str(_write(tmp_path, "grid", out=str(tmp_path / "runs"), budgets=[1000, 2000],
+                                      resources={"sft": {"num_cpus": 1}, "eval": {"num_cpus": 0.5}})))
+
+    def body(ref):  # a cell "runs": its data sets exist afterwards
+        from teachwhy.experiments.runner import data_dirs
+
+        for d in data_dirs(spec, ref["cell"].arm, ref["cell"].seed, Path(ref["exp"])):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "card.json").write_text("{}")
+        return {"cell_id": ref["cell"].cell_id, "status": "done"}
+
+    monkeypatch.setattr(models, "prepare_embedded", lambda *_a, **_k: None)
+    monkeypatch.setattr(machine, "cores", lambda: 2)
+    threads = {c.cell_id: distributed._threads(spec, c, 2) for c in plan(spec)}
+    peaks = []
+    for fake_cls in (_FakeRay, _LocalFakeRay):
+        fake = fake_cls(body)
+        monkeypatch.setattr(distributed, "import_ray", lambda fake=fake: fake)
+        shutil.rmtree(tmp_path / "runs", ignore_errors=True)
+        distributed.run_experiment_ray(spec)
+        assert len(fake.submitted) == len(threads)
+        peak = max(threads[cell] + sum(threads[c] for c in inflight) for cell, inflight, _o in fake.submitted)
+        peaks.append(peak)
+    assert peaks[0] > 2 and peaks[1] == 2  # evals ask 0.5 CPU: Ray alone runs more cells than cores

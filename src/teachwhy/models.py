@@ -25,6 +25,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal
 
+from teachwhy import threads
 from teachwhy.errors import UserError
 from teachwhy.store import atomic_write_json
 
@@ -415,14 +416,10 @@ def resolve_dtype(dtype: str = DEFAULT_DTYPE) -> str:
 
 
 def set_torch_threads() -> None:
-    """torch uses every core of this machine (some launchers leave it at one), or TEACHWHY_THREADS
-    threads when that is set (a Ray task of an experiment: its num_cpus)."""
-    import torch
-
-    env = os.environ.get("TEACHWHY_THREADS", "").strip()
-    n = int(env) if env.isdigit() and int(env) > 0 else os.cpu_count() or 1
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    """torch's threads by the policy in threads.py: TEACHWHY_THREADS when set (a Ray task of an
+    experiment: its num_cpus), else 1 while another torch process is busy here, else every usable core
+    (some launchers leave torch at one)."""
+    threads.apply()
 
 
 def load_tokenizer(spec: str = DEFAULT_MODEL):

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from teachwhy import models
+from teachwhy import models, threads
 from teachwhy.errors import UserError
 from teachwhy.evals import backends
 from teachwhy.memory import release_memory
@@ -54,8 +54,10 @@ def run_choice(model: str, dtype: str, scenarios: list[Any], formats: list[str],
     backend = backends.open_choice_backend(model, dtype, backend_kind)
     if cache is not None and hasattr(backend, "neutral_cache"):
         backend.neutral_cache = cache
+    recheck = threads.Recheck()  # another torch process got busy, or left: adjust torch's threads
     try:
         for s, f in todo:
+            recheck()
             log.append(record(s, f, score_scenario(backend, s, f)))
             if progress:
                 progress(len(log.records), total)

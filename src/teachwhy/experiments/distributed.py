@@ -3,7 +3,9 @@
 One cell is one task. A task asks the cluster for its stage's `resources` from the spec (`sft`, `rl`,
 `eval` for the base and prompting arms, `sft` for the controls cell, which trains; by default 1 CPU and no
 GPU) and sets torch's threads to its
-num_cpus. This process, the driver, writes the cell files exactly as the serial runner does: .running
+num_cpus. On a cluster whose nodes are all this machine, cells start only while the threads of the cells
+running stay within its usable cores (a cell's num_cpus may be a fraction, its threads are at least 1).
+This process, the driver, writes the cell files exactly as the serial runner does: .running
 when a cell is submitted, .json or .failed when its task returns; so `teachwhy experiment status`, a
 resumed run (with or without --ray) and the analysis work unchanged. A UserError in a task becomes the
 cell's .failed line; a worker or node that dies fails its cell the same way (a rerun retries it).
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from teachwhy import machine
 from teachwhy.errors import UserError
 from teachwhy.experiments.runner import (
     Cell,
@@ -151,13 +154,14 @@ def run_experiment_ray(spec: ExperimentSpec, address: str | None = None,
         models.prepare_embedded(ref.spec)
 
     started = _connect(ray, address)
+    budget = _local_cores(ray)
     task = ray.remote(max_retries=0)(_cell_task)
     cwd = os.getcwd()
     pending: Pending = {}
     try:
         waiting = todo
         while waiting or pending:
-            waiting = _submit(spec, exp, task, cwd, waiting, pending, on_cell, log)
+            waiting = _submit(spec, exp, task, cwd, waiting, pending, on_cell, log, budget)
             if not pending:  # cannot happen (with nothing running, the first waiting cell goes)
                 break
             ready, _ = ray.wait(list(pending), num_returns=1)
@@ -179,25 +183,46 @@ def _todo(spec: ExperimentSpec, exp: Path, on_cell: OnCell | None) -> list[Cell]
     return todo
 
 
+def _local_cores(ray: Any) -> int | None:
+    """This machine's usable cores when every node of the cluster is this machine, else None."""
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive", True)]
+    except Exception:  # a fake or older Ray: no budget, Ray's own scheduling only
+        return None
+    here = socket.gethostname()
+    if nodes and all(n.get("NodeManagerHostname") == here for n in nodes):
+        return machine.cores()
+    return None
+
+
+def _threads(spec: ExperimentSpec, cell: Cell, budget: int | None) -> int:
+    """A cell's torch threads: its num_cpus (at least 1), at most the budget."""
+    n = max(1, int(cell_resources(spec, cell).num_cpus))
+    return min(n, budget) if budget else n
+
+
 def _submit(spec: ExperimentSpec, exp: Path, task: Any, cwd: str, waiting: list[Cell], pending: Pending,
-            on_cell: OnCell | None, log: Callable[[str], None]) -> list[Cell]:
-    """Submit every waiting cell whose files no earlier cell is writing; returns the cells left waiting."""
+            on_cell: OnCell | None, log: Callable[[str], None], budget: int | None = None) -> list[Cell]:
+    """Submit every waiting cell whose files no earlier cell is writing and, with a budget (this
+    machine's cores), whose threads fit beside the running cells'; returns the cells left waiting."""
     busy: set[str] = set().union(*(k for _c, k, _t in pending.values()))
+    used = sum(_threads(spec, c, budget) for c, _k, _t in pending.values())
     later = []
     for cell in waiting:
         keys = _keys(spec, cell, exp)
-        if keys & busy:
+        threads = _threads(spec, cell, budget)
+        if keys & busy or (budget and used + threads > budget):
             later.append(cell)
         else:
             r = cell_resources(spec, cell)
-            threads = max(1, int(r.num_cpus))
+            used += threads
             obj = task.options(num_cpus=r.num_cpus, num_gpus=r.num_gpus,
                                name=f"teachwhy {cell.cell_id}").remote(spec, cell, str(exp), cwd, threads)
             pending[obj] = (cell, keys, time.time())
             mark_running(exp, cell)
             if on_cell:
                 on_cell(cell, "running", {})
-            log(f"submitted {cell.cell_id} ({r.num_cpus:g} CPU, {r.num_gpus:g} GPU)")
+            log(f"submitted {cell.cell_id} ({r.num_cpus:g} CPU, {r.num_gpus:g} GPU, {threads} threads)")
         busy |= keys  # a later cell with the same keys waits behind this one
     return later
 

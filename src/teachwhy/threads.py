@@ -1,0 +1,95 @@
+"""How many threads torch uses here, on a machine that other work may share.
+
+- TEACHWHY_THREADS, when set to a positive number, wins (an experiment's Ray task sets it to its cell's
+  num_cpus; set it yourself to opt out of the rest).
+- Else, while another torch process is busy on this machine, 1 thread: two torch processes that each
+  take every core make both far slower than sharing the cores would (their threads wait on each other).
+  One line on stderr says so.
+- Else every usable core (machine.cores()).
+
+A long eval calls a Recheck between scenarios: at most every RECHECK_S seconds it compares two cheap
+/proc samples (no waiting) and moves to 1 thread when another torch process got busy, back to every
+core when it is gone.
+
+Idle OpenMP threads wait passively (teachwhy/__init__.py sets OMP_WAIT_POLICY=PASSIVE unless it is
+set): torch's OpenMP reads it once, when torch is first imported, so it has to be in the environment
+before that.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+
+from teachwhy import machine
+
+ENV = "TEACHWHY_THREADS"
+RECHECK_S = 30.0
+SAMPLE_S = 0.3  # how long a model load samples the other processes' CPU use
+
+_announced: dict[str, int | None] = {"pid": None}  # the busy torch process last reported
+
+
+def requested() -> int | None:
+    """TEACHWHY_THREADS as a positive number, else None (unset or not a number: ignored)."""
+    env = os.environ.get(ENV, "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else None
+
+
+def choose(busy: list[machine.Busy] | None = None) -> tuple[int, machine.Busy | None]:
+    """(threads, the busy torch process that made it 1, if any). `busy`: the other processes seen
+    (sampled now when None; not sampled at all when TEACHWHY_THREADS is set)."""
+    n = requested()
+    if n is not None:
+        return n, None
+    if busy is None:
+        busy = machine.busy_processes(SAMPLE_S)
+    other = next((p for p in busy if p.torch), None)
+    return (1, other) if other is not None else (machine.cores(), None)
+
+
+def busy_line(p: machine.Busy) -> str:
+    return f"another torch process is busy ({p.describe()}): using 1 thread"
+
+
+def _announce(n: int, other: machine.Busy | None, say: Callable[[str], None]) -> None:
+    """One line when a busy torch process is first seen, and one when the cores are taken back."""
+    if other is not None and _announced["pid"] != other.pid:
+        say(busy_line(other))
+    elif other is None and _announced["pid"] is not None and requested() is None:
+        say(f"no other torch process is busy now: using {n} threads")
+    _announced["pid"] = other.pid if other is not None else None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def apply(busy: list[machine.Busy] | None = None, say: Callable[[str], None] = _stderr) -> int:
+    """Set torch's threads by the policy above; returns the number."""
+    import torch
+
+    n, other = choose(busy)
+    _announce(n, other, say)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+class Recheck:
+    """Call between the scenarios of a long eval: every `every` seconds, applies the policy to what the
+    other processes did since the last check (two /proc samples; nothing sleeps)."""
+
+    def __init__(self, every: float = RECHECK_S, say: Callable[[str], None] = _stderr):
+        self.every, self.say = every, say
+        self.last = machine.sample() if requested() is None else None
+
+    def __call__(self) -> None:
+        if self.last is None or time.monotonic() - self.last[0] < self.every:
+            return
+        now = machine.sample()
+        busy = machine.busy_between(self.last, now)
+        self.last = now
+        apply(busy, self.say)
