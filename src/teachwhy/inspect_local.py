@@ -4,7 +4,12 @@ by `teachwhy.models.load(spec)` (the embedded model, a Hugging Face directory, o
 Importing this module registers the provider (teachwhy.evals.suites.agentic.task imports it). Each (spec, dtype)
 is loaded once per process (onto CUDA when available, or `-M device=...`) and served by one worker
 thread, which batches concurrent requests that share generation settings (`-M batch_size=N`;
-default 1 on CPU, 16 on CUDA).
+default 1 on CPU, 16 on CUDA) and decodes them with teachwhy.decode: each distinct prompt prefilled
+once and kept for later epochs (`-M prompt_cache_mb=512`; 0 keeps none), one decode loop per batch.
+`-M decode=exact` (the default) keeps transformers' generate() arithmetic, so greedy tokens match it;
+`fast` folds the attention heads (faster on the CPU; a greedy token may differ at a near tie);
+`generate` calls generate() itself. Models teachwhy.decode does not handle always use generate().
+Stop sequences (GenerateConfig.stop_seqs) end a reply, which is cut before the first one.
 
 Tools offered by Inspect are ignored: the scenario's system prompt already describes the text-tag
 form, and the reply is returned as plain text. Tool results in the history are shown as user text.
