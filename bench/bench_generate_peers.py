@@ -4,7 +4,10 @@ Both systems run the same Inspect task through `teachwhy.evals.suites.agentic.ta
 `teachwhy eval --mode generate`): the same eval scenarios, the same grader, the same max_tokens, greedy
 decoding, the same dtype, on the CPU, one sample at a time. Only the model API differs:
 
-    teachwhy     teachwhy/<model>: teachwhy.inspect_local (its own engine thread, temperature=0 is greedy)
+    teachwhy     teachwhy/<model>: teachwhy.inspect_local (its own engine thread, temperature=0 is greedy),
+                 decoding with teachwhy.decode (`--decode exact`, the default: generate()'s arithmetic;
+                 `fast`: attention heads packed, a greedy token may differ at a near tie; `generate`:
+                 transformers' generate(), as before)
     inspect-hf   hf/<prepared model dir>: Inspect's transformers provider, with model_args do_sample=False
                  (it samples by default and rejects temperature=0), device=cpu, dtype
 
@@ -12,14 +15,16 @@ Both run in this one process: the models are small, each is loaded once and warm
 before the timed rounds, and they share one torch runtime and thread count. Each round runs every
 system once over all scenarios, the order alternating round by round, so machine noise and drift hit
 both. Per-sample times come from the Inspect log (the sample's total time, and the model call's time);
-transformers' `generate()` is also timed inside each system, which separates compute from serving.
+the model compute is also timed inside each system (teachwhy: the engine's batch call; inspect-hf:
+transformers' `generate()`), which separates compute from serving.
 
-Printed: medians and totals, output tokens/s, the speed ratio (teachwhy / inspect-hf) with a 95%
-bootstrap CI over scenarios, agreement of the completions (identical, common token prefix) and the
-grader's verdicts from both.
+Printed: medians and totals, output tokens/s with a 95% bootstrap CI over scenarios (and n), the speed
+ratio (teachwhy / inspect-hf) with a 95% bootstrap CI over scenarios, agreement of the completions
+(identical, common token prefix) and the grader's verdicts from both. `--batch-size N` sets Inspect's
+max_connections for both and teachwhy's batch_size: both providers then batch up to N requests.
 
     HF_HUB_OFFLINE=1 python bench/bench_generate_peers.py [--limit 8] [--max-tokens 128] [--rounds 1]
-        [--dtype bfloat16] [--json out.json]
+        [--dtype bfloat16] [--decode exact|fast|generate] [--batch-size 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -51,13 +56,14 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class GenerateTimer:
-    """Times every call of a transformers model's generate() (an instance attribute wrapping the bound
-    method; both providers look `model.generate` up per call, so neither sees a difference)."""
+class ComputeTimer:
+    """Times every call of `obj.<attr>` (an instance attribute wrapping the bound method; the providers
+    look it up per call, so neither sees a difference): transformers' generate() for inspect-hf, the
+    engine's batch call (prefill, decode, detokenize) for teachwhy."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, obj: Any, attr: str) -> None:
         self.seconds: list[float] = []
-        inner = model.generate
+        inner = getattr(obj, attr)
 
         def timed(*a: Any, **kw: Any) -> Any:
             t = time.perf_counter()
@@ -66,7 +72,7 @@ class GenerateTimer:
             finally:
                 self.seconds.append(time.perf_counter() - t)
 
-        model.generate = timed
+        setattr(obj, attr, timed)
 
     def take(self) -> list[float]:
         out, self.seconds = self.seconds, []
@@ -74,7 +80,7 @@ class GenerateTimer:
 
 
 def run_once(system: str, target: str, model_args: dict, scenarios: list, args: argparse.Namespace,
-             log_dir: Path, timer: GenerateTimer) -> dict[str, Any]:
+             log_dir: Path, timer: ComputeTimer) -> dict[str, Any]:
     """One run_generate call over the scenarios; per-sample rows read back from its Inspect log."""
     from inspect_ai.log import read_eval_log
 
@@ -106,6 +112,9 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=8, help="eval-split scenarios (spread over the families)")
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--decode", default="exact", choices=("exact", "fast", "generate"),
+                    help="teachwhy's decode model arg (exact: generate()'s arithmetic in its own loop; fast: "
+                         "attention heads packed; generate: transformers' generate())")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=1,
                     help="Inspect max_connections for both; teachwhy's batch_size model arg (inspect-hf batches "
@@ -153,7 +162,7 @@ def main() -> int:
     # what each side is given: greedy, the dtype, the CPU; max_tokens and max_connections come from the task
     targets = {
         "teachwhy": (args.model, {"dtype": dtype, "device": "cpu", "batch_size": args.batch_size,
-                                  "config": GenerateConfig(temperature=0.0)}),
+                                  "decode": args.decode, "config": GenerateConfig(temperature=0.0)}),
         # batch_size is accepted but (Inspect 0.3.285) unused: the provider batches max_connections requests
         "inspect-hf": (f"hf/{model_dir}", {"dtype": dtype, "device": "cpu", "do_sample": False,
                                            "batch_size": args.batch_size}),
@@ -166,7 +175,8 @@ def main() -> int:
                     targets.items()},
     }
     console.print(f"[bold]generate mode[/], {len(scenarios)} eval scenarios, {args.model} ({model_dir}), {dtype}, "
-                  f"greedy, max_tokens {args.max_tokens}, max_connections {args.batch_size}, {threads} threads, "
+                  f"greedy, max_tokens {args.max_tokens}, max_connections {args.batch_size}, decode {args.decode}, "
+                  f"{threads} threads, "
                   f"{args.rounds} round(s); Inspect {inspect_ai.__version__}, transformers {transformers.__version__}")
     for name, (m, ma) in targets.items():
         shown = ", ".join(f"{a}={v!r}" for a, v in ma.items() if a != "config")
@@ -176,15 +186,14 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     try:
         # load each model through the same memoized get_model() call run_generate makes, then warm it up
-        timers: dict[str, GenerateTimer] = {}
+        timers: dict[str, ComputeTimer] = {}
         load_s: dict[str, float] = {}
         for name, (m, ma) in targets.items():
             t = time.perf_counter()
             model = inspect_model(m, **ma)
             load_s[name] = time.perf_counter() - t
-            hf_model = (inspect_local.engine(m, ma["dtype"]).loaded.model if name == "teachwhy"
-                        else model.api.model)  # type: ignore[attr-defined]
-            timers[name] = GenerateTimer(hf_model)
+            timers[name] = (ComputeTimer(inspect_local.engine(m, ma["dtype"]), "_generate") if name == "teachwhy"
+                            else ComputeTimer(model.api.model, "generate"))  # type: ignore[attr-defined]
             t = time.perf_counter()
             run_once(name, m, ma, scenarios[:1], args, work / f"warm-{name}", timers[name])
             console.print(f"[dim]{name}: loaded in {load_s[name]:.1f} s, warm-up (1 scenario) "
@@ -210,7 +219,7 @@ def main() -> int:
                                                 + (" [red](contended)[/]" if busy >= args.quiet_threshold else ""))
                 total = sum(s["total_s"] for s in res["samples"].values())
                 console.print(f"round {rnd + 1}/{args.rounds} · {name:<10} eval call {res['eval_call_s']:6.1f} s, "
-                              f"samples {total:6.1f} s, generate() {sum(res['generate_calls_s']):6.1f} s{note}{flag}")
+                              f"samples {total:6.1f} s, compute {sum(res['generate_calls_s']):6.1f} s{note}{flag}")
         report["runs"] = runs
 
         # per scenario: median over rounds
@@ -225,6 +234,8 @@ def main() -> int:
             totals = [sum(s["total_s"] for s in r["samples"].values()) for r in runs[n]]
             out_tokens = sum(first[n][i]["output_tokens"] or 0 for i in ids)
             gen_total = median([sum(r["generate_calls_s"]) for r in runs[n]])
+            # output tokens/s per scenario (round 1's tokens over the median sample time), CI over scenarios
+            rates = paired_effect([(first[n][i]["output_tokens"] or 0) / t_sample[n][i] for i in ids], ids)
             summary[n] = {
                 "n": len(ids), "median_sample_s": median(list(t_sample[n].values())),
                 "median_model_call_s": median(list(t_call[n].values())),
@@ -232,6 +243,8 @@ def main() -> int:
                 "generate_s": gen_total, "output_tokens": out_tokens,
                 "tokens_per_s": out_tokens / median(totals) if median(totals) else float("nan"),
                 "generate_tokens_per_s": out_tokens / gen_total if gen_total else float("nan"),
+                "scenario_tokens_per_s": {"mean": rates["mean"], "ci_95": rates["ci_95"], "n": rates["n"],
+                                          "method": f"mean over scenarios; {rates['method']} over scenarios"},
                 "others_cores_median": median([r["others_cores"] for r in runs[n] if r["others_cores"] is not None]),
             }
         # speed ratio teachwhy / inspect-hf: geometric mean over scenarios of t_hf / t_ours, bootstrap over scenarios
@@ -250,23 +263,28 @@ def main() -> int:
         ci = ratio["ci_95"]
         t = Table(title=f"generate mode, {len(ids)} eval scenarios, max_tokens {args.max_tokens}, {dtype}, greedy, "
                         f"median of {args.rounds} round(s)")
-        for col in ("system", "n", "median s/sample", "total s", "out tokens", "tok/s", "median model call s",
-                    "generate() s", "eval call s", "speed vs inspect-hf [95% CI]", "others' CPU"):
+        for col in ("system", "n", "median s/sample", "total s", "out tokens", "tok/s", "tok/s per scenario [95% CI]",
+                    "median model call s", "compute s", "eval call s", "speed vs inspect-hf [95% CI]", "others' CPU"):
             t.add_column(col, justify="left" if col == "system" else "right")
         for n in SYSTEMS:
             r = summary[n]
             sp = "1.00x" if n == "inspect-hf" else (f"{ratio['speedup']:.2f}x "
                                                      + (f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "[n/a]"))
+            rate = r["scenario_tokens_per_s"]
+            rate_ci = f" [{rate['ci_95'][0]:.1f}, {rate['ci_95'][1]:.1f}]" if rate["ci_95"] else " [n/a]"
             t.add_row(n, str(r["n"]), f"{r['median_sample_s']:.2f}", f"{r['total_samples_s']:.1f}",
-                      str(r["output_tokens"]), f"{r['tokens_per_s']:.1f}", f"{r['median_model_call_s']:.2f}",
+                      str(r["output_tokens"]), f"{r['tokens_per_s']:.1f}", f"{rate['mean']:.1f}{rate_ci}",
+                      f"{r['median_model_call_s']:.2f}",
                       f"{r['generate_s']:.1f}", f"{r['eval_call_s']:.1f}", sp, f"{r['others_cores_median']:.2f}")
         console.print(t)
         console.print(f"speed ratio = geometric mean over scenarios of (inspect-hf / teachwhy per-sample time), "
                       f"CI: {eff['method']} over scenarios (n={eff['n']}); ratio of medians "
-                      f"{ratio['ratio_of_medians']:.2f}x, of totals {ratio['ratio_of_totals']:.2f}x, of transformers "
-                      f"generate() time {ratio['generate_ratio']:.2f}x. Sample time = Inspect's sample total_time "
+                      f"{ratio['ratio_of_medians']:.2f}x, of totals {ratio['ratio_of_totals']:.2f}x, of model "
+                      f"compute time {ratio['generate_ratio']:.2f}x. Sample time = Inspect's sample total_time "
                       "(generation, grading, hooks); model call = Inspect's time for the provider's generate(); "
-                      "generate() = transformers' generate() itself. Tok/s counts output tokens only; prompts "
+                      "compute = teachwhy's engine batch call (decode: " + args.decode + ") | transformers' "
+                      "generate() itself. Tok/s counts output tokens only (all scenarios over all sample time; "
+                      f"per scenario: mean, n={len(ids)}); prompts "
                       f"average {prompt_tokens:.0f} tokens, so at a small max_tokens the prefill weighs heavily.")
 
         # agreement and verdicts (round 1)

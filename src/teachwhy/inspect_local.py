@@ -4,7 +4,12 @@ by `teachwhy.models.load(spec)` (the embedded model, a Hugging Face directory, o
 Importing this module registers the provider (teachwhy.evals.suites.agentic.task imports it). Each (spec, dtype)
 is loaded once per process (onto CUDA when available, or `-M device=...`) and served by one worker
 thread, which batches concurrent requests that share generation settings (`-M batch_size=N`;
-default 1 on CPU, 16 on CUDA).
+default 1 on CPU, 16 on CUDA) and decodes them with teachwhy.decode: each distinct prompt prefilled
+once and kept for later epochs (`-M prompt_cache_mb=512`; 0 keeps none), one decode loop per batch.
+`-M decode=exact` (the default) keeps transformers' generate() arithmetic, so greedy tokens match it;
+`fast` folds the attention heads (faster on the CPU; a greedy token may differ at a near tie);
+`generate` calls generate() itself. Models teachwhy.decode does not handle always use generate().
+Stop sequences (GenerateConfig.stop_seqs) end a reply, which is cut before the first one.
 
 Tools offered by Inspect are ignored: the scenario's system prompt already describes the text-tag
 form, and the reply is returned as plain text. Tool results in the history are shown as user text.
@@ -125,10 +130,16 @@ class _Request:
     future: concurrent.futures.Future
 
 
+DECODES = ("exact", "fast", "generate")
+PROMPT_CACHE_MB = 512
+
+
 class Engine:
-    def __init__(self, spec: str, dtype: str, batch_size: int | None = None, device: str | None = None):
+    def __init__(self, spec: str, dtype: str, batch_size: int | None = None, device: str | None = None,
+                 decode: str | None = None, prompt_cache_mb: int | None = None):
         import torch
 
+        from teachwhy import decode as decoding
         from teachwhy import models
 
         self.loaded = models.load(spec, dtype=dtype)
@@ -138,6 +149,10 @@ class Engine:
             self.loaded.model.to(device)
         self.device = next(self.loaded.model.parameters()).device
         self.batch_size = batch_size or (16 if self.device.type == "cuda" else 1)
+        self.decode = decode or DECODES[0]
+        self.own_loop = decoding.supported(self.loaded.model)  # else transformers' generate()
+        mb = PROMPT_CACHE_MB if prompt_cache_mb is None else prompt_cache_mb
+        self.prompts = decoding.PromptCache(mb * 2**20)
         self._queue: queue.Queue[_Request | None] = queue.Queue()  # None: stop serving
         self._held: list[_Request] = []
         self._seen: Counter[str] = Counter()
@@ -161,6 +176,7 @@ class Engine:
         """Stop the worker thread once the requests already queued are served; drop the model."""
         self._queue.put(None)
         self._thread.join()
+        self.prompts.clear()
         del self.loaded
 
     def _next_batch(self) -> list[_Request] | None:
@@ -205,40 +221,81 @@ class Engine:
     def _generate(self, prompts: list[str], p: GenParams, seeds: list[int | None]) -> list[Completion]:
         import torch
 
-        tok, model = self.tokenizer, self.loaded.model
-        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        tok = self.tokenizer
         ids = [tok(pr, add_special_tokens=False)["input_ids"] for pr in prompts]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
-        kwargs: dict[str, Any] = dict(max_new_tokens=p.max_tokens, pad_token_id=pad_id)
-        if p.temperature > 0:
-            kwargs.update(do_sample=True, temperature=p.temperature)
-            if p.top_p is not None:
-                kwargs["top_p"] = p.top_p
-            if p.top_k is not None:
-                kwargs["top_k"] = p.top_k
-        else:
-            kwargs["do_sample"] = False
-        if p.stop:
-            kwargs.update(stop_strings=list(p.stop), tokenizer=tok)
         if any(s is not None for s in seeds):
             mixed = hashlib.sha256(repr(seeds).encode()).digest()
             torch.manual_seed(int.from_bytes(mixed[:4], "little"))
         with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
-        eos = _eos_ids(model, tok)
-        results = []
-        for row, prompt_ids in zip(out[:, width:].tolist(), ids):
-            n = next((i for i, t in enumerate(row) if t in eos), None)
-            new = row if n is None else row[:n]
-            text = tok.decode(new, skip_special_tokens=True)
-            stop_reason: StopReason = "max_tokens" if n is None and len(row) >= p.max_tokens else "stop"
-            for s in p.stop:
-                if s in text:
-                    text, stop_reason = text[: text.index(s)], "stop"
-            results.append(Completion(text, len(prompt_ids), len(new) + (n is not None), stop_reason))
-        return results
+            if self.own_loop and self.decode != "generate":
+                rows = self._decode(prompts, ids, p)
+            else:
+                rows = self._hf_generate(ids, p)
+        eos = _eos_ids(self.loaded.model, tok)
+        return [_completion(tok, row, len(x), p, eos) for row, x in zip(rows, ids)]
+
+    def _decode(self, prompts: list[str], ids: list[list[int]], p: GenParams) -> list[list[int]]:
+        """teachwhy.decode: each distinct prompt prefilled once (kept for later epochs), one loop."""
+        from teachwhy import decode as decoding
+
+        model, tok = self.loaded.model, self.tokenizer
+        rows: dict[str, decoding.Prefilled] = {}
+        for prompt, x in zip(prompts, ids):
+            if prompt not in rows:
+                found = self.prompts.get(prompt)
+                rows[prompt] = found or decoding.prefill(model, x, self.device)
+                if found is None:
+                    self.prompts.put(prompt, rows[prompt])
+        choose = decoding.chooser(model, p.temperature > 0, max(len(x) for x in ids), len(ids), _pad_id(tok),
+                                  **_sampling(p))
+        stop = None
+        if p.stop:
+            def stop(new: list[int]) -> bool:
+                text = tok.decode(new, skip_special_tokens=True)
+                return any(s in text for s in p.stop)
+        return decoding.decode(model, [rows[pr] for pr in prompts], choose, p.max_tokens,
+                               _eos_ids(model, tok), _pad_id(tok), stop, pack_heads=self.decode == "fast")
+
+    def _hf_generate(self, ids: list[list[int]], p: GenParams) -> list[list[int]]:
+        """transformers' generate() over the left-padded batch: the new tokens of each row."""
+        import torch
+
+        tok, model = self.tokenizer, self.loaded.model
+        pad_id = _pad_id(tok)
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[pad_id] * (width - len(x)) + x for x in ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+        kwargs: dict[str, Any] = dict(max_new_tokens=p.max_tokens, pad_token_id=pad_id,
+                                      do_sample=p.temperature > 0, **_sampling(p))
+        if p.stop:
+            kwargs.update(stop_strings=list(p.stop), tokenizer=tok)
+        out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+        return out[:, width:].tolist()
+
+
+def _pad_id(tok: Any) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+
+def _sampling(p: GenParams) -> dict[str, Any]:
+    """The sampling settings generate() is given (none when greedy)."""
+    if p.temperature <= 0:
+        return {}
+    given = {"temperature": p.temperature, "top_p": p.top_p, "top_k": p.top_k}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _completion(tok: Any, row: list[int], prompt_tokens: int, p: GenParams, eos: set[int]) -> Completion:
+    """A row's new tokens as a Completion: cut at the first end-of-sequence token and at the first
+    stop string (which is left out)."""
+    n = next((i for i, t in enumerate(row) if t in eos), None)
+    new = row if n is None else row[:n]
+    text = tok.decode(new, skip_special_tokens=True)
+    stop_reason: StopReason = "max_tokens" if n is None and len(row) >= p.max_tokens else "stop"
+    for s in p.stop:
+        if s in text:
+            text, stop_reason = text[: text.index(s)], "stop"
+    return Completion(text, prompt_tokens, len(new) + (n is not None), stop_reason)
 
 
 def _eos_ids(model: Any, tok: Any) -> set[int]:
@@ -256,15 +313,17 @@ _engines_lock = threading.Lock()
 
 
 def engine(spec: str, dtype: str = models.DEFAULT_DTYPE, batch_size: int | None = None,
-           device: str | None = None) -> Engine:
+           device: str | None = None, decode: str | None = None, prompt_cache_mb: int | None = None) -> Engine:
     """The process-wide engine for (spec, dtype), loading the model on first use (onto `device`,
-    by default CUDA when available)."""
+    by default CUDA when available); batch_size and decode, when given, apply from now on."""
     with _engines_lock:
         key = (spec, dtype)
         if key not in _engines:
-            _engines[key] = Engine(spec, dtype, batch_size, device)
-        elif batch_size:
+            _engines[key] = Engine(spec, dtype, batch_size, device, decode, prompt_cache_mb)
+        if batch_size:
             _engines[key].batch_size = batch_size
+        if decode:
+            _engines[key].decode = decode
         return _engines[key]
 
 
@@ -284,7 +343,8 @@ def close_engines() -> None:
 
 @modelapi(name="teachwhy")
 class TeachwhyAPI(ModelAPI):
-    """`teachwhy/<spec>` with model_args dtype ("float32"|"bfloat16"), batch_size and device."""
+    """`teachwhy/<spec>` with model_args dtype ("float32"|"bfloat16"), batch_size, device, decode
+    ("exact"|"fast"|"generate") and prompt_cache_mb."""
 
     def __init__(
         self,
@@ -298,12 +358,17 @@ class TeachwhyAPI(ModelAPI):
         dtype = str(model_args.pop("dtype", "auto"))
         batch_size = model_args.pop("batch_size", None)
         device = model_args.pop("device", None)
+        decode = model_args.pop("decode", None)
+        cache_mb = model_args.pop("prompt_cache_mb", None)
         if model_args:
             raise UserError(
                 f"teachwhy/{model_name}: unknown model args {', '.join(sorted(model_args))}; "
-                "the local provider takes dtype, batch_size and device"
+                "the local provider takes dtype, batch_size, device, decode and prompt_cache_mb"
             )
-        self._engine_args = (model_name, dtype, int(batch_size) if batch_size else None, device)
+        if decode is not None and decode not in DECODES:
+            raise UserError(f"teachwhy/{model_name}: unknown decode '{decode}'; use one of {', '.join(DECODES)}")
+        self._engine_args = (model_name, dtype, int(batch_size) if batch_size else None, device, decode,
+                             None if cache_mb is None else int(cache_mb))
         engine(*self._engine_args)  # loads the model now, so a bad spec fails before the eval starts
 
     @property
