@@ -8,15 +8,21 @@ Each case runs in a fresh subprocess, so peaks do not mix:
 - long-lived: eval, SFT, eval, SFT in one process, resident memory after each run, with
   `teachwhy.memory.release_memory` as shipped and with it turned off, side by side.
 
-    HF_HUB_OFFLINE=1 python bench/bench_memory.py [--limit 24] [--tokens 3000]
+    HF_HUB_OFFLINE=1 python bench/bench_memory.py [--limit 24] [--tokens 3000] [--repeat 3] [--sft-only]
 
 Prints peak resident set size (ru_maxrss) against the 2 GiB target, and RSS after each long-lived step.
+With --repeat n, each SFT case runs n times (fresh processes): medians of peak and tokens/s, with the
+load average before each run, since tokens/s on a shared machine is only indicative. The SFT cases
+also print the resident memory at each phase of run_sft (model loaded, trainer built, each micro-step,
+saved) and the peak between phases (a thread sampling /proc/self/status every 5 ms).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,6 +42,37 @@ if not args.get("release", True):  # the same code with the release turned off
         mod.release_memory = lambda: None
 from teachwhy.evals.runner import run_eval
 from teachwhy.train import SFTSpec, run_sft
+phases = []
+if args.get("phases"):
+    import threading, time
+    import teachwhy.train.sft as sft
+    top = [0]
+    def rss():
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) // 1024 for l in f if l.startswith("VmRSS:"))
+    def sample():
+        while True:
+            top[0] = max(top[0], rss()); time.sleep(0.005)
+    threading.Thread(target=sample, daemon=True).start()
+    def mark(name):
+        now = rss(); phases.append({"phase": name, "rss_mb": now, "peak_since_last_mb": max(top[0], now)}); top[0] = now
+    def wrap(name):
+        f = getattr(sft, name)
+        def g(*a, **k):
+            r = f(*a, **k); mark(f"after {name.strip('_')}"); return r
+        setattr(sft, name, g)
+    for name in ("load_mixture", "_load_base", "_save_sft"):
+        wrap(name)
+    make = sft.why_sft_trainer_class
+    def traced():
+        cls = make()
+        class Traced(cls):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k); mark("after trainer init")
+            def training_step(self, *a, **k):
+                r = super().training_step(*a, **k); mark(f"after micro-step {self.state.global_step + 1}"); return r
+        return Traced
+    sft.why_sft_trainer_class = traced
 steps = []
 out = args["out"]
 for i, step in enumerate(args["steps"]):
@@ -47,23 +84,58 @@ for i, step in enumerate(args["steps"]):
         r = run_sft(SFTSpec(data=[{"path": args["data"]}], out=f"{out}/s{i}", seed=i, gradient_checkpointing=gc))
         tps = r.summary["tokens_per_s"]  # the training log's throughput (steps only, not setup)
     steps.append({"step": step, "rss_mb": round(resident_mb()), "tokens_per_s": tps})
-print(json.dumps({"peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "steps": steps}))
+print(json.dumps({"peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "steps": steps,
+                  "phases": phases}))
 '''
 
 
-def run_case(steps: list[str], limit: int, data: str, release: bool = True) -> dict:
+def run_case(steps: list[str], limit: int, data: str, release: bool = True, phases: bool = False) -> dict:
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out:
-        arg = json.dumps({"steps": steps, "limit": limit, "data": data, "out": out, "release": release})
+        arg = json.dumps({"steps": steps, "limit": limit, "data": data, "out": out, "release": release,
+                          "phases": phases})
         p = subprocess.run([sys.executable, "-c", CASE, arg], capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"case {steps} failed:\n{p.stderr[-3000:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    return {**json.loads(p.stdout.strip().splitlines()[-1]), "load_before": load}
+
+
+def sft_rows(data: str, limit: int, repeat: int) -> list[tuple[str, list[dict]]]:
+    """Each SFT case `repeat` times, in rotating order, each in a fresh process."""
+    cases = [("sft (defaults)", "sft"), ("sft (full checkpointing)", "sft-gc"),
+             ("sft (selective checkpointing)", "sft-sel")]
+    runs: dict[str, list[dict]] = {name: [] for name, _ in cases}
+    for i in range(repeat):
+        for name, step in cases[i % 3:] + cases[:i % 3]:
+            runs[name].append(run_case([step], limit, data, phases=True))
+    return [(name, runs[name]) for name, _ in cases]
+
+
+def print_sft(rows: list[tuple[str, list[dict]]], tokens: int) -> None:
+    n = len(rows[0][1])
+    print(f"SFT through run_sft on {tokens} tokens, n={n} runs per case (medians; tokens/s contended, indicative)")
+    print(f"{'case':32} {'peak MiB':>9} {'range':>11} {'vs 2 GiB':>9} {'tokens/s':>9} {'vs defaults':>12} {'load':>5}")
+    med = statistics.median
+    base = med([r["steps"][0]["tokens_per_s"] for r in rows[0][1]])
+    for name, runs in rows:
+        peaks = [r["peak_mb"] for r in runs]
+        tps = med([r["steps"][0]["tokens_per_s"] for r in runs])
+        load = med([r["load_before"] for r in runs])
+        print(f"{name:32} {med(peaks):9.0f} {min(peaks):5d}-{max(peaks):<5d} {med(peaks) / TARGET_MB:8.2f}x "
+              f"{tps:9.1f} {tps / base:11.2f}x {load:5.1f}")
+    print("(load: the 1-minute load average before each run, median; tokens/s: the training log's last throughput)")
+    for name, runs in rows:
+        print(f"\nresident MiB by phase, {name} (first run): now / peak since the phase before")
+        for ph in runs[0]["phases"]:
+            print(f"  {ph['phase']:28} {ph['rss_mb']:6d} {ph['peak_since_last_mb']:6d}")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=24, help="eval scenarios")
     ap.add_argument("--tokens", type=int, default=3000, help="SFT data tokens (builtin reasoning)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each SFT case (medians)")
+    ap.add_argument("--sft-only", action="store_true", help="only the SFT cases")
     _guard.add_flag(ap)
     args = ap.parse_args()
 
@@ -73,20 +145,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         data = str(Path(tmp) / "reasoning")
         build_dataset("reasoning", get_teacher("builtin", seed=0), tokens=args.tokens, seed=0, out=data)
-        rows = [
-            ("eval (choice, continuation)", run_case(["eval"], args.limit, data)),
-            ("sft (defaults)", run_case(["sft"], args.limit, data)),
-            ("sft (full checkpointing)", run_case(["sft-gc"], args.limit, data)),
-            ("sft (selective checkpointing)", run_case(["sft-sel"], args.limit, data)),
-        ]
-        print(f"peak resident memory, embedded model ({args.limit} eval scenarios; SFT on {args.tokens} tokens)")
-        print(f"{'case':32} {'peak MiB':>9} {'vs 2 GiB target':>16} {'tokens/s':>9} {'vs defaults':>12}")
-        base_tps = rows[1][1]["steps"][0]["tokens_per_s"]
-        for name, r in rows:
-            tps = r["steps"][0]["tokens_per_s"]
-            speed = f"{tps:9.0f} {tps / base_tps:11.2f}x" if tps else f"{'':9} {'':12}"
-            print(f"{name:32} {r['peak_mb']:9d} {r['peak_mb'] / TARGET_MB:15.2f}x {speed}")
-        print("(tokens/s: the training log's last throughput, all tokens; one run each, so noisy)")
+        print_sft(sft_rows(data, args.limit, args.repeat), args.tokens)
+        if args.sft_only:
+            return 0
+        ev = run_case(["eval"], args.limit, data)
+        print(f"\neval (choice, continuation), {args.limit} scenarios: peak {ev['peak_mb']} MiB, "
+              f"{ev['peak_mb'] / TARGET_MB:.2f}x the 2 GiB target")
         steps = ["eval", "sft", "eval", "sft"]
         on = run_case(steps, args.limit, data, release=True)
         off = run_case(steps, args.limit, data, release=False)

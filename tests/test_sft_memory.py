@@ -108,3 +108,51 @@ def test_gradient_checkpointing_setting_accepts_selective_only_as_a_word():
     assert SFTSpec(gradient_checkpointing=True).gradient_checkpointing is True
     with pytest.raises(ValidationError):
         SFTSpec(gradient_checkpointing="sometimes")
+
+
+def test_mapped_large_blocks_sets_the_threshold_and_leaves_it_at_glibcs_top(monkeypatch):
+    from teachwhy import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "_mallopt", lambda param, value: calls.append((param, value)) or True)
+    with memory.mapped_large_blocks() as applied:
+        assert applied
+        assert calls == [(memory.M_MMAP_THRESHOLD, 1 << 20)]
+    assert calls[-1] == (memory.M_MMAP_THRESHOLD, 32 << 20)
+
+
+def test_mapped_large_blocks_is_a_no_op_without_glibc(monkeypatch):
+    from teachwhy import memory
+
+    monkeypatch.setattr(memory.sys, "platform", "darwin")
+    with memory.mapped_large_blocks() as applied:
+        assert applied is False
+
+
+@pytest.mark.slow
+def test_sft_adapter_is_bitwise_the_same_with_and_without_mapped_blocks(tiny, tmp_path, monkeypatch):
+    """The allocator setting changes where memory comes from, never what is computed."""
+    import contextlib
+
+    from safetensors.torch import load_file
+
+    import teachwhy.train.sft as sft
+    from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
+    from teachwhy.train import SFTSpec, run_sft
+
+    data = tmp_path / "data"
+    build_dataset("reasoning", get_teacher("builtin", seed=0), tokens=1500, seed=0, out=data)
+
+    def train(out: str) -> dict:
+        spec = SFTSpec(model=tiny, data=[{"path": str(data)}], out=str(tmp_path / out), dtype="bfloat16",
+                       gradient_checkpointing="selective")
+        result = run_sft(spec)
+        return load_file(result.model_path / "adapter_model.safetensors")
+
+    mapped = train("mapped")
+    monkeypatch.setattr(sft, "mapped_large_blocks", lambda: contextlib.nullcontext(False))
+    plain = train("plain")
+    assert mapped.keys() == plain.keys() and mapped
+    for name in mapped:
+        assert torch.equal(mapped[name], plain[name]), name

@@ -11,11 +11,15 @@
       summary.json         written last, atomically; a finished run is not trained again
 
 Speed on CPU (the reference is 2 cores): the frozen base is held in bfloat16 where the CPU computes it
-natively and the LoRA weights in float32 under bf16 autocast; each record is its own micro-batch (no
-padding, so attention takes the causal fast path), and the loss projects only the loss-bearing
-positions through the LM head, a chunk of rows at a time (`WhySFTTrainer.compute_loss`,
-train/chunked_loss.py). `gradient_checkpointing: selective` recomputes each layer in the backward
-pass except its attention kernel (train/checkpointing.py), for peak memory under 2 GB.
+natively and the LoRA weights in float32 (the loss calls the backbone directly, outside accelerate's
+autocast, so PEFT casts each adapted layer's input up to float32 for the adapter and the sum back to
+bfloat16); each record is its own micro-batch (no padding, so attention takes the causal fast
+path), and the loss projects only the loss-bearing positions through the LM head, a chunk of rows
+at a time (`WhySFTTrainer.compute_loss`, train/chunked_loss.py). `gradient_checkpointing: selective`
+recomputes each layer in the backward pass except its attention kernel (train/checkpointing.py), for
+peak memory under 2 GB. While training, glibc maps every block of 1 MiB and more on its own
+(`teachwhy.memory.mapped_large_blocks`): freed activations then leave the process instead of
+fragmenting the heap, which otherwise grows to about twice the step's live memory.
 `bench/bench_sft.py` measures this against TRL's SFTTrainer defaults and float32.
 """
 
@@ -28,6 +32,7 @@ from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
+from teachwhy.memory import mapped_large_blocks
 from teachwhy.store import read_jsonl
 from teachwhy.train.config import SFTSpec
 from teachwhy.train.mixture import Mixture, load_mixture
@@ -220,7 +225,8 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
     if resume_from:
         _restore_token_counts(trainer, run_dir)
     t0 = time.time()
-    out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    with mapped_large_blocks():  # freed activations go back to the system, not into heap holes
+        out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
 
     merged = _save_sft(spec, handle, trainer, tok, base, base_dir, mixture, out_dir)
