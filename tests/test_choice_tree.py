@@ -63,3 +63,18 @@ def test_tree_equals_batched_on_the_embedded_model(embedded):
     b = HFChoiceBackend(embedded.model, embedded.tokenizer)  # float32
     for s in select(builtin_scenarios(), split="eval", limit=4):
         _same(*_both(b, s), tol=1e-3)
+
+
+def test_single_token_candidates_need_no_tree_forward(tiny):
+    """When every candidate is one token, the prefix's last logits score them all (no empty
+    `logits_to_keep`), the same as the batched path; a mix of lengths still goes through the tree."""
+    from teachwhy import models
+
+    loaded = models.load(tiny, dtype="float32")
+    b = HFChoiceBackend(loaded.model, loaded.tokenizer)
+    prefix = b._encode_prefix(loaded.tokenizer("Pick one:", add_special_tokens=False)["input_ids"])
+    for cands in ([[5], [7], [9]], [[5], [7, 8], [9]]):
+        tree, ref = b._score_from_prefix(prefix, cands), b._score_batched(prefix, cands)
+        assert [len(t) for t in tree] == [len(c) for c in cands]
+        for a, r in zip(tree, ref):
+            assert a == pytest.approx(r, abs=1e-4)

@@ -267,14 +267,16 @@ class HFChoiceBackend:
 
         kv, last, plen = prefix
         tree = candidate_tree(cands)
+        need = tree.parents_needed()
+        if not need:  # every candidate is one token: the prefix's last logits score them all
+            return [[last[c[0]].item()] for c in cands]
         cache = DynamicCache()
         for li, (k, v) in enumerate(kv):  # batch 1: the prefix's KV is used as it is, not copied per row
             cache.update(k, v, li)
-        need = tree.parents_needed()
         out = self.model(input_ids=torch.tensor([tree.tokens], device=self.device), cache=cache,
                          position_ids=(plen + torch.tensor(tree.depth, device=self.device)).unsqueeze(0),
                          attention_mask=tree.mask(plen).to(self.device)[None, None], use_cache=True,
-                         logits_to_keep=torch.tensor(need, device=self.device))
+                         logits_to_keep=torch.tensor(need, dtype=torch.long, device=self.device))
         logp = torch.log_softmax(out.logits[0].float(), dim=-1)
         row = {node: r for r, node in enumerate(need)}
         res = []
