@@ -193,3 +193,18 @@ def test_a_build_takes_any_teacher_and_records_its_spec(tmp_path):
         "teacher"] == " builtin"  # the spec as given, as before the teacher became a parameter
     with pytest.raises(ValueError, match="seed 1"):
         build_dataset("advice", get_teacher("builtin", seed=1), tokens=1500, seed=0, out=tmp_path / "x")
+
+
+def test_augment_records_which_teacher_wrote_its_advice(tmp_path):
+    import json
+
+    from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
+
+    build_dataset("augment", get_teacher("builtin"), tokens=2_000, out=tmp_path / "a")
+    card = json.loads((tmp_path / "a" / "card.json").read_text())
+    cfg = card.get("config", card)
+    assert cfg["advice_teacher"] == get_teacher("builtin").spec
+    build_dataset("advice", get_teacher("builtin"), tokens=2_000, out=tmp_path / "b")
+    card = json.loads((tmp_path / "b" / "card.json").read_text())
+    assert "advice_teacher" not in card.get("config", card)

@@ -87,7 +87,8 @@ def build_dataset(kind: str, teacher: Teacher, tokens: int = 50_000, seed: int =
     teacher: realises the planned jobs; build it with `teachwhy.teachers.get_teacher` for the same
     constitution, target model and seed (the dataset's config records its `spec`).
     advice_teacher: for augment without `input_path`, the teacher whose advice records are augmented
-    (callers pass the builtin teacher); None = `teacher`.
+    (the CLI and experiments pass the builtin teacher); None = `teacher`. Its spec is recorded
+    as the config's `advice_teacher`.
 
     families: restrict the build to jobs tied to these honeypot families (blackmail, leak, sabotage,
     framing); None = all. Per kind: demonstration/reasoning use only train-split scenarios of those
@@ -119,6 +120,8 @@ def build_dataset(kind: str, teacher: Teacher, tokens: int = 50_000, seed: int =
               "constitution": cons.content_hash, "input": str(input_path) if input_path else None,
               "near_dup_threshold": near_dup_threshold, "contamination_threshold": contamination_threshold,
               "families": list(fams), "wording_threshold": wording_threshold}
+    if kind == "augment" and input_path is None:  # which teacher wrote the advice that was augmented
+        config["advice_teacher"] = (advice_teacher or teacher).spec
     return _check_and_write(out, got, config, cons, teacher, contamination_threshold, wording_threshold, t0)
 
 
