@@ -129,6 +129,10 @@ def main() -> int:
                     help="TEACHWHY_THREADS for every child (default: unset, so the thread policy decides)")
     _guard.add_flag(ap)
     args = ap.parse_args()
+    if args.limit is not None and (args.limit < 4 or args.limit % 4):
+        print(f"--limit: give a multiple of 4 (got {args.limit}), so that the two halves pick the same scenarios "
+              "as the serial run (each half takes limit/2 from its two families)", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as tmp:
         rounds = [one_round(args, Path(tmp), rnd, ["serial", "concurrent"] if rnd % 2 == 0
                             else ["concurrent", "serial"]) for rnd in range(args.rounds)]

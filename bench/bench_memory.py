@@ -4,7 +4,8 @@ gives memory back between runs.
 Each case runs in a fresh subprocess, so peaks do not mix:
 - eval: `run_eval` in choice mode (continuation format) on `--limit` eval scenarios;
 - sft: `run_sft` on the builtin reasoning dataset (`--tokens`), our defaults, and the same with
-  full and with selective gradient checkpointing (peak and tokens/s);
+  full and with selective gradient checkpointing (peak and tokens/s), and selective checkpointing with
+  the heap as glibc sets it (teachwhy.memory.mapped_large_blocks turned off), for the setting's cost;
 - long-lived: eval, SFT, eval, SFT in one process, resident memory after each run, with
   `teachwhy.memory.release_memory` as shipped and with it turned off, side by side.
 
@@ -73,6 +74,10 @@ if args.get("phases"):
                 r = super().training_step(*a, **k); mark(f"after micro-step {self.state.global_step + 1}"); return r
         return Traced
     sft.why_sft_trainer_class = traced
+if args.get("heap_as_glibc_sets_it"):  # the same code without the mapped-blocks setting
+    import contextlib
+    import teachwhy.train.sft as sft_mod
+    sft_mod.mapped_large_blocks = lambda: contextlib.nullcontext(False)
 steps = []
 out = args["out"]
 for i, step in enumerate(args["steps"]):
@@ -80,7 +85,7 @@ for i, step in enumerate(args["steps"]):
         run_eval("smollm2-135m", mode="choice", limit=args["limit"], out=f"{out}/e{i}")
         tps = None
     else:
-        gc = {"sft": False, "sft-gc": True, "sft-sel": "selective"}[step]
+        gc = {"sft": False, "sft-gc": True, "sft-sel": "selective", "sft-sel-heap": "selective"}[step]
         r = run_sft(SFTSpec(data=[{"path": args["data"]}], out=f"{out}/s{i}", seed=i, gradient_checkpointing=gc))
         tps = r.summary["tokens_per_s"]  # the training log's throughput (steps only, not setup)
     steps.append({"step": step, "rss_mb": round(resident_mb()), "tokens_per_s": tps})
@@ -93,7 +98,7 @@ def run_case(steps: list[str], limit: int, data: str, release: bool = True, phas
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out:
         arg = json.dumps({"steps": steps, "limit": limit, "data": data, "out": out, "release": release,
-                          "phases": phases})
+                          "phases": phases, "heap_as_glibc_sets_it": "sft-sel-heap" in steps})
         p = subprocess.run([sys.executable, "-c", CASE, arg], capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"case {steps} failed:\n{p.stderr[-3000:]}")
@@ -103,10 +108,12 @@ def run_case(steps: list[str], limit: int, data: str, release: bool = True, phas
 def sft_rows(data: str, limit: int, repeat: int) -> list[tuple[str, list[dict]]]:
     """Each SFT case `repeat` times, in rotating order, each in a fresh process."""
     cases = [("sft (defaults)", "sft"), ("sft (full checkpointing)", "sft-gc"),
-             ("sft (selective checkpointing)", "sft-sel")]
+             ("sft (selective checkpointing)", "sft-sel"),
+             ("sft (selective, heap unmapped)", "sft-sel-heap")]
     runs: dict[str, list[dict]] = {name: [] for name, _ in cases}
     for i in range(repeat):
-        for name, step in cases[i % 3:] + cases[:i % 3]:
+        k = i % len(cases)
+        for name, step in cases[k:] + cases[:k]:
             runs[name].append(run_case([step], limit, data, phases=True))
     return [(name, runs[name]) for name, _ in cases]
 
@@ -124,6 +131,16 @@ def print_sft(rows: list[tuple[str, list[dict]]], tokens: int) -> None:
         print(f"{name:32} {med(peaks):9.0f} {min(peaks):5d}-{max(peaks):<5d} {med(peaks) / TARGET_MB:8.2f}x "
               f"{tps:9.1f} {tps / base:11.2f}x {load:5.1f}")
     print("(load: the 1-minute load average before each run, median; tokens/s: the training log's last throughput)")
+    by = {name: runs for name, runs in rows}
+    sel, heap = by.get("sft (selective checkpointing)"), by.get("sft (selective, heap unmapped)")
+    if sel and heap:
+        a = [r["steps"][0]["tokens_per_s"] for r in sel]
+        b = [r["steps"][0]["tokens_per_s"] for r in heap]
+        print("mapped large blocks (as shipped) vs heap as glibc sets it, selective checkpointing, "
+              f"n={len(a)}+{len(b)}: "
+              f"tokens/s {med(a) / med(b):.3f}x (medians {med(a):.1f} vs {med(b):.1f}; "
+              f"runs {', '.join(f'{x:.0f}' for x in a)} vs {', '.join(f'{x:.0f}' for x in b)}); "
+              f"peak {med([r['peak_mb'] for r in sel]):.0f} vs {med([r['peak_mb'] for r in heap]):.0f} MiB")
     for name, runs in rows:
         print(f"\nresident MiB by phase, {name} (first run): now / peak since the phase before")
         for ph in runs[0]["phases"]:

@@ -220,15 +220,6 @@ def scenarios_validate(files: list[str] | None = typer.Argument(
 
 
 # -- eval -----------------------------------------------------------------------------------------
-def _families(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    fams = [f.strip() for f in value.split(",") if f.strip()]
-    if not fams:
-        raise UserError("--families needs at least one family name (comma-separated)")
-    return fams
-
-
 def _ids(value: str | None, flag: str) -> list[str] | None:
     if value is None:
         return None

@@ -5,11 +5,12 @@ choose, with less work per token on the CPU.
   the call `generate()` makes for one prompt. The prompt's keys, values and last logits are kept in a
   PromptCache, so a later request with the same prompt (another epoch of a sample) skips it.
 - Decode: the batch's prompts are copied, left-padded, into one cache with room for the new tokens
-  (RoomLayer), and one loop feeds a token per row per step with an explicit attention mask. Each
-  token's keys and values are written in place (a DynamicCache concatenates the whole cache every
-  step), and the mask makes transformers' sdpa attention fold the query heads onto the key/value
-  heads instead of calling its `enable_gqa` kernel, several times slower on the CPU for one query
-  token and equal to the last bit.
+  (RoomLayer), and one loop feeds a token per row per step. Each token's keys and values are written
+  in place (a DynamicCache concatenates the whole cache every step). Attention gets a mask only when
+  rows are padded (as `generate()` gives one) or with `pack_heads` (`decode=fast`): with a mask,
+  transformers' sdpa folds the query heads onto the key/value heads instead of calling its
+  `enable_gqa` kernel; several times faster on the CPU for one query token, but it sums in another
+  order, so now and then a greedy token differs from `generate()`'s.
 - Token choice: the logits processors `generate()` builds for the same settings (temperature, top_k
   (transformers' default 50 when sampling), top_p and whatever the model's generation_config adds),
   then argmax, or torch.multinomial over the softmax, on float32 logits, one draw per row per step.

@@ -6,7 +6,9 @@ is loaded once per process (onto CUDA when available, or `-M device=...`) and se
 thread, which batches concurrent requests that share generation settings (`-M batch_size=N`;
 default 1 on CPU, 16 on CUDA) and decodes them with teachwhy.decode: each distinct prompt prefilled
 once and kept for later epochs (`-M prompt_cache_mb=512`; 0 keeps none), one decode loop per batch.
-`-M decode=exact` (the default) keeps transformers' generate() arithmetic, so greedy tokens match it;
+`-M decode=exact` (the default) keeps transformers' generate() arithmetic, so greedy tokens match it
+for one prompt at a time (batch_size 1, or rows of equal length; padded rows of different lengths get
+a mask, and with it the folded attention kernel, which rounds differently);
 `fast` folds the attention heads (faster on the CPU; a greedy token may differ at a near tie);
 `generate` calls generate() itself. Models teachwhy.decode does not handle always use generate().
 Stop sequences (GenerateConfig.stop_seqs) end a reply, which is cut before the first one.

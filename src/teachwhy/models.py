@@ -352,9 +352,21 @@ def _weight_shapes(files: list[Path]) -> dict[str, list[int]]:
     return shapes
 
 
+def _base_weight(base: dict[str, list[int]], module: str) -> list[int] | None:
+    """The base's weight shape for an adapted module: under its module name, or under that name
+    without its first part (checkpoints of some architectures leave out the model's prefix)."""
+    for name in (module, module.partition(".")[2]):
+        if name and name + ".weight" in base:
+            return base[name + ".weight"]
+    return None
+
+
 def adapter_shape_misfit(adapter_dir: Path, base_dir: Path) -> str | None:
     """Why a LoRA adapter's weights cannot sit on the base in `base_dir` (a module it adapts is missing,
-    or its in/out features differ), or None when they fit or cannot be read as safetensors."""
+    or its features are not among the base weight's), or None when they fit or it cannot tell: the
+    weights are not safetensors, or none of the adapted modules is found under the base's names (another
+    naming scheme: PEFT's own load decides). Either weight orientation is accepted, as some
+    architectures store (in, out)."""
     adapter_file = adapter_dir / "adapter_model.safetensors"
     base_files = sorted(base_dir.glob("*.safetensors"))
     if not adapter_file.is_file() or not base_files:
@@ -363,17 +375,22 @@ def adapter_shape_misfit(adapter_dir: Path, base_dir: Path) -> str | None:
         lora, base = _weight_shapes([adapter_file]), _weight_shapes(base_files)
     except Exception:  # an unreadable header: PEFT's own load says what is wrong
         return None
+    missing, found = [], 0
     for key, shape in sorted(lora.items()):
         for part, dim in ((".lora_A.weight", 1), (".lora_B.weight", 0)):
             if not key.endswith(part):
                 continue
             module = key.removeprefix("base_model.model.").removesuffix(part)
-            want = base.get(module + ".weight")
+            want = _base_weight(base, module)
             if want is None:
-                return f"it adapts {module}, which the base does not have"
-            if len(want) != 2 or shape[dim] != want[dim]:
+                missing.append(module)
+                continue
+            found += 1
+            if len(want) != 2 or shape[dim] not in want:
                 side = "in" if dim else "out"
                 return f"{module} is {want} in the base; the adapter expects {side} features {shape[dim]}"
+    if missing and found:
+        return f"it adapts {missing[0]}, which the base does not have"
     return None
 
 

@@ -11,9 +11,9 @@ A long eval calls a Recheck between scenarios: at most every RECHECK_S seconds i
 /proc samples (no waiting) and moves to 1 thread when another torch process got busy, back to every
 core when it is gone.
 
-Idle OpenMP threads wait passively (teachwhy/__init__.py sets OMP_WAIT_POLICY=PASSIVE unless it is
-set): torch's OpenMP reads it once, when torch is first imported, so it has to be in the environment
-before that.
+With TEACHWHY_SHARED=1, idle OpenMP threads wait passively (teachwhy/__init__.py then sets
+OMP_WAIT_POLICY=PASSIVE unless it is set; opt-in, as alone it cost a choice eval ~15%): torch's
+OpenMP reads it once, when torch is first imported, so it has to be in the environment before that.
 """
 
 from __future__ import annotations

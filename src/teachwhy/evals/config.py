@@ -35,7 +35,10 @@ def names(value: Any) -> list[str] | None:
     if not isinstance(value, str | list | tuple):
         raise ValueError(f"give names, comma-separated (got {value!r})")
     items = value.split(",") if isinstance(value, str) else [x for v in value for x in str(v).split(",")]
-    return [x.strip() for x in items if x.strip()] or None
+    out = [x.strip() for x in items if x.strip()]
+    if not out:
+        raise ValueError(f"give at least one name, comma-separated (got {value!r})")
+    return out
 
 
 class EvalConfig(BaseModel):

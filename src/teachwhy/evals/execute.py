@@ -144,10 +144,11 @@ def parse_formats(formats: str | list[str] | tuple[str, ...] | None) -> list[str
     from teachwhy.evals.choice import FORMATS
     from teachwhy.evals.config import names
 
-    out = list(dict.fromkeys(names(formats) or [])) if formats is not None else ["continuation"]
+    try:
+        out = list(dict.fromkeys(names(formats) or [])) if formats is not None else ["continuation"]
+    except ValueError:
+        raise UserError(f"--format needs at least one of {', '.join(FORMATS)}") from None
     bad = [f for f in out if f not in FORMATS]
     if bad:
         raise UserError(f"unknown format '{bad[0]}': choose from {', '.join(FORMATS)} (several: comma-separated)")
-    if not out:
-        raise UserError(f"--format needs at least one of {', '.join(FORMATS)}")
     return out

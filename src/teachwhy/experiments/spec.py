@@ -105,6 +105,12 @@ class Arm(BaseModel):
         return self
 
 
+# where an experiment takes each per-cell key an eval entry may not set
+_SET_BY = {"model": "the top-level model, or the cell's trained adapter", "out": "the top-level out",
+           "dtype": "the top-level dtype", "constitution": "the top-level constitution",
+           "system_prefix": "a prompting arm's prompt", "neutral_cache": "always on in experiments"}
+
+
 class EvalSpec(EvalConfig):
     """One eval run on every cell: `teachwhy eval`'s options (EvalConfig, evals/config.py: the same
     names, defaults and meaning) and a name. The experiment sets each cell's model, the runs directory,
@@ -119,8 +125,8 @@ class EvalSpec(EvalConfig):
             owned = [k for k in ("model", "out", "dtype", "system_prefix", "constitution", "neutral_cache")
                      if k in data]
             if owned:
-                raise ValueError(f"{owned[0]}: is set by the experiment for every cell (its top-level "
-                                 f"{'model' if owned[0] == 'model' else owned[0]}); drop it from the eval")
+                raise ValueError(f"{owned[0]}: is set by the experiment for every cell ({_SET_BY[owned[0]]}); "
+                                 "drop it from the eval")
             if data.get("seed_ids") == []:
                 raise ValueError("seed_ids is empty: list some seed ids, or leave it out for every seed")
         return data
