@@ -5,7 +5,7 @@ Each case runs in a fresh subprocess, so peaks do not mix:
 - eval: `run_eval` in choice mode (continuation format) on `--limit` eval scenarios;
 - sft: `run_sft` on the builtin reasoning dataset (`--tokens`), our defaults, and the same with
   full and with selective gradient checkpointing (peak and tokens/s), and selective checkpointing with
-  the heap as glibc sets it (teachwhy.memory.mapped_large_blocks turned off), for the setting's cost;
+  TEACHWHY_SFT_MAP_MIB=1 (large blocks mapped while training: lower peak, fewer tokens/s);
 - long-lived: eval, SFT, eval, SFT in one process, resident memory after each run, with
   `teachwhy.memory.release_memory` as shipped and with it turned off, side by side.
 
@@ -74,10 +74,9 @@ if args.get("phases"):
                 r = super().training_step(*a, **k); mark(f"after micro-step {self.state.global_step + 1}"); return r
         return Traced
     sft.why_sft_trainer_class = traced
-if args.get("heap_as_glibc_sets_it"):  # the same code without the mapped-blocks setting
-    import contextlib
-    import teachwhy.train.sft as sft_mod
-    sft_mod.mapped_large_blocks = lambda: contextlib.nullcontext(False)
+if args.get("map_blocks"):  # the opt-in setting: blocks of 1 MiB and more mapped while training
+    import os
+    os.environ["TEACHWHY_SFT_MAP_MIB"] = "1"
 steps = []
 out = args["out"]
 for i, step in enumerate(args["steps"]):
@@ -85,7 +84,7 @@ for i, step in enumerate(args["steps"]):
         run_eval("smollm2-135m", mode="choice", limit=args["limit"], out=f"{out}/e{i}")
         tps = None
     else:
-        gc = {"sft": False, "sft-gc": True, "sft-sel": "selective", "sft-sel-heap": "selective"}[step]
+        gc = {"sft": False, "sft-gc": True, "sft-sel": "selective", "sft-sel-map": "selective"}[step]
         r = run_sft(SFTSpec(data=[{"path": args["data"]}], out=f"{out}/s{i}", seed=i, gradient_checkpointing=gc))
         tps = r.summary["tokens_per_s"]  # the training log's throughput (steps only, not setup)
     steps.append({"step": step, "rss_mb": round(resident_mb()), "tokens_per_s": tps})
@@ -98,7 +97,7 @@ def run_case(steps: list[str], limit: int, data: str, release: bool = True, phas
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out:
         arg = json.dumps({"steps": steps, "limit": limit, "data": data, "out": out, "release": release,
-                          "phases": phases, "heap_as_glibc_sets_it": "sft-sel-heap" in steps})
+                          "phases": phases, "map_blocks": "sft-sel-map" in steps})
         p = subprocess.run([sys.executable, "-c", CASE, arg], capture_output=True, text=True)
     if p.returncode != 0:
         raise SystemExit(f"case {steps} failed:\n{p.stderr[-3000:]}")
@@ -109,7 +108,7 @@ def sft_rows(data: str, limit: int, repeat: int) -> list[tuple[str, list[dict]]]
     """Each SFT case `repeat` times, in rotating order, each in a fresh process."""
     cases = [("sft (defaults)", "sft"), ("sft (full checkpointing)", "sft-gc"),
              ("sft (selective checkpointing)", "sft-sel"),
-             ("sft (selective, heap unmapped)", "sft-sel-heap")]
+             ("sft (selective, blocks mapped)", "sft-sel-map")]
     runs: dict[str, list[dict]] = {name: [] for name, _ in cases}
     for i in range(repeat):
         k = i % len(cases)
@@ -132,11 +131,11 @@ def print_sft(rows: list[tuple[str, list[dict]]], tokens: int) -> None:
               f"{tps:9.1f} {tps / base:11.2f}x {load:5.1f}")
     print("(load: the 1-minute load average before each run, median; tokens/s: the training log's last throughput)")
     by = {name: runs for name, runs in rows}
-    sel, heap = by.get("sft (selective checkpointing)"), by.get("sft (selective, heap unmapped)")
+    heap, sel = by.get("sft (selective checkpointing)"), by.get("sft (selective, blocks mapped)")
     if sel and heap:
         a = [r["steps"][0]["tokens_per_s"] for r in sel]
         b = [r["steps"][0]["tokens_per_s"] for r in heap]
-        print("mapped large blocks (as shipped) vs heap as glibc sets it, selective checkpointing, "
+        print("TEACHWHY_SFT_MAP_MIB=1 (blocks mapped) vs glibc's own heap (the default), selective checkpointing, "
               f"n={len(a)}+{len(b)}: "
               f"tokens/s {med(a) / med(b):.3f}x (medians {med(a):.1f} vs {med(b):.1f}; "
               f"runs {', '.join(f'{x:.0f}' for x in a)} vs {', '.join(f'{x:.0f}' for x in b)}); "

@@ -131,9 +131,8 @@ def test_mapped_large_blocks_is_a_no_op_without_glibc(monkeypatch):
 
 @pytest.mark.slow
 def test_sft_adapter_is_bitwise_the_same_with_and_without_mapped_blocks(tiny, tmp_path, monkeypatch):
-    """The allocator setting changes where memory comes from, never what is computed."""
-    import contextlib
-
+    """The allocator setting (opt-in, TEACHWHY_SFT_MAP_MIB) changes where memory comes from, never what
+    is computed."""
     from safetensors.torch import load_file
 
     import teachwhy.train.sft as sft
@@ -150,9 +149,35 @@ def test_sft_adapter_is_bitwise_the_same_with_and_without_mapped_blocks(tiny, tm
         result = run_sft(spec)
         return load_file(result.model_path / "adapter_model.safetensors")
 
+    entered: list[int] = []
+    real = sft.mapped_large_blocks
+
+    def spy(threshold):
+        entered.append(threshold)
+        return real(threshold)
+
+    monkeypatch.setattr(sft, "mapped_large_blocks", spy)
+    monkeypatch.setenv("TEACHWHY_SFT_MAP_MIB", "1")
     mapped = train("mapped")
-    monkeypatch.setattr(sft, "mapped_large_blocks", lambda: contextlib.nullcontext(False))
+    assert entered == [1 << 20]
+    monkeypatch.delenv("TEACHWHY_SFT_MAP_MIB")
     plain = train("plain")
+    assert entered == [1 << 20]  # off by default
     assert mapped.keys() == plain.keys() and mapped
     for name in mapped:
         assert torch.equal(mapped[name], plain[name]), name
+
+
+def test_map_threshold_is_opt_in_and_bad_values_are_one_line(monkeypatch):
+    from teachwhy import memory
+    from teachwhy.errors import UserError
+
+    monkeypatch.delenv("TEACHWHY_SFT_MAP_MIB", raising=False)
+    assert memory.train_map_threshold() is None
+    for raw, want in (("0", None), ("1", 1 << 20), ("0.5", 1 << 19), (" 4 ", 4 << 20)):
+        monkeypatch.setenv("TEACHWHY_SFT_MAP_MIB", raw)
+        assert memory.train_map_threshold() == want
+    for raw in ("lots", "-1", "5000"):
+        monkeypatch.setenv("TEACHWHY_SFT_MAP_MIB", raw)
+        with pytest.raises(UserError, match="TEACHWHY_SFT_MAP_MIB="):
+            memory.train_map_threshold()

@@ -17,14 +17,16 @@ bfloat16); each record is its own micro-batch (no padding, so attention takes th
 path), and the loss projects only the loss-bearing positions through the LM head, a chunk of rows
 at a time (`WhySFTTrainer.compute_loss`, train/chunked_loss.py). `gradient_checkpointing: selective`
 recomputes each layer in the backward pass except its attention kernel (train/checkpointing.py), for
-peak memory under 2 GB. While training, glibc maps every block of 1 MiB and more on its own
-(`teachwhy.memory.mapped_large_blocks`): freed activations then leave the process instead of
-fragmenting the heap, which otherwise grows to about twice the step's live memory.
+peak memory under 2 GB of live tensors. With `TEACHWHY_SFT_MAP_MIB=1`, glibc maps every block of 1 MiB
+and more on its own while training (`teachwhy.memory.mapped_large_blocks`): freed activations then
+leave the process instead of fragmenting the heap, which otherwise grows to about twice the step's
+live memory; opt-in, as it costs tokens/s (docs/performance.md, Memory).
 `bench/bench_sft.py` measures this against TRL's SFTTrainer defaults and float32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +34,7 @@ from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
-from teachwhy.memory import mapped_large_blocks
+from teachwhy.memory import mapped_large_blocks, train_map_threshold
 from teachwhy.store import read_jsonl
 from teachwhy.train.config import SFTSpec
 from teachwhy.train.mixture import Mixture, load_mixture
@@ -225,7 +227,8 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
     if resume_from:
         _restore_token_counts(trainer, run_dir)
     t0 = time.time()
-    with mapped_large_blocks():  # freed activations go back to the system, not into heap holes
+    threshold = train_map_threshold()  # opt-in: lower peak memory, fewer tokens/s
+    with mapped_large_blocks(threshold) if threshold else contextlib.nullcontext(False):
         out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
 

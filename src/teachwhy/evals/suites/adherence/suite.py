@@ -15,6 +15,7 @@ from teachwhy.evals.suites.agentic.suite import (
     choice_summary,
     mode_config,
     refuse,
+    refuse_turns,
 )
 
 
@@ -36,6 +37,7 @@ class AdherenceSuite:
         if cfg.wording != "house":
             raise UserError("--wording picks the honeypot candidates' wording bank; it applies to --suite agentic")
         refuse(cfg, AUDIT_ONLY, "applies to --suite audit")
+        refuse_turns(cfg)
         check_mode(cfg)
         return cfg
 

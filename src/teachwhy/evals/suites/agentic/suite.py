@@ -10,7 +10,7 @@ from typing import Any
 from teachwhy.errors import UserError
 from teachwhy.evals import execute
 from teachwhy.evals import summary as summ
-from teachwhy.evals.config import MODES, EvalConfig, flag
+from teachwhy.evals.config import MODES, EvalConfig, default, flag
 from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
 from teachwhy.scenarios.banks import HOUSE
 
@@ -23,6 +23,12 @@ def refuse(cfg: EvalConfig, fields: tuple[str, ...], why: str) -> None:
     for name in fields:
         if getattr(cfg, name):
             raise UserError(f"{flag(name)} {why}")
+
+
+def refuse_turns(cfg: EvalConfig) -> None:
+    """--max-turns bounds the audit's auditor: refused where it would be ignored."""
+    if cfg.max_turns != default("max_turns"):
+        raise UserError("--max-turns applies to --suite audit with an --auditor")
 
 
 def check_mode(cfg: EvalConfig) -> None:
@@ -101,6 +107,7 @@ class AgenticSuite:
     def check(self, cfg: EvalConfig) -> EvalConfig:
         refuse(cfg, ("constitution", "principles"), "applies to --suite adherence")
         refuse(cfg, AUDIT_ONLY, "applies to --suite audit")
+        refuse_turns(cfg)
         check_mode(cfg)
         return cfg
 

@@ -27,6 +27,9 @@ class AuditSuite:
         refuse(cfg, ("constitution", "principles"), "applies to --suite adherence")
         refuse(cfg, HONEYPOT_ONLY, "selects honeypot scenarios; the audit suite selects seed instructions with "
                "--seeds FILE and --seed-ids")
+        if cfg.formats is not None:
+            raise UserError("--format applies to choice-mode honeypot and adherence runs; the audit suite's probes "
+                            "have a format of their own")
         if cfg.wording != "house":
             raise UserError("--wording picks the honeypot candidates' wording bank; it applies to --suite agentic")
         return cfg.model_copy(update={"mode": "offline" if cfg.offline else "llm"})
