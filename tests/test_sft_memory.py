@@ -181,3 +181,13 @@ def test_map_threshold_is_opt_in_and_bad_values_are_one_line(monkeypatch):
         monkeypatch.setenv("TEACHWHY_SFT_MAP_MIB", raw)
         with pytest.raises(UserError, match="TEACHWHY_SFT_MAP_MIB="):
             memory.train_map_threshold()
+
+
+def test_bad_map_setting_fails_before_anything_is_written(tmp_path, monkeypatch):
+    from teachwhy.errors import UserError
+    from teachwhy.train import SFTSpec, run_sft
+
+    monkeypatch.setenv("TEACHWHY_SFT_MAP_MIB", "lots")
+    with pytest.raises(UserError, match="TEACHWHY_SFT_MAP_MIB='lots'"):
+        run_sft(SFTSpec(data=[{"path": str(tmp_path / "data")}], out=str(tmp_path / "runs")))
+    assert not (tmp_path / "runs").exists()

@@ -152,6 +152,7 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     if spec.batch_size % spec.micro_batch_size:
         raise UserError(f"batch_size {spec.batch_size} must be a multiple of micro_batch_size "
                         f"{spec.micro_batch_size}")
+    train_map_threshold()  # a bad TEACHWHY_SFT_MAP_MIB fails here, before anything is written
     ref, base, init_adapter = resolve_training_model(spec.model, spec.init_adapter)
     if spec.method == "full" and init_adapter is not None:
         raise UserError("method 'full' trains all weights; it cannot continue a LoRA adapter "
