@@ -4,8 +4,9 @@ gives memory back between runs.
 Each case runs in a fresh subprocess, so peaks do not mix:
 - eval: `run_eval` in choice mode (continuation format) on `--limit` eval scenarios;
 - sft: `run_sft` on the builtin reasoning dataset (`--tokens`), our defaults, and the same with
-  full and with selective gradient checkpointing (peak and tokens/s), and selective checkpointing with
-  TEACHWHY_SFT_MAP_MIB=1 (large blocks mapped while training: lower peak, fewer tokens/s);
+  full and with selective gradient checkpointing (peak and tokens/s); selective checkpointing also
+  with glibc's own heap untrimmed (TEACHWHY_SFT_HEAP_SLACK_MIB=0) and with TEACHWHY_SFT_MAP_MIB=1
+  (large blocks mapped while training: lower peak, fewer tokens/s), each against the untrimmed heap;
 - long-lived: eval, SFT, eval, SFT in one process, resident memory after each run, with
   `teachwhy.memory.release_memory` as shipped and with it turned off, side by side.
 
@@ -74,9 +75,6 @@ if args.get("phases"):
                 r = super().training_step(*a, **k); mark(f"after micro-step {self.state.global_step + 1}"); return r
         return Traced
     sft.why_sft_trainer_class = traced
-if args.get("map_blocks"):  # the opt-in setting: blocks of 1 MiB and more mapped while training
-    import os
-    os.environ["TEACHWHY_SFT_MAP_MIB"] = "1"
 steps = []
 out = args["out"]
 for i, step in enumerate(args["steps"]):
@@ -84,7 +82,7 @@ for i, step in enumerate(args["steps"]):
         run_eval("smollm2-135m", mode="choice", limit=args["limit"], out=f"{out}/e{i}")
         tps = None
     else:
-        gc = {"sft": False, "sft-gc": True, "sft-sel": "selective", "sft-sel-map": "selective"}[step]
+        gc = {"sft": False, "sft-gc": True}.get(step, "selective")
         r = run_sft(SFTSpec(data=[{"path": args["data"]}], out=f"{out}/s{i}", seed=i, gradient_checkpointing=gc))
         tps = r.summary["tokens_per_s"]  # the training log's throughput (steps only, not setup)
     steps.append({"step": step, "rss_mb": round(resident_mb()), "tokens_per_s": tps})
@@ -93,12 +91,19 @@ print(json.dumps({"peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_m
 '''
 
 
+# the allocator settings of the selective-checkpointing cases (environment of the case's process)
+CASE_ENV = {"sft-sel-untrimmed": {"TEACHWHY_SFT_HEAP_SLACK_MIB": "0"}, "sft-sel-map": {"TEACHWHY_SFT_MAP_MIB": "1"}}
+
+
 def run_case(steps: list[str], limit: int, data: str, release: bool = True, phases: bool = False) -> dict:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out:
         arg = json.dumps({"steps": steps, "limit": limit, "data": data, "out": out, "release": release,
-                          "phases": phases, "map_blocks": "sft-sel-map" in steps})
-        p = subprocess.run([sys.executable, "-c", CASE, arg], capture_output=True, text=True)
+                          "phases": phases})
+        env = {k: v for k, v in os.environ.items() if k not in ("TEACHWHY_SFT_MAP_MIB", "TEACHWHY_SFT_HEAP_SLACK_MIB")}
+        for step in steps:
+            env.update(CASE_ENV.get(step, {}))
+        p = subprocess.run([sys.executable, "-c", CASE, arg], capture_output=True, text=True, env=env)
     if p.returncode != 0:
         raise SystemExit(f"case {steps} failed:\n{p.stderr[-3000:]}")
     return {**json.loads(p.stdout.strip().splitlines()[-1]), "load_before": load}
@@ -108,6 +113,7 @@ def sft_rows(data: str, limit: int, repeat: int) -> list[tuple[str, list[dict]]]
     """Each SFT case `repeat` times, in rotating order, each in a fresh process."""
     cases = [("sft (defaults)", "sft"), ("sft (full checkpointing)", "sft-gc"),
              ("sft (selective checkpointing)", "sft-sel"),
+             ("sft (selective, heap untrimmed)", "sft-sel-untrimmed"),
              ("sft (selective, blocks mapped)", "sft-sel-map")]
     runs: dict[str, list[dict]] = {name: [] for name, _ in cases}
     for i in range(repeat):
@@ -131,15 +137,22 @@ def print_sft(rows: list[tuple[str, list[dict]]], tokens: int) -> None:
               f"{tps:9.1f} {tps / base:11.2f}x {load:5.1f}")
     print("(load: the 1-minute load average before each run, median; tokens/s: the training log's last throughput)")
     by = {name: runs for name, runs in rows}
-    heap, sel = by.get("sft (selective checkpointing)"), by.get("sft (selective, blocks mapped)")
-    if sel and heap:
+    heap = by.get("sft (selective, heap untrimmed)")
+    for name, what in (("sft (selective checkpointing)", "the default (freed memory trimmed between layers)"),
+                       ("sft (selective, blocks mapped)", "TEACHWHY_SFT_MAP_MIB=1 (blocks mapped)")):
+        sel = by.get(name)
+        if not (sel and heap):
+            continue
         a = [r["steps"][0]["tokens_per_s"] for r in sel]
         b = [r["steps"][0]["tokens_per_s"] for r in heap]
-        print("TEACHWHY_SFT_MAP_MIB=1 (blocks mapped) vs glibc's own heap (the default), selective checkpointing, "
-              f"n={len(a)}+{len(b)}: "
-              f"tokens/s {med(a) / med(b):.3f}x (medians {med(a):.1f} vs {med(b):.1f}; "
+        peak = med([r["peak_mb"] for r in sel])
+        ratio = med(a) / med(b)
+        verdict = "meets" if peak <= TARGET_MB and ratio >= 0.90 else "misses"
+        print(f"{what} vs glibc's heap untrimmed, selective checkpointing, n={len(a)}+{len(b)}: "
+              f"tokens/s {ratio:.3f}x (medians {med(a):.1f} vs {med(b):.1f}; "
               f"runs {', '.join(f'{x:.0f}' for x in a)} vs {', '.join(f'{x:.0f}' for x in b)}); "
-              f"peak {med([r['peak_mb'] for r in sel]):.0f} vs {med([r['peak_mb'] for r in heap]):.0f} MiB")
+              f"peak {peak:.0f} vs {med([r['peak_mb'] for r in heap]):.0f} MiB: {verdict} the target "
+              "(peak <= 2 GiB at >= 0.90x the untrimmed tokens/s)")
     for name, runs in rows:
         print(f"\nresident MiB by phase, {name} (first run): now / peak since the phase before")
         for ph in runs[0]["phases"]:

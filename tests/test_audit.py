@@ -147,6 +147,10 @@ def test_scripted_audit_on_a_local_model(tmp_path, tiny):
     roles = [m.role for m in sample.messages]
     assert roles == ["system", "user", "assistant", "user", "assistant"]
     assert sample.messages[3].text.startswith("[Result of read_file]")
+    # two audit runs are not compared per scenario: compare says where they are compared instead
+    r = run_cli("eval", "compare", str(run_dir), str(run_dir))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "audit runs are compared per dimension in an experiment's analysis" in r.stderr
 
 
 @pytest.mark.slow

@@ -130,9 +130,9 @@ def test_mapped_large_blocks_is_a_no_op_without_glibc(monkeypatch):
 
 
 @pytest.mark.slow
-def test_sft_adapter_is_bitwise_the_same_with_and_without_mapped_blocks(tiny, tmp_path, monkeypatch):
-    """The allocator setting (opt-in, TEACHWHY_SFT_MAP_MIB) changes where memory comes from, never what
-    is computed."""
+def test_sft_adapter_is_bitwise_the_same_mapped_trimmed_and_plain(tiny, tmp_path, monkeypatch):
+    """The allocator settings (TEACHWHY_SFT_MAP_MIB, TEACHWHY_SFT_HEAP_SLACK_MIB) change where memory
+    comes from and when it goes back, never what is computed."""
     from safetensors.torch import load_file
 
     import teachwhy.train.sft as sft
@@ -143,11 +143,11 @@ def test_sft_adapter_is_bitwise_the_same_with_and_without_mapped_blocks(tiny, tm
     data = tmp_path / "data"
     build_dataset("reasoning", get_teacher("builtin", seed=0), tokens=1500, seed=0, out=data)
 
-    def train(out: str) -> dict:
+    def train(out: str) -> tuple[dict, int | None]:
         spec = SFTSpec(model=tiny, data=[{"path": str(data)}], out=str(tmp_path / out), dtype="bfloat16",
                        gradient_checkpointing="selective")
         result = run_sft(spec)
-        return load_file(result.model_path / "adapter_model.safetensors")
+        return load_file(result.model_path / "adapter_model.safetensors"), result.summary["heap_trims"]
 
     entered: list[int] = []
     real = sft.mapped_large_blocks
@@ -158,14 +158,20 @@ def test_sft_adapter_is_bitwise_the_same_with_and_without_mapped_blocks(tiny, tm
 
     monkeypatch.setattr(sft, "mapped_large_blocks", spy)
     monkeypatch.setenv("TEACHWHY_SFT_MAP_MIB", "1")
-    mapped = train("mapped")
-    assert entered == [1 << 20]
+    mapped, trims = train("mapped")
+    assert entered == [1 << 20] and trims is None  # mapped blocks leave no holes: nothing to trim
     monkeypatch.delenv("TEACHWHY_SFT_MAP_MIB")
-    plain = train("plain")
+    monkeypatch.setenv("TEACHWHY_SFT_HEAP_SLACK_MIB", "0.000001")  # 1 byte: every check trims
+    trimmed, trims = train("trimmed")
     assert entered == [1 << 20]  # off by default
-    assert mapped.keys() == plain.keys() and mapped
+    assert trims and trims > 0
+    monkeypatch.setenv("TEACHWHY_SFT_HEAP_SLACK_MIB", "0")
+    plain, trims = train("plain")
+    assert trims is None
+    assert mapped.keys() == plain.keys() == trimmed.keys() and mapped
     for name in mapped:
         assert torch.equal(mapped[name], plain[name]), name
+        assert torch.equal(trimmed[name], plain[name]), name
 
 
 def test_map_threshold_is_opt_in_and_bad_values_are_one_line(monkeypatch):
@@ -183,11 +189,67 @@ def test_map_threshold_is_opt_in_and_bad_values_are_one_line(monkeypatch):
             memory.train_map_threshold()
 
 
-def test_bad_map_setting_fails_before_anything_is_written(tmp_path, monkeypatch):
+@pytest.mark.parametrize("env", ["TEACHWHY_SFT_MAP_MIB", "TEACHWHY_SFT_HEAP_SLACK_MIB"])
+def test_bad_memory_setting_fails_before_anything_is_written(tmp_path, monkeypatch, env):
     from teachwhy.errors import UserError
     from teachwhy.train import SFTSpec, run_sft
 
-    monkeypatch.setenv("TEACHWHY_SFT_MAP_MIB", "lots")
-    with pytest.raises(UserError, match="TEACHWHY_SFT_MAP_MIB='lots'"):
+    monkeypatch.setenv(env, "lots")
+    with pytest.raises(UserError, match=f"{env}='lots'"):
         run_sft(SFTSpec(data=[{"path": str(tmp_path / "data")}], out=str(tmp_path / "runs")))
     assert not (tmp_path / "runs").exists()
+
+
+def test_heap_slack_defaults_to_512_mib_and_bad_values_are_one_line(monkeypatch):
+    from teachwhy import memory
+    from teachwhy.errors import UserError
+
+    monkeypatch.delenv("TEACHWHY_SFT_HEAP_SLACK_MIB", raising=False)
+    assert memory.heap_slack() == 512 << 20
+    for raw, want in (("", 512 << 20), ("0", None), ("128", 128 << 20), (" 0.5 ", 1 << 19)):
+        monkeypatch.setenv("TEACHWHY_SFT_HEAP_SLACK_MIB", raw)
+        assert memory.heap_slack() == want
+    for raw in ("lots", "-3"):
+        monkeypatch.setenv("TEACHWHY_SFT_HEAP_SLACK_MIB", raw)
+        with pytest.raises(UserError, match="TEACHWHY_SFT_HEAP_SLACK_MIB=") as e:
+            memory.heap_slack()
+        assert "\n" not in str(e.value)
+
+
+def test_heap_trimmer_gives_resident_freed_memory_back():
+    """Real glibc: 64 KiB blocks come from the heap; freeing every other one leaves resident holes that
+    malloc_trim can hand back once they pass the slack, and only then."""
+    from teachwhy import memory
+
+    trimmer = memory.HeapTrimmer(slack=16 << 20)
+    assert trimmer.available  # Linux with glibc >= 2.33, as CI is
+    blocks = [torch.ones(16384) for _ in range(2048)]  # 2048 x 64 KiB, written
+    assert trimmer.freed_resident() < 16 << 20
+    assert trimmer.check() is False
+    del blocks[::2]
+    holes = trimmer.freed_resident()
+    assert holes > 32 << 20, holes
+    before = memory.resident_mb()
+    assert trimmer.check() is True and trimmer.trims == 1
+    assert memory.resident_mb() < before - 32, (before, memory.resident_mb())
+    assert trimmer.freed_resident() < 16 << 20
+    assert trimmer.check() is False and trimmer.checks == 3 and trimmer.trims == 1
+    del blocks
+
+
+def test_trimmer_checks_at_every_layer_forward_and_backward_and_leaves_no_hooks(tiny):
+    from teachwhy import memory
+    from teachwhy.models import load
+
+    model = load(tiny, dtype="float32").model  # a copy of its own: its weights get gradients here
+    model.requires_grad_(True)
+    layers = memory.decoder_layers(model)
+    assert len(layers) == model.config.num_hidden_layers > 0
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    with memory.trimmed_between_layers(model, 1) as trimmer:
+        assert trimmer is not None
+        model(input_ids=ids, labels=ids).loss.backward()
+    assert trimmer.checks == 2 * len(layers) and trimmer.trims >= 1
+    assert all(not layer._forward_hooks for layer in layers)
+    with memory.trimmed_between_layers(model, None) as off:
+        assert off is None

@@ -10,7 +10,7 @@ from teachwhy.errors import UserError
 from teachwhy.evals import suites
 from teachwhy.evals.config import EvalConfig
 from teachwhy.evals.runner import run_eval
-from teachwhy.evals.suites.agentic.suite import load_selection
+from teachwhy.scenarios.selection import load_selection
 
 
 class PromptLengths:

@@ -1,5 +1,6 @@
-"""The thread policy for shared machines (teachwhy/threads.py): TEACHWHY_THREADS wins, else 1 thread while
-another torch process is busy (said in one line on stderr), else every usable core; long evals re-check."""
+"""The thread policy for shared machines (teachwhy/threads.py): TEACHWHY_THREADS wins, else a share of the
+cores while other torch processes are busy (1 on 2 cores; said in one line on stderr; this process's own
+children not counted), else every usable core; long evals re-check."""
 
 from __future__ import annotations
 
@@ -39,14 +40,44 @@ def test_teachwhy_threads_wins_without_sampling(fresh, monkeypatch):
     assert threads.choose([OTHER]) == (3, None)
 
 
-def test_a_busy_torch_process_means_one_thread(fresh):
+def test_a_busy_torch_process_means_one_thread_on_two_cores(fresh, monkeypatch):
+    monkeypatch.setattr(machine, "cores", lambda: 2)
     assert threads.choose([PLAIN, OTHER]) == (1, OTHER)
     assert threads.choose([PLAIN]) == (machine.cores(), None)
     assert threads.choose([]) == (machine.cores(), None)
 
 
-def test_apply_says_so_once_and_takes_the_cores_back(fresh):
+def test_on_a_larger_machine_the_busy_processes_share_the_cores(fresh, monkeypatch):
+    second = machine.Busy(4343, "python eval.py", 2.0, True)
+    monkeypatch.setattr(machine, "cores", lambda: 16)
+    assert threads.choose([OTHER]) == (8, OTHER)
+    assert threads.choose([OTHER, PLAIN, second]) == (5, OTHER)
+    monkeypatch.setattr(machine, "cores", lambda: 2)
+    assert threads.choose([OTHER, second]) == (1, OTHER)
+    said: list[str] = []
+    monkeypatch.setattr(machine, "cores", lambda: 16)
+    threads.apply([OTHER], said.append)
+    assert said == ["another torch process is busy (pid 4242, python train.py, 1.0 cores): using 8 threads"]
+
+
+def test_own_children_are_not_other_processes():
+    """A busy child of this process (a data loader worker, a subprocess it waits on) is its own work."""
+    with busy("plain") as child:
+        assert machine.is_descendant(child.pid)
+        assert not machine.is_descendant(os.getppid())
+        seen = machine.busy_processes(0.5)
+        assert child.pid not in [p.pid for p in seen]
+        # the same loop, seen from another process (a sibling, as a CLI run beside it would be), is busy
+        code = ("from teachwhy import machine; import sys; "
+                "print(int(sys.argv[1]) in [p.pid for p in machine.busy_processes(0.5)])")
+        out = subprocess.run([sys.executable, "-c", code, str(child.pid)], capture_output=True, text=True)
+        assert out.stdout.strip() == "True", out.stderr
+
+
+def test_apply_says_so_once_and_takes_the_cores_back(fresh, monkeypatch):
     import torch
+
+    monkeypatch.setattr(machine, "cores", lambda: 2)
 
     said: list[str] = []
     assert threads.apply([OTHER], said.append) == 1 and torch.get_num_threads() == 1

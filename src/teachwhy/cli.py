@@ -106,7 +106,7 @@ def models_tiny(name: str = typer.Argument(DEFAULT_MODEL, metavar="NAME"),
 # -- scenarios ------------------------------------------------------------------------------------
 def _scenarios(files: list[str] | None, split: str | None, family: str | None, limit=None):
     # lazy: imports torch
-    from teachwhy.evals.suites.agentic.suite import load_selection
+    from teachwhy.scenarios.selection import load_selection
 
     return load_selection(files, split, family, limit)
 

@@ -96,10 +96,32 @@ def _own_ids() -> set[int]:
         return {os.getpid()}
 
 
+def parent(pid: int) -> int | None:
+    """A process's parent pid; None when it is gone or unreadable."""
+    try:
+        text = (PROC / str(pid) / "stat").read_text()
+        return int(text.rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def is_descendant(pid: int, ancestor: int | None = None) -> bool:
+    """Whether `pid` descends from `ancestor` (this process by default), following parent pids."""
+    ancestor = os.getpid() if ancestor is None else ancestor
+    seen: set[int] = set()
+    p = parent(pid)
+    while p and p not in seen:
+        if p == ancestor:
+            return True
+        seen.add(p)
+        p = parent(p)
+    return False
+
+
 def busy_between(a: tuple[float, dict[int, int]], b: tuple[float, dict[int, int]], min_cpu: float = 0.3,
                  exclude: set[int] | frozenset[int] | None = None) -> list[Busy]:
-    """Processes other than this one (and `exclude`) that used at least `min_cpu` cores between two
-    samples, busiest first."""
+    """Processes other than this one, its own children and grandchildren (and `exclude`) that used at
+    least `min_cpu` cores between two samples, busiest first."""
     wall = b[0] - a[0]
     if wall <= 0:
         return []
@@ -111,15 +133,15 @@ def busy_between(a: tuple[float, dict[int, int]], b: tuple[float, dict[int, int]
         if pid in skip or t0 is None:
             continue
         cpu = (t1 - t0) / tick / wall
-        if cpu >= min_cpu:
+        if cpu >= min_cpu and not is_descendant(pid):
             out.append(Busy(pid, _command(pid), round(cpu, 2), is_torch(pid)))
     return sorted(out, key=lambda p: -p.cpu)
 
 
 def busy_processes(interval: float = 0.5, min_cpu: float = 0.3,
                    exclude: set[int] | frozenset[int] | None = None) -> list[Busy]:
-    """Other processes that use at least `min_cpu` cores over `interval` seconds (this one, its threads
-    and `exclude` left out); [] where there is no /proc."""
+    """Other processes that use at least `min_cpu` cores over `interval` seconds (this one, its threads,
+    its descendants and `exclude` left out); [] where there is no /proc."""
     a = sample()
     if not a[1]:
         return []

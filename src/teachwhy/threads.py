@@ -2,13 +2,14 @@
 
 - TEACHWHY_THREADS, when set to a positive number, wins (an experiment's Ray task sets it to its cell's
   num_cpus; set it yourself to opt out of the rest).
-- Else, while another torch process is busy on this machine, 1 thread: two torch processes that each
-  take every core make both far slower than sharing the cores would (their threads wait on each other).
-  One line on stderr says so.
+- Else, while k other torch processes are busy on this machine (this process's own children not
+  counted), an equal share of the usable cores: cores // (k + 1), at least 1 (1 on a 2-core machine).
+  Two torch processes that each take every core make both far slower than sharing the cores would
+  (their threads wait on each other). One line on stderr says so.
 - Else every usable core (machine.cores()).
 
 A long eval calls a Recheck between scenarios: at most every RECHECK_S seconds it compares two cheap
-/proc samples (no waiting) and moves to 1 thread when another torch process got busy, back to every
+/proc samples (no waiting) and moves to its share when another torch process got busy, back to every
 core when it is gone.
 
 With TEACHWHY_SHARED=1, idle OpenMP threads wait passively (teachwhy/__init__.py then sets
@@ -38,26 +39,33 @@ def requested() -> int | None:
     return int(env) if env.isdigit() and int(env) > 0 else None
 
 
+def share(cores: int, others: int) -> int:
+    """An equal share of `cores` among this process and `others` busy torch processes (at least 1)."""
+    return max(1, cores // (others + 1))
+
+
 def choose(busy: list[machine.Busy] | None = None) -> tuple[int, machine.Busy | None]:
-    """(threads, the busy torch process that made it 1, if any). `busy`: the other processes seen
-    (sampled now when None; not sampled at all when TEACHWHY_THREADS is set)."""
+    """(threads, the busiest other torch process that made it a share, if any). `busy`: the other
+    processes seen (sampled now when None; not sampled at all when TEACHWHY_THREADS is set)."""
     n = requested()
     if n is not None:
         return n, None
     if busy is None:
         busy = machine.busy_processes(SAMPLE_S)
-    other = next((p for p in busy if p.torch), None)
-    return (1, other) if other is not None else (machine.cores(), None)
+    others = [p for p in busy if p.torch]
+    if not others:
+        return machine.cores(), None
+    return share(machine.cores(), len(others)), others[0]
 
 
-def busy_line(p: machine.Busy) -> str:
-    return f"another torch process is busy ({p.describe()}): using 1 thread"
+def busy_line(p: machine.Busy, n: int = 1) -> str:
+    return f"another torch process is busy ({p.describe()}): using {n} thread{'s' if n != 1 else ''}"
 
 
 def _announce(n: int, other: machine.Busy | None, say: Callable[[str], None]) -> None:
     """One line when a busy torch process is first seen, and one when the cores are taken back."""
     if other is not None and _announced["pid"] != other.pid:
-        say(busy_line(other))
+        say(busy_line(other, n))
     elif other is None and _announced["pid"] is not None and requested() is None:
         say(f"no other torch process is busy now: using {n} threads")
     _announced["pid"] = other.pid if other is not None else None

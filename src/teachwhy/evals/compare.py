@@ -69,7 +69,11 @@ def _check_comparable(ca: dict, cb: dict) -> None:
             raise UserError(f"runs differ in {what} ({ca.get(key)!r} vs {cb.get(key)!r}): compare runs of "
                             "the same scenarios in the same mode")
     if ca.get("mode") != "choice":
-        raise UserError("compare works on choice-mode runs (per-scenario P(harmful)); these are "
+        from teachwhy.evals import suites
+
+        suite = suites.get(ca.get("suite", "agentic")) if ca.get("suite", "agentic") in suites.names() else None
+        why = getattr(suite, "not_comparable", None)  # a suite whose runs compare elsewhere says where
+        raise UserError(why or "compare works on choice-mode runs (per-scenario P(harmful)); these are "
                         f"{ca.get('mode')} runs")
 
 

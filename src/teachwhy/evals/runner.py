@@ -25,8 +25,8 @@ from teachwhy.evals import backends, execute, suites
 from teachwhy.evals.config import EvalConfig
 from teachwhy.evals.execute import parse_formats
 from teachwhy.evals.suites import Progress, RunContext
-from teachwhy.evals.suites.agentic.suite import load_selection
 from teachwhy.results import EvalSummary, of
+from teachwhy.scenarios.selection import load_selection
 from teachwhy.store import JsonlLog, Registry, atomic_write_json, content_hash, ensure_writable_dir, run_dir_lock
 
 __all__ = ["EvalConfig", "EvalResult", "load_selection", "parse_formats", "run_eval"]

@@ -35,8 +35,8 @@ def agentic(
 ) -> Task:
     """The agentic honeypot scenarios (one sample per scenario, `samples` epochs), graded by the
     rule grader (and the LLM `judge` when given). `split`: eval, train or all."""
-    from teachwhy.evals.suites.agentic.suite import load_selection
     from teachwhy.evals.suites.agentic.task import agentic_task
+    from teachwhy.scenarios.selection import load_selection
 
     scenarios = load_selection(names(scenario_files), None if split in (None, "all") else split, family,
                                _int(limit), names(families))

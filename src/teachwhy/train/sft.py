@@ -17,10 +17,12 @@ bfloat16); each record is its own micro-batch (no padding, so attention takes th
 path), and the loss projects only the loss-bearing positions through the LM head, a chunk of rows
 at a time (`WhySFTTrainer.compute_loss`, train/chunked_loss.py). `gradient_checkpointing: selective`
 recomputes each layer in the backward pass except its attention kernel (train/checkpointing.py), for
-peak memory under 2 GB of live tensors. With `TEACHWHY_SFT_MAP_MIB=1`, glibc maps every block of 1 MiB
-and more on its own while training (`teachwhy.memory.mapped_large_blocks`): freed activations then
-leave the process instead of fragmenting the heap, which otherwise grows to about twice the step's
-live memory; opt-in, as it costs tokens/s (docs/performance.md, Memory).
+peak memory under 2 GB of live tensors. glibc's heap would otherwise grow to about twice the step's
+live memory (freed activations leave resident holes), so between decoder layers a trimmer hands
+freed memory back once more than TEACHWHY_SFT_HEAP_SLACK_MIB (512) of it is resident
+(`teachwhy.memory.trimmed_between_layers`; the count is summary.json's `heap_trims`). With
+`TEACHWHY_SFT_MAP_MIB=1`, glibc instead maps every block of 1 MiB and more on its own
+(`mapped_large_blocks`): the lowest peak, at a cost in tokens/s (docs/performance.md, Memory).
 `bench/bench_sft.py` measures this against TRL's SFTTrainer defaults and float32.
 """
 
@@ -34,7 +36,7 @@ from typing import Any
 
 from teachwhy import models
 from teachwhy.errors import UserError
-from teachwhy.memory import mapped_large_blocks, train_map_threshold
+from teachwhy.memory import heap_slack, mapped_large_blocks, train_map_threshold, trimmed_between_layers
 from teachwhy.store import read_jsonl
 from teachwhy.train.config import SFTSpec
 from teachwhy.train.mixture import Mixture, load_mixture
@@ -152,7 +154,8 @@ def run_sft(spec: SFTSpec, progress: Callable[[int, int], None] | None = None,
     if spec.batch_size % spec.micro_batch_size:
         raise UserError(f"batch_size {spec.batch_size} must be a multiple of micro_batch_size "
                         f"{spec.micro_batch_size}")
-    train_map_threshold()  # a bad TEACHWHY_SFT_MAP_MIB fails here, before anything is written
+    train_map_threshold()  # a bad TEACHWHY_SFT_MAP_MIB or _HEAP_SLACK_MIB fails here, before anything is written
+    heap_slack()
     ref, base, init_adapter = resolve_training_model(spec.model, spec.init_adapter)
     if spec.method == "full" and init_adapter is not None:
         raise UserError("method 'full' trains all weights; it cannot continue a LoRA adapter "
@@ -229,9 +232,12 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
         _restore_token_counts(trainer, run_dir)
     t0 = time.time()
     threshold = train_map_threshold()  # opt-in: lower peak memory, fewer tokens/s
-    with mapped_large_blocks(threshold) if threshold else contextlib.nullcontext(False):
+    slack = None if threshold else heap_slack()  # mapped blocks leave no holes to trim
+    with (mapped_large_blocks(threshold) if threshold else contextlib.nullcontext(False),
+          trimmed_between_layers(trainer.model, slack) as trimmer):
         out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
+    trainer.heap_trims = trimmer.trims if trimmer is not None else None
 
     merged = _save_sft(spec, handle, trainer, tok, base, base_dir, mixture, out_dir)
     summary = _sft_summary(spec, handle, trainer, out, base, dtype, packing, mixture, seconds, resumed_step,
@@ -282,6 +288,7 @@ def _sft_summary(spec: SFTSpec, handle: Any, trainer: Any, out: Any, base: Any, 
         "train_runtime": out.metrics.get("train_runtime"),
         "tokens_per_s": tps[-1] if tps else None, "loss": loss_summary(log), "final_loss": out.training_loss,
         "eval_points": points, "resumed_from_step": resumed_step or None,
+        "heap_trims": getattr(trainer, "heap_trims", None),
         "output": str(out_dir), "merged": str(merged) if merged else None,
     }
 

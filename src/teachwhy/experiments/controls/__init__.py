@@ -184,7 +184,7 @@ def run_controls(model: str = DEFAULT_MODEL, out: str | Path = CONTROLS_OUT,
 def _check_options(model: str, train_scenarios: int, eval_limit: int | None, train_banks: list[str] | None,
                    heldout: str, scenario_files: list[str] | None) -> tuple[list[str], models.ModelRef]:
     """The train banks to use and the model, after every option is checked (before anything is written)."""
-    from teachwhy.evals.runner import load_selection  # lazy: imports torch
+    from teachwhy.scenarios.selection import load_selection
 
     if train_scenarios < 2:
         raise UserError(f"--train-scenarios must be at least 2 (got {train_scenarios})")

@@ -11,8 +11,8 @@ from teachwhy.errors import UserError
 from teachwhy.evals import execute
 from teachwhy.evals import summary as summ
 from teachwhy.evals.config import MODES, EvalConfig, default, flag
-from teachwhy.scenarios import Scenario, builtin_scenarios, load_scenario_file, select
-from teachwhy.scenarios.banks import HOUSE
+from teachwhy.scenarios import Scenario
+from teachwhy.scenarios.selection import load_selection
 
 AUDIT_ONLY = ("offline", "seed_files", "seed_ids", "auditor")
 HONEYPOT_ONLY = ("family", "families", "scenario_files")
@@ -47,37 +47,6 @@ def mode_config(cfg: EvalConfig) -> dict[str, Any]:
         return {"dtype": models.resolve_dtype(cfg.dtype), "scorings": list(summ.CHOICE_SCORINGS),
                 "formats": execute.parse_formats(cfg.formats)}
     return {"samples": cfg.samples, "judge": cfg.judge, "max_tokens": cfg.max_tokens, "seed": cfg.seed}
-
-
-def load_selection(scenario_files: list[str] | None, split: str | None, family: str | None,
-                   limit: int | None, families: list[str] | None = None, wording: str = HOUSE) -> list[Scenario]:
-    """The honeypot scenarios asked for. `wording`: the built-in candidates' wording bank
-    (scenarios/banks.py: `house`, an eval bank, or `heldout` for every eval bank in turn)."""
-    pool: list[Scenario] = []
-    if scenario_files:
-        if wording != "house":
-            raise UserError("--wording picks the built-in scenarios' candidate bank; a scenario file brings its "
-                            "own candidates: drop --wording or --scenarios")
-        for f in scenario_files:
-            pool.extend(load_scenario_file(f))
-    elif wording != "house":
-        if split not in (None, "eval"):
-            raise UserError(f"--wording {wording} scores held-out candidates on the eval split; drop --split "
-                            f"{split} (train-split wording is for training material only)")
-        split = "eval"
-        pool = builtin_scenarios("eval", wording=wording)
-    else:
-        pool = builtin_scenarios()
-    if families:
-        from teachwhy.scenarios.schema import FAMILIES
-
-        bad = [f for f in families if f not in FAMILIES]
-        if bad:
-            raise UserError(f"unknown family '{bad[0]}' in --families: use some of {', '.join(FAMILIES)}")
-        pool = [s for s in pool if s.family in families]
-        if not pool:
-            raise UserError(f"no scenarios of families {', '.join(families)} in the scenarios given")
-    return select(pool, split=split, family=family, limit=limit)
 
 
 def choice_record(s: Scenario, fmt: str, blocks: dict) -> dict:

@@ -71,9 +71,13 @@ class AuditSuite:
                 "model_fingerprint": ctx.config["model_fingerprint"], "resumed_records": meta["resumed_records"],
                 "seconds": meta["seconds"]}
 
+    # what `teachwhy compare` says of two audit runs (evals/compare.py checks it before any suite's compare)
+    not_comparable = ("compare works on choice-mode runs (per-scenario P(harmful)); audit runs are compared per "
+                      "dimension in an experiment's analysis (an experiment with an audit eval: `teachwhy "
+                      "experiment run`)")
+
     def compare(self, a: dict, b: dict, out: dict, effect: Any) -> dict:
-        raise UserError("compare works on choice-mode runs (per-scenario P(harmful)); audit runs are compared "
-                        "per dimension in an experiment's analysis")
+        raise UserError(self.not_comparable)  # not reached through compare_runs, which refuses first
 
 
 SUITE = AuditSuite()
