@@ -164,7 +164,7 @@ def test_sft_adapter_is_bitwise_the_same_mapped_trimmed_and_plain(tiny, tmp_path
     monkeypatch.setenv("TEACHWHY_SFT_HEAP_SLACK_MIB", "0.000001")  # 1 byte: every check trims
     trimmed, trims = train("trimmed")
     assert entered == [1 << 20]  # off by default
-    assert trims and trims > 0
+    assert trims["trims"] > 0 and trims["checks"] >= trims["trims"] and trims["seconds"] >= 0
     monkeypatch.setenv("TEACHWHY_SFT_HEAP_SLACK_MIB", "0")
     plain, trims = train("plain")
     assert trims is None

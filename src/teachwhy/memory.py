@@ -32,6 +32,7 @@ import ctypes
 import gc
 import os
 import sys
+import time
 from collections.abc import Iterator
 
 from teachwhy.errors import UserError
@@ -138,6 +139,7 @@ class HeapTrimmer:
 
     def __init__(self, slack: int):
         self.slack, self.trims, self.checks = slack, 0, 0
+        self.seconds = 0.0  # time spent checking and trimming
         self._libc = None
         if sys.platform.startswith("linux"):
             with contextlib.suppress(OSError, AttributeError):
@@ -164,12 +166,14 @@ class HeapTrimmer:
         """Trim when the freed resident memory is over the slack; returns whether it trimmed."""
         if not self.available:
             return False
+        t0 = time.perf_counter()
         self.checks += 1
-        if self.freed_resident() <= self.slack:
-            return False
-        self._libc.malloc_trim(0)
-        self.trims += 1
-        return True
+        trim = self.freed_resident() > self.slack
+        if trim:
+            self._libc.malloc_trim(0)
+            self.trims += 1
+        self.seconds += time.perf_counter() - t0
+        return trim
 
 
 def decoder_layers(model) -> list:

@@ -163,15 +163,17 @@ class CandidateTree:
 
     def mask(self, prefix_len: int) -> torch.Tensor:
         """(nodes, prefix + nodes) booleans: a node sees the whole prefix, itself and its ancestors."""
+        import numpy as np
+
         n = len(self.tokens)
-        allow = torch.zeros(n, prefix_len + n, dtype=torch.bool)
+        allow = np.zeros((n, prefix_len + n), dtype=bool)
         allow[:, :prefix_len] = True
-        for j in range(n):
-            a = j
-            while a >= 0:
-                allow[j, prefix_len + a] = True
-                a = self.parent[a]
-        return allow
+        tree = allow[:, prefix_len:]
+        for j, p in enumerate(self.parent):  # a parent always comes before its children
+            if p >= 0:
+                tree[j] = tree[p]
+            tree[j, j] = True
+        return torch.from_numpy(allow)
 
     def parents_needed(self) -> list[int]:
         """The nodes whose next-token distribution some candidate needs (all but candidates' last)."""

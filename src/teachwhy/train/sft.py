@@ -18,9 +18,9 @@ path), and the loss projects only the loss-bearing positions through the LM head
 at a time (`WhySFTTrainer.compute_loss`, train/chunked_loss.py). `gradient_checkpointing: selective`
 recomputes each layer in the backward pass except its attention kernel (train/checkpointing.py), for
 peak memory under 2 GB of live tensors. glibc's heap would otherwise grow to about twice the step's
-live memory (freed activations leave resident holes), so between decoder layers a trimmer hands
-freed memory back once more than TEACHWHY_SFT_HEAP_SLACK_MIB (512) of it is resident
-(`teachwhy.memory.trimmed_between_layers`; the count is summary.json's `heap_trims`). With
+live memory (freed activations leave resident holes), so with checkpointing on, between decoder
+layers a trimmer hands freed memory back once more than TEACHWHY_SFT_HEAP_SLACK_MIB (512) of it is
+resident (`teachwhy.memory.trimmed_between_layers`; summary.json's `heap_trims` has the trims, the checks and the seconds they took). With
 `TEACHWHY_SFT_MAP_MIB=1`, glibc instead maps every block of 1 MiB and more on its own
 (`mapped_large_blocks`): the lowest peak, at a cost in tokens/s (docs/performance.md, Memory).
 `bench/bench_sft.py` measures this against TRL's SFTTrainer defaults and float32.
@@ -232,12 +232,15 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
         _restore_token_counts(trainer, run_dir)
     t0 = time.time()
     threshold = train_map_threshold()  # opt-in: lower peak memory, fewer tokens/s
-    slack = None if threshold else heap_slack()  # mapped blocks leave no holes to trim
+    # with checkpointing, the heap's holes are most of the peak: trim them (mapped blocks leave none;
+    # without checkpointing the live activations dominate and tokens/s comes first)
+    slack = heap_slack() if spec.gradient_checkpointing and not threshold else None
     with (mapped_large_blocks(threshold) if threshold else contextlib.nullcontext(False),
           trimmed_between_layers(trainer.model, slack) as trimmer):
         out = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     seconds = time.time() - t0
-    trainer.heap_trims = trimmer.trims if trimmer is not None else None
+    trainer.heap_trims = {"trims": trimmer.trims, "checks": trimmer.checks, "seconds": round(trimmer.seconds, 3)} \
+        if trimmer is not None else None
 
     merged = _save_sft(spec, handle, trainer, tok, base, base_dir, mixture, out_dir)
     summary = _sft_summary(spec, handle, trainer, out, base, dtype, packing, mixture, seconds, resumed_step,
