@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from teachwhy.errors import UserError
 
@@ -140,7 +141,7 @@ class HeapTrimmer:
     def __init__(self, slack: int):
         self.slack, self.trims, self.checks = slack, 0, 0
         self.seconds = 0.0  # time spent checking and trimming
-        self._libc = None
+        self._libc: Any = None
         if sys.platform.startswith("linux"):
             with contextlib.suppress(OSError, AttributeError):
                 libc = ctypes.CDLL("libc.so.6")
@@ -194,11 +195,12 @@ def trimmed_between_layers(model, slack: int | None) -> Iterator[HeapTrimmer | N
     included) and when its output's gradient arrives in the backward pass. Yields the trimmer (None
     when `slack` is None, off glibc, or the model has no decoder layers found); every hook is removed
     on leaving."""
-    trimmer = HeapTrimmer(slack) if slack else None
-    layers = decoder_layers(model) if trimmer is not None and trimmer.available else []
-    if not layers:
+    made = HeapTrimmer(slack) if slack else None
+    layers = decoder_layers(model) if made is not None and made.available else []
+    if made is None or not layers:
         yield None
         return
+    trimmer: HeapTrimmer = made
 
     def on_grad(_grad):
         trimmer.check()

@@ -20,9 +20,10 @@ recomputes each layer in the backward pass except its attention kernel (train/ch
 peak memory under 2 GB of live tensors. glibc's heap would otherwise grow to about twice the step's
 live memory (freed activations leave resident holes), so with checkpointing on, between decoder
 layers a trimmer hands freed memory back once more than TEACHWHY_SFT_HEAP_SLACK_MIB (512) of it is
-resident (`teachwhy.memory.trimmed_between_layers`; summary.json's `heap_trims` has the trims, the checks and the seconds they took). With
-`TEACHWHY_SFT_MAP_MIB=1`, glibc instead maps every block of 1 MiB and more on its own
-(`mapped_large_blocks`): the lowest peak, at a cost in tokens/s (docs/performance.md, Memory).
+resident (`teachwhy.memory.trimmed_between_layers`; summary.json's `heap_trims` has the trims, the
+checks and the seconds they took). With `TEACHWHY_SFT_MAP_MIB=1`, glibc instead maps every block of
+1 MiB and more on its own (`mapped_large_blocks`): the lowest peak, at a cost in tokens/s
+(docs/performance.md, Memory).
 `bench/bench_sft.py` measures this against TRL's SFTTrainer defaults and float32.
 """
 
