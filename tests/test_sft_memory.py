@@ -174,6 +174,27 @@ def test_sft_adapter_is_bitwise_the_same_mapped_trimmed_and_plain(tiny, tmp_path
         assert torch.equal(trimmed[name], plain[name]), name
 
 
+@pytest.mark.slow
+def test_trimming_follows_checkpointing(tiny, tmp_path, monkeypatch):
+    """Full (reentrant) checkpointing trims too, its recompute carrying the backward checks; without
+    checkpointing nothing is trimmed and summary.json says so with null."""
+    from teachwhy.data.build import build_dataset
+    from teachwhy.teachers import get_teacher
+    from teachwhy.train import SFTSpec, run_sft
+
+    data = tmp_path / "data"
+    build_dataset("reasoning", get_teacher("builtin", seed=0), tokens=1500, seed=0, out=data)
+    monkeypatch.delenv("TEACHWHY_SFT_MAP_MIB", raising=False)
+    monkeypatch.setenv("TEACHWHY_SFT_HEAP_SLACK_MIB", "0.000001")
+    trims = {}
+    for gc in (True, False):
+        spec = SFTSpec(model=tiny, data=[{"path": str(data)}], out=str(tmp_path / f"gc-{gc}"), dtype="bfloat16",
+                       gradient_checkpointing=gc)
+        trims[gc] = run_sft(spec).summary["heap_trims"]
+    assert trims[True]["trims"] > 0 and trims[True]["checks"] >= trims[True]["trims"]
+    assert trims[False] is None
+
+
 def test_map_threshold_is_opt_in_and_bad_values_are_one_line(monkeypatch):
     from teachwhy import memory
     from teachwhy.errors import UserError
