@@ -140,3 +140,31 @@ def test_logits_match_generate(engine):
         for pack in (False, True):
             got = ours(ids, pack)
             assert all(torch.allclose(a, b, rtol=0, atol=1e-4) for a, b in zip(got, want, strict=True))
+
+
+def test_a_batch_gathers_requests_that_arrive_apart(engine, monkeypatch):
+    """With batch_size > 1, requests arriving tens of ms apart (Inspect starting the next samples as
+    earlier ones end) share one batch; one that comes after the quiet window gets a batch of its own."""
+    import time
+
+    monkeypatch.setattr(inspect_local, "GATHER_QUIET_S", 0.5)
+    sizes: list[int] = []
+    real = engine._generate
+
+    def spy(prompts, p, seeds):
+        sizes.append(len(prompts))
+        return real(prompts, p, seeds)
+
+    monkeypatch.setattr(engine, "_generate", spy)
+    engine.batch_size = 4
+    futures = []
+    for prompt in [*PROMPTS, "Good morning"]:
+        futures.append(engine.submit(prompt, params(max_tokens=4)))
+        time.sleep(0.05)
+    assert all(len(f.result(timeout=120).text) >= 0 for f in futures)
+    assert sizes == [4]
+    first = engine.submit("Alone at first", params(max_tokens=4))
+    time.sleep(1.5)  # past the quiet window: the first request is served alone
+    later = engine.submit("Then another", params(max_tokens=4))
+    first.result(timeout=120), later.result(timeout=120)
+    assert sizes == [4, 1, 1]

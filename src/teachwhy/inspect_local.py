@@ -4,8 +4,9 @@ by `teachwhy.models.load(spec)` (the embedded model, a Hugging Face directory, o
 Importing this module registers the provider (teachwhy.evals.suites.agentic.task imports it). Each (spec, dtype)
 is loaded once per process (onto CUDA when available, or `-M device=...`) and served by one worker
 thread, which batches concurrent requests that share generation settings (`-M batch_size=N`;
-default 1 on CPU, 16 on CUDA) and decodes them with teachwhy.decode: each distinct prompt prefilled
-once and kept for later epochs (`-M prompt_cache_mb=512`; 0 keeps none), one decode loop per batch.
+default 1 on CPU, 16 on CUDA; a batch gathers until it is full or no request has come for 0.1 s)
+and decodes them with teachwhy.decode: each distinct prompt prefilled once and kept for later
+epochs (`-M prompt_cache_mb=512`; 0 keeps none), one decode loop per batch.
 `-M decode=exact` (the default) keeps transformers' generate() arithmetic, so greedy tokens match it
 for one prompt at a time (batch_size 1, or rows of equal length; padded rows of different lengths get
 a mask, and with it the folded attention kernel, which rounds differently);
@@ -134,6 +135,9 @@ class _Request:
 
 DECODES = ("exact", "fast", "generate")
 PROMPT_CACHE_MB = 512
+# with batch_size > 1, a batch keeps gathering requests until it is full or none has arrived for this
+# long: Inspect starts the next samples as earlier ones end, and their requests come tens of ms apart
+GATHER_QUIET_S = 0.1
 
 
 class Engine:
@@ -186,14 +190,13 @@ class Engine:
         if first is None:
             return None
         batch, key = [first], first.params.batch_key()
-        time.sleep(0.005 if self.batch_size > 1 else 0)  # let concurrent requests arrive
         keep: list[_Request] = []
         for r in self._held:
             (batch if len(batch) < self.batch_size and r.params.batch_key() == key else keep).append(r)
         self._held = keep
-        while len(batch) < self.batch_size:
+        while len(batch) < self.batch_size:  # gather until full, or quiet for GATHER_QUIET_S
             try:
-                nxt = self._queue.get_nowait()
+                nxt = self._queue.get(timeout=GATHER_QUIET_S)
             except queue.Empty:
                 break
             if nxt is None:  # asked to stop: serve this batch and what is held first
