@@ -39,14 +39,20 @@ class Busy:
         return f"pid {self.pid}, {self.command}, {self.cpu:.1f} cores"
 
 
-def _ticks(pid: str) -> int | None:
-    """utime + stime of one process, in clock ticks; None when it is gone or unreadable."""
+def _stat(pid: int | str, *fields: int) -> list[int] | None:
+    """Numeric fields of /proc/<pid>/stat, counted from its state field after the command's closing
+    parenthesis (0: state, 1: ppid, 11: utime, 12: stime); None when it is gone or unreadable."""
     try:
-        text = (PROC / pid / "stat").read_text()
-        fields = text.rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        rest = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        return [int(rest[f]) for f in fields]
     except (OSError, ValueError, IndexError):
         return None
+
+
+def _ticks(pid: str) -> int | None:
+    """utime + stime of one process, in clock ticks; None when it is gone or unreadable."""
+    got = _stat(pid, 11, 12)
+    return None if got is None else got[0] + got[1]
 
 
 def sample() -> tuple[float, dict[int, int]]:
@@ -98,11 +104,8 @@ def _own_ids() -> set[int]:
 
 def parent(pid: int) -> int | None:
     """A process's parent pid; None when it is gone or unreadable."""
-    try:
-        text = (PROC / str(pid) / "stat").read_text()
-        return int(text.rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
+    got = _stat(pid, 1)
+    return None if got is None else got[0]
 
 
 def is_descendant(pid: int, ancestor: int | None = None) -> bool:

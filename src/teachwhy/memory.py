@@ -17,12 +17,13 @@ zeroed pages per block): measured with nothing else running, selective checkpoin
 mapped against 176 with glibc's own heap (peak 1,247 against 2,344 MiB). So it is opt-in:
 `TEACHWHY_SFT_MAP_MIB=N` maps blocks of N MiB and more while training (`train_map_threshold`).
 
-The default instead keeps glibc's heap and bounds its holes (`trimmed_between_layers`): at each
-decoder layer's forward and backward, a `HeapTrimmer` compares the resident set with what the heap
-has handed out (glibc's mallinfo2, ~1 us) and, when more than TEACHWHY_SFT_HEAP_SLACK_MIB (512 by
-default) of freed memory is resident, gives it back with malloc_trim. That happens a few times a
-step, so the refaulted pages cost little: on the embedded model, 8,000 tokens, nothing else
-running, the peak fell from 2,576-2,695 to 1,759-1,845 MiB at 0.98x the tokens/s.
+With gradient checkpointing, `run_sft` instead keeps glibc's heap and bounds its holes
+(`trimmed_between_layers`): at each decoder layer's forward and backward, a `HeapTrimmer` compares
+the resident set with what the heap has handed out (glibc's mallinfo2, ~1 us) and, when more than
+TEACHWHY_SFT_HEAP_SLACK_MIB (512 by default) of freed memory is resident, gives it back with
+malloc_trim. Its cost is refaulting the pages handed back: on the embedded model, selective
+checkpointing, 8,000 tokens, nothing else running (`bench/bench_memory.py --repeat 3`), the peak
+fell from 2,740 to 1,575 MiB at 0.908x the untrimmed tokens/s.
 """
 
 from __future__ import annotations
@@ -48,60 +49,70 @@ SLACK_ENV = "TEACHWHY_SFT_HEAP_SLACK_MIB"
 DEFAULT_SLACK_MIB = 512
 
 
+def _mib_env(name: str, default_mib: float, max_mib: float, how: str) -> int | None:
+    """A size in MiB from the environment variable `name`, in bytes (unset or empty: `default_mib`;
+    0: None). Anything else than a number from 0 to `max_mib` is one UserError line ending in `how`."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        mib = float(raw) if raw else default_mib
+    except ValueError:
+        mib = -1.0
+    if not 0 <= mib <= max_mib:
+        raise UserError(f"{name}={raw!r}: {how}")
+    return int(mib * 2**20) or None
+
+
 def train_map_threshold() -> int | None:
     """The mmap threshold in bytes to hold while training, from TEACHWHY_SFT_MAP_MIB (MiB), or None
     (unset, empty or 0: glibc's own heap, the faster default)."""
-    raw = os.environ.get(MAP_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        mib = float(raw)
-    except ValueError:
-        mib = -1.0
-    if mib < 0 or mib > 1024:
-        raise UserError(f"{MAP_ENV}={raw!r}: give a size in MiB between 0 (off) and 1024, e.g. {MAP_ENV}=1")
-    return int(mib * 2**20) or None
+    return _mib_env(MAP_ENV, 0, 1024, f"give a size in MiB between 0 (off) and 1024, e.g. {MAP_ENV}=1")
 
 
 def heap_slack() -> int | None:
     """How much freed heap memory may stay resident while training, in bytes, from
-    TEACHWHY_SFT_HEAP_SLACK_MIB (MiB; unset or empty: 512; 0: never trim)."""
-    raw = os.environ.get(SLACK_ENV, "").strip()
-    if not raw:
-        return DEFAULT_SLACK_MIB << 20
-    try:
-        mib = float(raw)
-    except ValueError:
-        mib = -1.0
-    if mib < 0 or mib > 1 << 20:
-        raise UserError(f"{SLACK_ENV}={raw!r}: give a size in MiB, 0 (never trim) or more, e.g. {SLACK_ENV}=512")
-    return int(mib * 2**20) or None
+    TEACHWHY_SFT_HEAP_SLACK_MIB (MiB; unset or empty: 512; 0: never trim, None)."""
+    return _mib_env(SLACK_ENV, DEFAULT_SLACK_MIB, 1 << 20,
+                    f"give a size in MiB, 0 (never trim) or more, e.g. {SLACK_ENV}=512")
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def resident_mb() -> float:
     """This process's resident set size now, in MiB (Linux; 0.0 where /proc is absent)."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        return _resident_bytes() / 2**20
     except OSError:
         return 0.0
+
+
+def _glibc() -> Any:
+    """glibc through ctypes; None off Linux or where libc.so.6 does not load."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
 
 
 def release_memory() -> None:
     """Collect reference cycles and, on glibc, hand the allocator's free memory back to the system."""
     gc.collect()
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc (musl): nothing to trim
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+    libc = _glibc()
+    if libc is not None:
+        with contextlib.suppress(AttributeError):  # not glibc (musl): nothing to trim
+            libc.malloc_trim(0)
 
 
 def _mallopt(param: int, value: int) -> bool:
     """Set a glibc malloc parameter; False where there is no glibc (macOS, musl) or it refused."""
-    if not sys.platform.startswith("linux"):
-        return False
+    libc = _glibc()
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(param, value))
-    except (OSError, AttributeError):
+        return libc is not None and bool(libc.mallopt(param, value))
+    except AttributeError:
         return False
 
 
@@ -124,11 +135,6 @@ class _MallInfo2(ctypes.Structure):
         "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 class HeapTrimmer:
     """Gives freed heap memory back to the system once more than `slack` bytes of it are resident.
 
@@ -142,9 +148,9 @@ class HeapTrimmer:
         self.slack, self.trims, self.checks = slack, 0, 0
         self.seconds = 0.0  # time spent checking and trimming
         self._libc: Any = None
-        if sys.platform.startswith("linux"):
-            with contextlib.suppress(OSError, AttributeError):
-                libc = ctypes.CDLL("libc.so.6")
+        libc = _glibc()
+        if libc is not None:
+            with contextlib.suppress(AttributeError):  # musl, or glibc before 2.33
                 libc.mallinfo2.restype = _MallInfo2
                 self._libc = libc
         self.available = self._libc is not None
