@@ -11,10 +11,11 @@
       summary.json         written last, atomically; a finished run is not trained again
 
 Speed on CPU (the reference is 2 cores): the frozen base is held in bfloat16 where the CPU computes it
-natively and the LoRA weights in float32 (the loss calls the backbone directly, outside accelerate's
-autocast, so PEFT casts each adapted layer's input up to float32 for the adapter and the sum back to
-bfloat16); each record is its own micro-batch (no padding, so attention takes the causal fast
-path), and the loss projects only the loss-bearing positions through the LM head, a chunk of rows
+natively and the LoRA weights in float32; the forward runs under accelerate's bf16 autocast, so the
+adapters compute in bfloat16 on bfloat16 inputs while their float32 weights take the updates (PEFT's
+cast of each input up to float32 is skipped for the step); each record is its own micro-batch (no
+padding, so attention takes the causal fast path; grouped key/value heads are repeated for the
+kernel while training, train/attention.py), and the loss projects only the loss-bearing positions through the LM head, a chunk of rows
 at a time (`WhySFTTrainer.compute_loss`, train/chunked_loss.py). `gradient_checkpointing: selective`
 recomputes each layer in the backward pass except its attention kernel (train/checkpointing.py), for
 peak memory under 2 GB of live tensors. glibc's heap would otherwise grow to about twice the step's
@@ -39,6 +40,7 @@ from teachwhy import models
 from teachwhy.errors import UserError
 from teachwhy.memory import heap_slack, mapped_large_blocks, train_map_threshold, trimmed_between_layers
 from teachwhy.store import read_jsonl
+from teachwhy.train.attention import use_for_training
 from teachwhy.train.config import SFTSpec
 from teachwhy.train.mixture import Mixture, load_mixture
 from teachwhy.train.runs import (
@@ -75,6 +77,16 @@ def why_sft_trainer_class():
         tokens_seen = 0
         loss_tokens_seen = 0
 
+        def training_step(self, model, *args, **kwargs):
+            # under autocast PEFT's cast of each adapted layer's input up to the float32 adapter weights
+            # is a copy that autocast undoes; skip it for the step, forward and backward (checkpointed
+            # layers rerun their forward in the backward pass)
+            from peft.helpers import disable_input_dtype_casting
+
+            mixed = self.accelerator.mixed_precision in ("bf16", "fp16")
+            with disable_input_dtype_casting(model, active=mixed):
+                return super().training_step(model, *args, **kwargs)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -84,7 +96,8 @@ def why_sft_trainer_class():
             base = getattr(base, "module", base)
             backbone = getattr(base, base.base_model_prefix)
             kw = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
-            hidden = backbone(**kw, use_cache=False).last_hidden_state[:, :-1]
+            with self.accelerator.autocast():  # what accelerate wraps model.forward in (bf16: mixed precision)
+                hidden = backbone(**kw, use_cache=False).last_hidden_state[:, :-1]
             targets = labels[:, 1:]
             mask = targets != -100
             head = base.get_output_embeddings()
@@ -195,6 +208,7 @@ def _train_sft(spec, handle, base, base_dir, init_adapter, dtype, tok, mixture, 
     torch.manual_seed(spec.seed)
     quiet_hf()
     model = _load_base(base_dir, spec, dtype)
+    use_for_training(model)
     if spec.gradient_checkpointing == "selective":
         from teachwhy.train.checkpointing import enable_selective
 
