@@ -12,18 +12,18 @@
 
 Speed on CPU (the reference is 2 cores): the frozen base is held in bfloat16 where the CPU computes it
 natively and the LoRA weights in float32; the forward runs under accelerate's bf16 autocast, so the
-adapters compute in bfloat16 on bfloat16 inputs while their float32 weights take the updates (PEFT's
-cast of each input up to float32 is skipped for the step); each record is its own micro-batch (no
-padding, so attention takes the causal fast path; grouped key/value heads are repeated for the
-kernel while training, train/attention.py), and the loss projects only the loss-bearing positions through the LM head, a chunk of rows
-at a time (`WhySFTTrainer.compute_loss`, train/chunked_loss.py). `gradient_checkpointing: selective`
-recomputes each layer in the backward pass except its attention kernel (train/checkpointing.py), for
-peak memory under 2 GB of live tensors. glibc's heap would otherwise grow to about twice the step's
-live memory (freed activations leave resident holes), so with checkpointing on, between decoder
-layers a trimmer hands freed memory back once more than TEACHWHY_SFT_HEAP_SLACK_MIB (512) of it is
-resident (`teachwhy.memory.trimmed_between_layers`; summary.json's `heap_trims` has the trims, the
-checks and the seconds they took). With `TEACHWHY_SFT_MAP_MIB=1`, glibc instead maps every block of
-1 MiB and more on its own (`mapped_large_blocks`): the lowest peak, at a cost in tokens/s
+adapters compute in bfloat16 on bfloat16 inputs while their float32 weights take the updates (PEFT's cast
+of each input up to float32 is skipped for the step); each record is its own micro-batch (no padding, so
+attention takes the causal fast path; grouped key/value heads are repeated for the kernel while training,
+train/attention.py), and the loss projects only the loss-bearing positions through the LM head, a chunk
+of rows at a time (`WhySFTTrainer.compute_loss`, train/chunked_loss.py). `gradient_checkpointing:
+selective` recomputes each layer in the backward pass except its attention kernel
+(train/checkpointing.py), for peak memory under 2 GB of live tensors. glibc's heap can otherwise grow
+well past the step's live memory (freed activations leave resident holes), so with checkpointing on,
+between decoder layers a trimmer hands freed memory back once more than TEACHWHY_SFT_HEAP_SLACK_MIB (512)
+of it is resident (`teachwhy.memory.trimmed_between_layers`; summary.json's `heap_trims` has the trims,
+the checks and the seconds they took). With `TEACHWHY_SFT_MAP_MIB=1`, glibc instead maps every block of 1
+MiB and more on its own (`mapped_large_blocks`): the lowest peak, at a cost in tokens/s
 (docs/performance.md, Memory).
 `bench/bench_sft.py` measures this against TRL's SFTTrainer defaults and float32.
 """
