@@ -52,13 +52,14 @@ def test_chunked_loss_under_bf16_autocast_matches_the_autocast_linear():
     assert weight.grad is None
 
 
-def _tiny_llama(seed: int):
+def _tiny_llama(seed: int, impl: str = "sdpa"):
+    """A randomly initialised 3-layer Llama with grouped key/value heads (4 query heads on 2)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      attn_implementation="sdpa")
+                      attn_implementation=impl)
     return LlamaForCausalLM(cfg)
 
 

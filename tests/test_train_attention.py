@@ -8,23 +8,7 @@ import pytest
 import torch
 
 from teachwhy.train import attention
-
-
-def _tiny_llama(seed: int, impl: str = "sdpa"):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      attn_implementation=impl)
-    return LlamaForCausalLM(cfg)
-
-
-def _loss_and_grads(model, ids):
-    model.zero_grad()
-    out = model(input_ids=ids, labels=ids, use_cache=False)
-    out.loss.backward()
-    return out.logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+from test_sft_memory import _grads, _tiny_llama
 
 
 def test_repeated_heads_give_sdpa_values_and_gradients():
@@ -32,9 +16,9 @@ def test_repeated_heads_give_sdpa_values_and_gradients():
     plain, switched = _tiny_llama(0), _tiny_llama(0)
     assert attention.use_for_training(switched)
     assert switched.config._attn_implementation == attention.NAME
-    logits0, g0 = _loss_and_grads(plain, ids)
-    logits1, g1 = _loss_and_grads(switched, ids)
-    assert torch.allclose(logits1, logits0, atol=1e-6)
+    loss0, g0 = _grads(plain, ids)
+    loss1, g1 = _grads(switched, ids)
+    assert torch.allclose(loss1, loss0, atol=1e-6)
     assert g0.keys() == g1.keys() and g0
     for name in g0:
         assert torch.allclose(g1[name], g0[name], rtol=1e-4, atol=1e-6), name
