@@ -25,11 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
+
+from teachwhy.decode_step import LlamaStep
 
 Chooser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -193,16 +195,24 @@ def decode(model: Any, rows: list[Prefilled], choose: Chooser, max_new_tokens: i
     masked = pack_heads or any(row.length < width for row in rows)
     new: list[list[int]] = [[] for _ in rows]
     running = torch.ones(len(rows), dtype=torch.long, device=device)
+    lean = LlamaStep.of(model)
+    if lean is not None:
+        buffers = [cast(RoomLayer, layer).buffers for layer in cache.layers]
+        tables = lean.rotary(size, rows[0].keys[0].dtype)
     for step in range(max_new_tokens):
         nxt = choose(ids[:, :width + step], logits) * running + pad_id * (1 - running)
         ids[:, width + step] = nxt
         _record(nxt.tolist(), new, running, eos, stop)
         if not running.any() or step == max_new_tokens - 1:
             break
-        mask[..., width + step] = True
-        out = model(input_ids=nxt[:, None], attention_mask=mask[..., :width + step + 1] if masked else None,
-                    position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
-        logits = out.logits[:, -1].to(dtype=torch.float32)
+        end = width + step + 1
+        mask[..., end - 1] = True
+        if lean is not None:
+            logits = lean(nxt, positions[:, 0], buffers, end, mask[..., :end] if masked else None, tables)
+        else:
+            out = model(input_ids=nxt[:, None], attention_mask=mask[..., :end] if masked else None,
+                        position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1].to(dtype=torch.float32)
         positions += 1
     return new
 
