@@ -97,6 +97,7 @@ def check_model(cfg: EvalConfig) -> models.ModelRef:
         raise UserError(f"choice mode needs log-probs from a local model; '{cfg.model}' is an Inspect model "
                         "id: use --mode generate, or pass a local model")
     backends.check_backend_for(ref, cfg.backend)  # e.g. vllm not installed here
+    check_decode(cfg, ref)
     for other in (cfg.judge, cfg.auditor):
         if other is not None:
             models.resolve(other)  # fails early with a clear line for an unknown model
@@ -107,6 +108,19 @@ def check_model(cfg: EvalConfig) -> models.ModelRef:
     elif ref.is_local:
         models.model_dir(ref)
     return ref
+
+
+def check_decode(cfg: EvalConfig, ref: models.ModelRef) -> None:
+    """--decode is one of the local engine's decodes, and given only where that engine generates."""
+    from teachwhy.inspect_local import DECODES
+
+    if cfg.decode not in DECODES:
+        raise UserError(f"unknown --decode '{cfg.decode}': use one of {', '.join(DECODES)}")
+    where = cfg.suite == "agentic" and cfg.mode == "generate" and ref.is_local and cfg.backend == "hf"
+    if cfg.decode != DECODES[0] and not where:
+        raise UserError(f"--decode {cfg.decode} applies to the agentic suite's generate mode with a local model on "
+                        f"the hf backend (here: suite {cfg.suite}, mode {cfg.mode}, model '{cfg.model}', backend "
+                        f"{cfg.backend}): drop --decode")
 
 
 def run_config(cfg: EvalConfig, ref: models.ModelRef, items: list[Any]) -> dict[str, Any]:
@@ -124,6 +138,8 @@ def run_config(cfg: EvalConfig, ref: models.ModelRef, items: list[Any]) -> dict[
     if ref.is_local and cfg.backend != "hf":
         # recorded only when it is not the default, so the ids of existing runs (and their resume) hold
         config["backend"] = cfg.backend
+    if cfg.decode != "exact":  # likewise; another decode may give other tokens, so it is another run
+        config["decode"] = cfg.decode
     return config
 
 

@@ -96,7 +96,8 @@ class AgenticSuite:
         mid, cfg = execute.generate_id(ctx), ctx.cfg
         execute.resumable(mid, items, cfg.samples, ctx.log, ctx.progress, lambda todo, keep: run_generate(
             todo, mid, samples=cfg.samples, log_dir=str(ctx.run_dir / "inspect-logs"), judge=cfg.judge,
-            max_tokens=cfg.max_tokens, seed=cfg.seed, on_record=keep))
+            max_tokens=cfg.max_tokens, seed=cfg.seed, on_record=keep,
+            model_args={"decode": cfg.decode} if cfg.decode != "exact" else None))
 
     def summarise(self, ctx: Any, items: list[Any], records: list[dict], meta: dict) -> dict:
         from teachwhy.evals.compare import trained_families
