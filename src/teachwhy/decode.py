@@ -11,6 +11,9 @@ choose, with less work per token on the CPU.
   transformers' sdpa folds the query heads onto the key/value heads instead of calling its
   `enable_gqa` kernel; several times faster on the CPU for one query token, but it sums in another
   order, so now and then a greedy token differs from `generate()`'s.
+- Each step runs through teachwhy.decode_step.LlamaStep where it applies (a plain or LoRA Llama in
+  eval mode): the forward's kernels and numbers, bitwise, without the modules' per-token overhead;
+  other models go through their own forward.
 - Token choice: the logits processors `generate()` builds for the same settings (temperature, top_k
   (transformers' default 50 when sampling), top_p and whatever the model's generation_config adds),
   then argmax, or torch.multinomial over the softmax, on float32 logits, one draw per row per step.
