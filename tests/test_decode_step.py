@@ -87,11 +87,25 @@ def test_lora_adapters_bitwise_equal(tiny, monkeypatch, dtype):
     assert not torch.equal(plain[1], adapted[1])
 
 
-def test_built_once_per_model(tiny):
-    model = _model(tiny, "float32")
+def test_follows_the_active_adapter(tiny, monkeypatch):
+    """A PEFT model switched to another adapter between decodes: the step applies the active one."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)
+    model = get_peft_model(_model(tiny, "float32"), LoraConfig(r=4, target_modules="all-linear",
+                                                               init_lora_weights=False), adapter_name="a")
+    model.add_adapter("b", LoraConfig(r=2, lora_alpha=16, target_modules="all-linear", init_lora_weights=False))
+    model.eval()
+    seen = {}
+    for name in ("a", "b"):
+        model.set_adapter(name)
+        want, got, calls = _both(model, monkeypatch, [PROMPTS[0]], False)
+        assert calls == 5 and all(torch.equal(x, y) for x, y in zip(got, want))
+        seen[name] = got
+    assert not torch.equal(seen["a"][1], seen["b"][1])
     step = LlamaStep.of(model)
-    assert step is not None and LlamaStep.of(model) is step
-    assert step.layers[0][2][0][0] is model.model.layers[0].self_attn.q_proj.weight  # the model's own tensors
+    q_proj = model.get_base_model().model.layers[0].self_attn.q_proj
+    assert step is not None and step.layers[0][2][0][0] is q_proj.base_layer.weight  # the model's own tensor
 
 
 def test_models_it_does_not_reproduce_use_the_forward(tiny):

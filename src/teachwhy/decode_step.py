@@ -115,7 +115,7 @@ class LlamaStep:
     cache of per-layer key/value buffers (batch, key/value heads, positions, head dim) whose first
     `end - 1` positions hold the context."""
 
-    def __init__(self, model: Any, base: Any) -> None:
+    def __init__(self, base: Any) -> None:
         config = base.config
         self.base = base
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -133,16 +133,10 @@ class LlamaStep:
 
     @classmethod
     def of(cls, model: Any) -> LlamaStep | None:
-        """The model's stepper (built once and kept on the model), or None where it does not apply.
-        Checked each call: a model put in training mode, or given another adapter, gets None."""
+        """A stepper for the model as it is now (built per decode call: it only gathers references, and
+        so follows a change of adapters or mode), or None where it does not apply."""
         base = _llama(model)
-        if base is None:
-            return None
-        found = getattr(model, "_teachwhy_step", None)
-        if found is None or found.base is not base:
-            found = cls(model, base)
-            model._teachwhy_step = found
-        return found
+        return None if base is None else cls(base)
 
     def rotary(self, size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosines and sines (size, head dim) for positions 0..size-1, from the model's rotary module."""
