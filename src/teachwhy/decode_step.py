@@ -87,8 +87,8 @@ def _projections(layer: Any) -> list[Any]:
 
 
 def _llama(model: Any) -> Any | None:
-    """The LlamaForCausalLM inside `model` (itself, or a PEFT model's base) when every part of it is
-    the plain transformers module the step reproduces, in eval mode; else None."""
+    """The LlamaForCausalLM inside `model` (itself, or a PEFT model's base) when every module around
+    the projections is the plain transformers module the step reproduces, in eval mode; else None."""
     from transformers.models.llama import modeling_llama as ml
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -105,7 +105,6 @@ def _llama(model: Any) -> Any | None:
              and all(type(layer) is ml.LlamaDecoderLayer and type(layer.self_attn) is ml.LlamaAttention
                      and type(layer.mlp) is ml.LlamaMLP and type(layer.input_layernorm) is ml.LlamaRMSNorm
                      and type(layer.post_attention_layernorm) is ml.LlamaRMSNorm
-                     and all(_parts(lin) is not None for lin in _projections(layer))
                      for layer in inner.layers))
     return base if plain else None
 
@@ -115,7 +114,7 @@ class LlamaStep:
     cache of per-layer key/value buffers (batch, key/value heads, positions, head dim) whose first
     `end - 1` positions hold the context."""
 
-    def __init__(self, base: Any) -> None:
+    def __init__(self, base: Any, projections: list[list[tuple[torch.nn.Linear, list[Delta]]]]) -> None:
         config = base.config
         self.base = base
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
@@ -123,10 +122,9 @@ class LlamaStep:
         self.eps = config.rms_norm_eps
         self.scaling = self.head_dim ** -0.5
         self.layers = []
-        for layer in base.model.layers:
-            parts = [_parts(lin) for lin in _projections(layer)]
+        for layer, parts in zip(base.model.layers, projections):
             self.layers.append((layer.input_layernorm.weight, layer.post_attention_layernorm.weight,
-                                [(lin.weight, deltas) for lin, deltas in parts]))  # type: ignore[misc]
+                                [(lin.weight, deltas) for lin, deltas in parts]))
         self.embed = base.model.embed_tokens.weight
         self.norm = base.model.norm.weight
         self.head = base.lm_head.weight
@@ -136,7 +134,12 @@ class LlamaStep:
         """A stepper for the model as it is now (built per decode call: it only gathers references, and
         so follows a change of adapters or mode), or None where it does not apply."""
         base = _llama(model)
-        return None if base is None else cls(base)
+        if base is None:
+            return None
+        projections = [[_parts(lin) for lin in _projections(layer)] for layer in base.model.layers]
+        if any(p is None for parts in projections for p in parts):
+            return None  # a projection the step does not reproduce (a bias, a LoRA variant, merged weights)
+        return cls(base, projections)  # type: ignore[arg-type]
 
     def rotary(self, size: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Cosines and sines (size, head dim) for positions 0..size-1, from the model's rotary module."""
